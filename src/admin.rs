@@ -1,0 +1,174 @@
+//! The admin thread: its own single-threaded runtime serving probes and `/metrics`, and
+//! handling signals, so that neither depends on the application's runtime making progress.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+
+use crate::state::{ShutdownReason, Shared};
+
+/// Starts the admin thread. Returns once the listener is bound and the signal handlers are
+/// installed, or with the error that prevented either.
+pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
+    let listener = match shared.config.admin_addr {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("binding the admin listener on {addr}: {e}"))
+            })?;
+            l.set_nonblocking(true)?;
+            let _ = shared.admin_addr.set(l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    std::thread::Builder::new()
+        .name("podcycle-admin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(run(shared, listener, ready_tx));
+        })?;
+    ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("admin thread exited during start")))
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    listener: Option<std::net::TcpListener>,
+    ready: std::sync::mpsc::Sender<std::io::Result<()>>,
+) {
+    let signals = if shared.config.handle_signals {
+        match Signals::new([SIGTERM, SIGINT]) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let listener = match listener.map(tokio::net::TcpListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if let Some(addr) = shared.admin_addr.get() {
+        tracing::info!(%addr, "admin listener (probes, metrics) up");
+    }
+    let _ = ready.send(Ok(()));
+    let signal_handle = signals.as_ref().map(|s| s.handle());
+    let signal_task = signals.map(|s| tokio::spawn(handle_signals(shared.clone(), s)));
+    if let Some(listener) = listener {
+        serve_admin(shared.clone(), listener).await;
+    } else {
+        shared.halt.cancelled().await;
+    }
+    if let Some(h) = signal_handle {
+        h.close();
+    }
+    if let Some(t) = signal_task {
+        t.abort();
+    }
+}
+
+async fn handle_signals(shared: Arc<Shared>, mut signals: Signals) {
+    while let Some(signal) = signals.next().await {
+        let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        if shared.request_shutdown(ShutdownReason::Signal(signal)) {
+            tracing::info!(signal = name, "signal received: starting graceful shutdown");
+        } else {
+            let in_flight = shared.connections.in_flight();
+            tracing::error!(
+                signal = name,
+                phase = shared.phase().as_str(),
+                in_flight,
+                connections = shared.connections.len(),
+                "second signal: exiting immediately"
+            );
+            eprintln!(
+                "podcycle: second {name} during shutdown (phase {}): exiting now with {in_flight} request(s) in flight on {} connection(s)",
+                shared.phase(),
+                shared.connections.len()
+            );
+            std::process::exit(128 + signal);
+        }
+    }
+}
+
+async fn serve_admin(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shared.halt.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let res = admin_response(&shared, &req);
+                async move { Ok::<_, Infallible>(res) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn admin_response<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/metrics" {
+        return match shared.metrics.get() {
+            Some(render) => {
+                let mut res = Response::new(Full::new(Bytes::from(render())));
+                res.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                res
+            }
+            None => {
+                let mut res = Response::new(Full::new(Bytes::from_static(
+                    b"metrics are not enabled\n",
+                )));
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                res
+            }
+        };
+    }
+    crate::probes::respond(shared, req)
+}
+
+/// The admin listener's bound address, if any.
+pub(crate) fn addr(shared: &Shared) -> Option<SocketAddr> {
+    shared.admin_addr.get().copied()
+}

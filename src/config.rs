@@ -1,0 +1,452 @@
+//! Configuration: every knob settable in code and from the environment.
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use podcycle::Config;
+//!
+//! let config = Config::default()
+//!     .shutdown_delay(Duration::from_secs(5))
+//!     .drain_timeout(Duration::from_secs(20))
+//!     .grace_period(Duration::from_secs(30));
+//! config.validate().expect("5s + 20s + 3s + 1s margin fits in 30s");
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Time reserved between the end of the shutdown budget and the kubelet's SIGKILL.
+pub const GRACE_MARGIN: Duration = Duration::from_secs(1);
+
+/// What happens to new requests once the propagation delay is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StopAccepting {
+    /// Close the listener: new connections are refused (the default).
+    #[default]
+    CloseListener,
+    /// Keep the listener open and answer new requests `503 Service Unavailable` with
+    /// `Retry-After` and `Connection: close`, as kube-apiserver does.
+    Reject,
+}
+
+/// What happens when a warm-up fails or misses the warm-up deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnWarmupFailure {
+    /// Shut down and exit with [`ExitCode::WARMUP_FAILED`](crate::Outcome) (the default).
+    #[default]
+    Exit,
+    /// Stay up and unready (the startup probe keeps failing) until a signal arrives.
+    StayUnready,
+}
+
+/// Lifecycle settings. Build one in code or read it with [`Config::from_env`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin_addr: Option<SocketAddr>,
+    pub(crate) shutdown_delay: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) hook_timeout: Duration,
+    pub(crate) grace_period: Option<Duration>,
+    pub(crate) warmup_timeout: Option<Duration>,
+    pub(crate) check_interval: Duration,
+    pub(crate) check_timeout: Duration,
+    pub(crate) watchdog_stall: Duration,
+    pub(crate) version: String,
+    pub(crate) stop_accepting: StopAccepting,
+    pub(crate) on_warmup_failure: OnWarmupFailure,
+    pub(crate) handle_signals: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9090))),
+            shutdown_delay: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(20),
+            hook_timeout: Duration::from_secs(3),
+            grace_period: None,
+            warmup_timeout: None,
+            check_interval: Duration::from_secs(5),
+            check_timeout: Duration::from_secs(1),
+            watchdog_stall: Duration::from_secs(10),
+            version: String::from("unknown"),
+            stop_accepting: StopAccepting::CloseListener,
+            on_warmup_failure: OnWarmupFailure::Exit,
+            handle_signals: true,
+        }
+    }
+}
+
+/// A configuration value that cannot be used; startup must stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// An environment variable holds a value that does not parse.
+    InvalidEnv {
+        /// The variable, e.g. `PODCYCLE_DRAIN_TIMEOUT`.
+        var: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
+    /// The shutdown budget does not fit inside the pod's termination grace period.
+    BudgetExceedsGracePeriod {
+        /// `PODCYCLE_SHUTDOWN_DELAY`.
+        delay: Duration,
+        /// `PODCYCLE_DRAIN_TIMEOUT`.
+        drain: Duration,
+        /// `PODCYCLE_HOOK_TIMEOUT`.
+        hooks: Duration,
+        /// `PODCYCLE_GRACE_PERIOD`.
+        grace_period: Duration,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidEnv {
+                var,
+                value,
+                expected,
+            } => write!(f, "invalid {var}={value:?}: expected {expected}"),
+            ConfigError::BudgetExceedsGracePeriod {
+                delay,
+                drain,
+                hooks,
+                grace_period,
+            } => {
+                let need = *delay + *drain + *hooks + GRACE_MARGIN;
+                write!(
+                    f,
+                    "shutdown budget does not fit the grace period: \
+                     PODCYCLE_SHUTDOWN_DELAY {} + PODCYCLE_DRAIN_TIMEOUT {} + PODCYCLE_HOOK_TIMEOUT {} \
+                     + margin {} = {} > PODCYCLE_GRACE_PERIOD {}; raise terminationGracePeriodSeconds \
+                     (and PODCYCLE_GRACE_PERIOD) to at least {} or shorten the delay, drain or hook timeout",
+                    fmt_duration(*delay),
+                    fmt_duration(*drain),
+                    fmt_duration(*hooks),
+                    fmt_duration(GRACE_MARGIN),
+                    fmt_duration(need),
+                    fmt_duration(*grace_period),
+                    need.as_secs() + u64::from(need.subsec_nanos() > 0),
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(crate) fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+const DURATION: &str = "a duration such as 5s, 500ms or 1m30s";
+const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// | variable | default |
+    /// |---|---|
+    /// | `PODCYCLE_ADDR` | `0.0.0.0:8080` |
+    /// | `PODCYCLE_ADMIN_ADDR` | `0.0.0.0:9090` (`off` disables the admin listener) |
+    /// | `PODCYCLE_SHUTDOWN_DELAY` | `5s` |
+    /// | `PODCYCLE_DRAIN_TIMEOUT` | `20s` |
+    /// | `PODCYCLE_HOOK_TIMEOUT` | `3s` |
+    /// | `PODCYCLE_GRACE_PERIOD` | unset (no budget check) |
+    /// | `PODCYCLE_WARMUP_TIMEOUT` | unset (no deadline) |
+    /// | `PODCYCLE_CHECK_INTERVAL` / `PODCYCLE_CHECK_TIMEOUT` | `5s` / `1s` |
+    /// | `PODCYCLE_WATCHDOG_STALL` | `10s` |
+    /// | `PODCYCLE_STOP_ACCEPTING` | `close` (or `reject`) |
+    /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
+    /// | `APP_VERSION` | `version`, the application's package version |
+    ///
+    /// Any invalid value is an error naming the variable, the value and what was expected;
+    /// the result is also [validated](Config::validate).
+    pub fn from_env(version: &str) -> Result<Config, ConfigError> {
+        Config::from_lookup(version, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`], reading from a map instead of the environment.
+    pub fn from_vars(version: &str, vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Config::from_lookup(version, |name| vars.get(name).cloned())
+    }
+
+    fn from_lookup(
+        version: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = Config::default().version(version);
+        let invalid = |var: &'static str, value: &str, expected: &'static str| {
+            ConfigError::InvalidEnv {
+                var,
+                value: value.to_owned(),
+                expected,
+            }
+        };
+        let duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => humantime::parse_duration(v.trim())
+                    .map(Some)
+                    .map_err(|_| invalid(var, &v, DURATION)),
+            }
+        };
+        if let Some(v) = get("PODCYCLE_ADDR") {
+            c.addr = v.trim().parse().map_err(|_| invalid("PODCYCLE_ADDR", &v, ADDRESS))?;
+        }
+        if let Some(v) = get("PODCYCLE_ADMIN_ADDR") {
+            c.admin_addr = match v.trim() {
+                "off" => None,
+                t => Some(t.parse().map_err(|_| {
+                    invalid("PODCYCLE_ADMIN_ADDR", &v, "a socket address or `off`")
+                })?),
+            };
+        }
+        if let Some(d) = duration("PODCYCLE_SHUTDOWN_DELAY")? {
+            c.shutdown_delay = d;
+        }
+        if let Some(d) = duration("PODCYCLE_DRAIN_TIMEOUT")? {
+            c.drain_timeout = d;
+        }
+        if let Some(d) = duration("PODCYCLE_HOOK_TIMEOUT")? {
+            c.hook_timeout = d;
+        }
+        c.grace_period = duration("PODCYCLE_GRACE_PERIOD")?;
+        c.warmup_timeout = duration("PODCYCLE_WARMUP_TIMEOUT")?;
+        if let Some(d) = duration("PODCYCLE_CHECK_INTERVAL")? {
+            if d.is_zero() {
+                return Err(invalid("PODCYCLE_CHECK_INTERVAL", "0s", "a non-zero duration"));
+            }
+            c.check_interval = d;
+        }
+        if let Some(d) = duration("PODCYCLE_CHECK_TIMEOUT")? {
+            c.check_timeout = d;
+        }
+        if let Some(d) = duration("PODCYCLE_WATCHDOG_STALL")? {
+            c.watchdog_stall = d;
+        }
+        if let Some(v) = get("PODCYCLE_STOP_ACCEPTING") {
+            c.stop_accepting = match v.trim() {
+                "close" => StopAccepting::CloseListener,
+                "reject" => StopAccepting::Reject,
+                _ => return Err(invalid("PODCYCLE_STOP_ACCEPTING", &v, "`close` or `reject`")),
+            };
+        }
+        if let Some(v) = get("PODCYCLE_ON_WARMUP_FAILURE") {
+            c.on_warmup_failure = match v.trim() {
+                "exit" => OnWarmupFailure::Exit,
+                "stay-unready" => OnWarmupFailure::StayUnready,
+                _ => {
+                    return Err(invalid(
+                        "PODCYCLE_ON_WARMUP_FAILURE",
+                        &v,
+                        "`exit` or `stay-unready`",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("APP_VERSION") {
+            let t = v.trim();
+            if t.is_empty() {
+                return Err(invalid("APP_VERSION", &v, "a non-empty version string"));
+            }
+            c.version = t.to_owned();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks that the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the
+    /// grace period, when one is set.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(grace_period) = self.grace_period {
+            let need = self.shutdown_budget() + GRACE_MARGIN;
+            if need > grace_period {
+                return Err(ConfigError::BudgetExceedsGracePeriod {
+                    delay: self.shutdown_delay,
+                    drain: self.drain_timeout,
+                    hooks: self.hook_timeout,
+                    grace_period,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The longest a shutdown can take: delay + drain timeout + hook timeout.
+    pub fn shutdown_budget(&self) -> Duration {
+        self.shutdown_delay + self.drain_timeout + self.hook_timeout
+    }
+
+    /// The application listener's address (`PODCYCLE_ADDR`).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// The admin listener's address (`PODCYCLE_ADMIN_ADDR`); `None` serves no admin listener.
+    pub fn admin_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.admin_addr = addr;
+        self
+    }
+
+    /// How long to keep serving after readiness flips (`PODCYCLE_SHUTDOWN_DELAY`).
+    pub fn shutdown_delay(mut self, d: Duration) -> Self {
+        self.shutdown_delay = d;
+        self
+    }
+
+    /// How long in-flight requests may take once the listener is closed (`PODCYCLE_DRAIN_TIMEOUT`).
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// How long shutdown hooks and tracked tasks may take (`PODCYCLE_HOOK_TIMEOUT`).
+    pub fn hook_timeout(mut self, d: Duration) -> Self {
+        self.hook_timeout = d;
+        self
+    }
+
+    /// The pod's `terminationGracePeriodSeconds` (`PODCYCLE_GRACE_PERIOD`).
+    pub fn grace_period(mut self, d: Duration) -> Self {
+        self.grace_period = Some(d);
+        self
+    }
+
+    /// A deadline for all warm-ups together (`PODCYCLE_WARMUP_TIMEOUT`).
+    pub fn warmup_timeout(mut self, d: Duration) -> Self {
+        self.warmup_timeout = Some(d);
+        self
+    }
+
+    /// How often readiness and liveness checks run (`PODCYCLE_CHECK_INTERVAL`).
+    pub fn check_interval(mut self, d: Duration) -> Self {
+        self.check_interval = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long one check may take before it counts as failed (`PODCYCLE_CHECK_TIMEOUT`).
+    pub fn check_timeout(mut self, d: Duration) -> Self {
+        self.check_timeout = d;
+        self
+    }
+
+    /// How long the runtime may make no progress before `/livez` fails (`PODCYCLE_WATCHDOG_STALL`).
+    pub fn watchdog_stall(mut self, d: Duration) -> Self {
+        self.watchdog_stall = d;
+        self
+    }
+
+    /// The version reported in metrics, probes and logs (`APP_VERSION`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// What happens to new requests after the propagation delay (`PODCYCLE_STOP_ACCEPTING`).
+    pub fn stop_accepting(mut self, mode: StopAccepting) -> Self {
+        self.stop_accepting = mode;
+        self
+    }
+
+    /// What a failed warm-up does (`PODCYCLE_ON_WARMUP_FAILURE`).
+    pub fn on_warmup_failure(mut self, policy: OnWarmupFailure) -> Self {
+        self.on_warmup_failure = policy;
+        self
+    }
+
+    /// Whether the lifecycle installs SIGTERM/SIGINT handlers (default `true`).
+    /// Without them, shutdown starts only through [`Lifecycle::shutdown`](crate::Lifecycle::shutdown).
+    pub fn handle_signals(mut self, yes: bool) -> Self {
+        self.handle_signals = yes;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_fit_the_kubernetes_default_grace_period() {
+        let c = Config::from_vars("1.0.0", &vars(&[("PODCYCLE_GRACE_PERIOD", "30s")])).unwrap();
+        assert_eq!(c.shutdown_budget(), Duration::from_secs(28));
+        assert_eq!(c.version, "1.0.0");
+    }
+
+    #[test]
+    fn human_durations_are_parsed() {
+        let c = Config::from_vars(
+            "x",
+            &vars(&[
+                ("PODCYCLE_SHUTDOWN_DELAY", "500ms"),
+                ("PODCYCLE_DRAIN_TIMEOUT", "1m 30s"),
+                ("APP_VERSION", "2.0.1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_delay, Duration::from_millis(500));
+        assert_eq!(c.drain_timeout, Duration::from_secs(90));
+        assert_eq!(c.version, "2.0.1");
+    }
+
+    #[test]
+    fn a_typo_names_the_variable_and_the_value() {
+        let err = Config::from_vars("x", &vars(&[("PODCYCLE_DRAIN_TIMEOUT", "20z")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("PODCYCLE_DRAIN_TIMEOUT"), "{msg}");
+        assert!(msg.contains("\"20z\""), "{msg}");
+        assert!(msg.contains("duration"), "{msg}");
+    }
+
+    #[test]
+    fn bad_addresses_and_modes_are_rejected() {
+        for (var, val) in [
+            ("PODCYCLE_ADDR", "8080"),
+            ("PODCYCLE_ADMIN_ADDR", "localhost"),
+            ("PODCYCLE_STOP_ACCEPTING", "maybe"),
+            ("PODCYCLE_ON_WARMUP_FAILURE", "retry"),
+            ("APP_VERSION", "  "),
+            ("PODCYCLE_CHECK_INTERVAL", "0s"),
+        ] {
+            let err = Config::from_vars("x", &vars(&[(var, val)])).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_ADMIN_ADDR", "off")])).unwrap();
+        assert_eq!(c.admin_addr, None);
+    }
+
+    #[test]
+    fn a_budget_over_the_grace_period_shows_the_arithmetic() {
+        let err = Config::from_vars(
+            "x",
+            &vars(&[
+                ("PODCYCLE_SHUTDOWN_DELAY", "10s"),
+                ("PODCYCLE_DRAIN_TIMEOUT", "20s"),
+                ("PODCYCLE_GRACE_PERIOD", "30s"),
+            ]),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("10s + PODCYCLE_DRAIN_TIMEOUT 20s + PODCYCLE_HOOK_TIMEOUT 3s + margin 1s = 34s > PODCYCLE_GRACE_PERIOD 30s"),
+            "{msg}"
+        );
+        assert!(msg.contains("at least 34"), "{msg}");
+    }
+}

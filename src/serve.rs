@@ -1,0 +1,295 @@
+//! The application listener: accepts connections, counts requests in flight until their
+//! bodies end, and closes connections politely once the propagation delay is over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderValue, CONNECTION, RETRY_AFTER};
+use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
+use tokio::net::{TcpListener, TcpStream};
+use tower::Service;
+
+use crate::config::StopAccepting;
+use crate::phase::Phase;
+use crate::state::{ConnState, RequestGuard, Shared};
+
+/// Boxed error type used for service and body errors.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a connection that is idle when draining starts may stay open before it is closed.
+/// A keep-alive client sending back to back gets its next response with `Connection: close`
+/// instead of having the connection closed under a request already on the wire.
+pub(crate) const IDLE_LINGER: Duration = Duration::from_millis(250);
+
+/// Accepts connections until the propagation delay is over (or, in reject mode, until the
+/// drain deadline), serving each with `service`.
+pub(crate) async fn accept_loop<S, B>(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    service: S,
+    connections: tokio_util::task::TaskTracker,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let reject = shared.config.stop_accepting == StopAccepting::Reject;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.stop_accepting.cancelled(), if !reject => break,
+            _ = shared.force_close.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _remote) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = service.clone();
+        let builder = builder.clone();
+        if shared.stop_accepting.is_cancelled() {
+            // Reject mode: answered 503 and closed; not part of the drain.
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = serve_connection(shared.clone(), &builder, stream, service) => {}
+                    _ = shared.force_close.cancelled() => {}
+                }
+            });
+        } else {
+            connections.spawn(async move {
+                serve_connection(shared, &builder, stream, service).await;
+            });
+        }
+    }
+    tracing::info!("application listener closed");
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection<S, B>(
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (conn_state, _registered) = shared.connections.open();
+    let service = TrackedService {
+        inner: service,
+        conn: conn_state.clone(),
+        shared: shared.clone(),
+    };
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => return log_connection_end(res),
+        _ = shared.stop_accepting.cancelled() => {}
+    }
+    // Draining. A connection busy with a request gets `Connection: close` on its response
+    // (hyper disables keep-alive); an idle one is given a short linger so that a request
+    // already on the wire is answered, with `Connection: close`, rather than reset.
+    if conn_state.in_flight() == 0 {
+        tokio::select! {
+            res = conn.as_mut() => return log_connection_end(res),
+            _ = tokio::time::sleep(IDLE_LINGER) => {}
+            _ = shared.force_close.cancelled() => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        res = conn.as_mut() => log_connection_end(res),
+        _ = shared.force_close.cancelled() => {
+            shared.connections_force_closed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(in_flight = conn_state.in_flight(), "drain deadline: connection closed with requests in flight");
+        }
+    }
+}
+
+fn log_connection_end(res: Result<(), BoxError>) {
+    if let Err(error) = res {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Wraps the application's service: counts requests per connection, marks responses
+/// `Connection: close` while draining, and rejects in reject mode.
+#[derive(Clone, Debug)]
+pub(crate) struct TrackedService<S> {
+    inner: S,
+    conn: Arc<ConnState>,
+    shared: Arc<Shared>,
+}
+
+impl<S, ReqBody, B> Service<Request<ReqBody>> for TrackedService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let phase = self.shared.phase();
+        let mut close = false;
+        if phase >= Phase::Deregistering {
+            self.shared
+                .requests_after_unready
+                .fetch_add(1, Ordering::Relaxed);
+            if phase >= Phase::Draining {
+                close = req.version() <= Version::HTTP_11;
+                if self.shared.config.stop_accepting == StopAccepting::Reject {
+                    return TrackedFuture {
+                        inner: None,
+                        guard: None,
+                        close,
+                    };
+                }
+            }
+        }
+        TrackedFuture {
+            guard: Some(self.conn.start()),
+            inner: Some(self.inner.call(req)),
+            close,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`TrackedService`]; holds the in-flight guard until the
+    /// response exists, then hands it to the body.
+    #[derive(Debug)]
+    pub(crate) struct TrackedFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        guard: Option<RequestGuard>,
+        close: bool,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let mut res = Response::new(TrackedBody {
+                inner: None,
+                guard: None,
+            });
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            if *this.close {
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Poll::Ready(Ok(res));
+        };
+        let res = ready!(inner.poll(cx));
+        let close = *this.close;
+        let guard = this.guard.take();
+        Poll::Ready(res.map(|res| {
+            let mut res = res.map(|body| TrackedBody {
+                inner: Some(body),
+                guard,
+            });
+            if close {
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
+        }))
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request counted in flight until it ends.
+    #[derive(Debug)]
+    pub(crate) struct TrackedBody<B> {
+        #[pin]
+        inner: Option<B>,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            this.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}

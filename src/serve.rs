@@ -51,12 +51,26 @@ pub(crate) async fn accept_loop<S, B>(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let reject = shared.config.stop_accepting == StopAccepting::Reject;
+    let mut backlog_left: usize = 0;
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shared.stop_accepting.cancelled(), if !reject => break,
-            _ = shared.force_close.cancelled() => break,
-            accepted = listener.accept() => accepted,
+        let accepted = if backlog_left > 0 {
+            // Closing: connections the kernel already completed would be reset by the close;
+            // take them and answer their requests (with `Connection: close`) instead.
+            backlog_left -= 1;
+            match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+                Ok(accepted) => accepted,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shared.force_close.cancelled() => break,
+                _ = shared.stop_accepting.cancelled(), if !reject => {
+                    backlog_left = 1024;
+                    continue;
+                }
+                accepted = listener.accept() => accepted,
+            }
         };
         let (stream, _remote) = match accepted {
             Ok(a) => a,
@@ -72,7 +86,7 @@ pub(crate) async fn accept_loop<S, B>(
         let shared = shared.clone();
         let service = service.clone();
         let builder = builder.clone();
-        if shared.stop_accepting.is_cancelled() {
+        if reject && shared.stop_accepting.is_cancelled() {
             // Reject mode: answered 503 and closed; not part of the drain.
             tokio::spawn(async move {
                 tokio::select! {
@@ -86,6 +100,7 @@ pub(crate) async fn accept_loop<S, B>(
             });
         }
     }
+    drop(listener);
     tracing::info!("application listener closed");
 }
 

@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
-use crate::state::{ShutdownReason, Shared};
+use crate::state::{Shared, ShutdownReason};
 
 /// Starts the admin thread. Returns once the listener is bound and the signal handlers are
 /// installed, or with the error that prevented either.
@@ -24,7 +24,10 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
     let listener = match shared.config.admin_addr {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("binding the admin listener on {addr}: {e}"))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("binding the admin listener on {addr}: {e}"),
+                )
             })?;
             l.set_nonblocking(true)?;
             let _ = shared.admin_addr.set(l.local_addr()?);
@@ -97,7 +100,11 @@ async fn run(
 
 async fn handle_signals(shared: Arc<Shared>, mut signals: Signals) {
     while let Some(signal) = signals.next().await {
-        let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        let name = if signal == SIGTERM {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        };
         if shared.request_shutdown(ShutdownReason::Signal(signal)) {
             tracing::info!(signal = name, "signal received: starting graceful shutdown");
         } else {
@@ -157,9 +164,8 @@ fn admin_response<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>>
                 res
             }
             None => {
-                let mut res = Response::new(Full::new(Bytes::from_static(
-                    b"metrics are not enabled\n",
-                )));
+                let mut res =
+                    Response::new(Full::new(Bytes::from_static(b"metrics are not enabled\n")));
                 *res.status_mut() = StatusCode::NOT_FOUND;
                 res
             }

@@ -61,8 +61,12 @@ impl CheckEntry {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if *s != status {
             match &status {
-                CheckStatus::Ok => tracing::info!(check = %self.name, probe = self.probe.as_str(), "check passing"),
-                CheckStatus::Failed(reason) => tracing::warn!(check = %self.name, probe = self.probe.as_str(), %reason, "check failing"),
+                CheckStatus::Ok => {
+                    tracing::info!(check = %self.name, probe = self.probe.as_str(), "check passing")
+                }
+                CheckStatus::Failed(reason) => {
+                    tracing::warn!(check = %self.name, probe = self.probe.as_str(), %reason, "check failing")
+                }
                 CheckStatus::Pending => {}
             }
         }

@@ -58,6 +58,8 @@ pub struct Config {
     pub(crate) stop_accepting: StopAccepting,
     pub(crate) on_warmup_failure: OnWarmupFailure,
     pub(crate) handle_signals: bool,
+    pub(crate) metric_labels: Vec<(String, String)>,
+    pub(crate) buckets: Vec<f64>,
 }
 
 impl Default for Config {
@@ -77,6 +79,8 @@ impl Default for Config {
             stop_accepting: StopAccepting::CloseListener,
             on_warmup_failure: OnWarmupFailure::Exit,
             handle_signals: true,
+            metric_labels: Vec::new(),
+            buckets: crate::metrics::DEFAULT_BUCKETS.to_vec(),
         }
     }
 }
@@ -165,6 +169,7 @@ impl Config {
     /// | `PODCYCLE_WATCHDOG_STALL` | `10s` |
     /// | `PODCYCLE_STOP_ACCEPTING` | `close` (or `reject`) |
     /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
+    /// | `PODCYCLE_METRIC_LABELS` | unset; e.g. `track=canary,zone=a` |
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
     /// Any invalid value is an error naming the variable, the value and what was expected;
@@ -183,13 +188,12 @@ impl Config {
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut c = Config::default().version(version);
-        let invalid = |var: &'static str, value: &str, expected: &'static str| {
-            ConfigError::InvalidEnv {
+        let invalid =
+            |var: &'static str, value: &str, expected: &'static str| ConfigError::InvalidEnv {
                 var,
                 value: value.to_owned(),
                 expected,
-            }
-        };
+            };
         let duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
             match get(var) {
                 None => Ok(None),
@@ -199,7 +203,10 @@ impl Config {
             }
         };
         if let Some(v) = get("PODCYCLE_ADDR") {
-            c.addr = v.trim().parse().map_err(|_| invalid("PODCYCLE_ADDR", &v, ADDRESS))?;
+            c.addr = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("PODCYCLE_ADDR", &v, ADDRESS))?;
         }
         if let Some(v) = get("PODCYCLE_ADMIN_ADDR") {
             c.admin_addr = match v.trim() {
@@ -222,7 +229,11 @@ impl Config {
         c.warmup_timeout = duration("PODCYCLE_WARMUP_TIMEOUT")?;
         if let Some(d) = duration("PODCYCLE_CHECK_INTERVAL")? {
             if d.is_zero() {
-                return Err(invalid("PODCYCLE_CHECK_INTERVAL", "0s", "a non-zero duration"));
+                return Err(invalid(
+                    "PODCYCLE_CHECK_INTERVAL",
+                    "0s",
+                    "a non-zero duration",
+                ));
             }
             c.check_interval = d;
         }
@@ -236,7 +247,13 @@ impl Config {
             c.stop_accepting = match v.trim() {
                 "close" => StopAccepting::CloseListener,
                 "reject" => StopAccepting::Reject,
-                _ => return Err(invalid("PODCYCLE_STOP_ACCEPTING", &v, "`close` or `reject`")),
+                _ => {
+                    return Err(invalid(
+                        "PODCYCLE_STOP_ACCEPTING",
+                        &v,
+                        "`close` or `reject`",
+                    ))
+                }
             };
         }
         if let Some(v) = get("PODCYCLE_ON_WARMUP_FAILURE") {
@@ -251,6 +268,22 @@ impl Config {
                     ))
                 }
             };
+        }
+        if let Some(v) = get("PODCYCLE_METRIC_LABELS") {
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (k, val) = pair
+                    .split_once('=')
+                    .filter(|(k, _)| valid_label_name(k.trim()))
+                    .ok_or_else(|| {
+                        invalid(
+                            "PODCYCLE_METRIC_LABELS",
+                            &v,
+                            "comma-separated name=value pairs with Prometheus label names (e.g. track=canary), not version/le/http_*/error_type",
+                        )
+                    })?;
+                c.metric_labels
+                    .push((k.trim().to_owned(), val.trim().to_owned()));
+            }
         }
         if let Some(v) = get("APP_VERSION") {
             let t = v.trim();
@@ -363,12 +396,43 @@ impl Config {
         self
     }
 
+    /// Adds a constant label to every metric (`PODCYCLE_METRIC_LABELS=track=canary,zone=a`).
+    /// Names that clash with podcycle's own labels are ignored.
+    pub fn metric_label(mut self, name: &str, value: &str) -> Self {
+        if valid_label_name(name) {
+            self.metric_labels.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
+    /// Histogram bucket boundaries in seconds (default [`DEFAULT_BUCKETS`](crate::metrics::DEFAULT_BUCKETS)).
+    pub fn buckets(mut self, buckets: &[f64]) -> Self {
+        self.buckets = buckets.to_vec();
+        self
+    }
+
     /// Whether the lifecycle installs SIGTERM/SIGINT handlers (default `true`).
     /// Without them, shutdown starts only through [`Lifecycle::shutdown`](crate::Lifecycle::shutdown).
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
         self
     }
+}
+
+/// A Prometheus label name that does not clash with podcycle's own labels.
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+        && !name.starts_with("http_")
+        && !matches!(
+            name,
+            "version" | "le" | "error_type" | "phase" | "step" | "check" | "probe" | "warmup"
+        )
 }
 
 #[cfg(test)]
@@ -423,12 +487,27 @@ mod tests {
             ("PODCYCLE_ON_WARMUP_FAILURE", "retry"),
             ("APP_VERSION", "  "),
             ("PODCYCLE_CHECK_INTERVAL", "0s"),
+            ("PODCYCLE_METRIC_LABELS", "track"),
+            ("PODCYCLE_METRIC_LABELS", "version=x"),
+            ("PODCYCLE_METRIC_LABELS", "9x=y"),
         ] {
             let err = Config::from_vars("x", &vars(&[(var, val)])).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
         let c = Config::from_vars("x", &vars(&[("PODCYCLE_ADMIN_ADDR", "off")])).unwrap();
         assert_eq!(c.admin_addr, None);
+        let c = Config::from_vars(
+            "x",
+            &vars(&[("PODCYCLE_METRIC_LABELS", "track=canary, zone=eu-1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metric_labels,
+            vec![
+                ("track".into(), "canary".into()),
+                ("zone".into(), "eu-1".into())
+            ]
+        );
     }
 
     #[test]

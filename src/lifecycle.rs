@@ -18,6 +18,7 @@ use tower::Service;
 use crate::checks::Probe;
 use crate::config::{Config, OnWarmupFailure};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
 use crate::serve::{accept_loop, BoxError};
@@ -54,6 +55,7 @@ use crate::warmup::{Progress, Warmup};
 #[derive(Clone)]
 pub struct Lifecycle {
     shared: Arc<Shared>,
+    metrics: Metrics,
     _halt: Arc<DropGuard>,
 }
 
@@ -86,6 +88,9 @@ impl Lifecycle {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let shared = Arc::new(Shared::new(config));
         let halt = shared.halt.clone().drop_guard();
+        let metrics = Metrics::new(&shared).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let render = metrics.clone();
+        let _ = shared.metrics.set(Arc::new(move || render.render()));
         crate::admin::start(shared.clone()).map_err(Error::Io)?;
         crate::watchdog::start(shared.clone());
         tracing::info!(
@@ -99,6 +104,7 @@ impl Lifecycle {
         );
         Ok(Lifecycle {
             shared,
+            metrics,
             _halt: Arc::new(halt),
         })
     }
@@ -271,8 +277,9 @@ impl Lifecycle {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The metrics: the layer recording requests, and the registry behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Waits for warm-ups, binds `PODCYCLE_ADDR`, serves `app` until shutdown and runs the
@@ -402,7 +409,9 @@ impl Lifecycle {
         match failure {
             None => {
                 tracing::info!("shutdown requested during warm-up: nothing was served");
-                shared.warmups.abort_running("cancelled: shutdown requested during warm-up");
+                shared
+                    .warmups
+                    .abort_running("cancelled: shutdown requested during warm-up");
                 self.finish_without_serving().await;
                 Some(Outcome::StoppedDuringStartup)
             }
@@ -414,7 +423,9 @@ impl Lifecycle {
                 } else {
                     shared.request_shutdown(ShutdownReason::WarmupFailed);
                 }
-                shared.warmups.abort_running("cancelled: another warm-up failed");
+                shared
+                    .warmups
+                    .abort_running("cancelled: another warm-up failed");
                 self.finish_without_serving().await;
                 Some(Outcome::WarmupFailed { warmup, error })
             }

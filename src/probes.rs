@@ -165,7 +165,12 @@ pub(crate) fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byt
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, json, "method not allowed\n".into(), None);
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json,
+            "method not allowed\n".into(),
+            None,
+        );
     }
     let path = req.uri().path();
     let (endpoint, sub) = match split_path(path) {
@@ -200,7 +205,12 @@ pub(crate) fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byt
                         format!("internal server error: {e}\n"),
                     ),
                 };
-                reply(status, json, text, Some((endpoint, std::slice::from_ref(l), &[])))
+                reply(
+                    status,
+                    json,
+                    text,
+                    Some((endpoint, std::slice::from_ref(l), &[])),
+                )
             }
         };
     }
@@ -279,10 +289,7 @@ fn reply(
             }),
             None => serde_json::json!({ "error": text.trim_end() }),
         };
-        (
-            Bytes::from(value.to_string()),
-            "application/json",
-        )
+        (Bytes::from(value.to_string()), "application/json")
     } else {
         (Bytes::from(text), "text/plain; charset=utf-8")
     };

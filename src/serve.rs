@@ -14,10 +14,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
-use tower::Service;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
 use crate::config::StopAccepting;
 use crate::phase::Phase;
@@ -132,8 +132,7 @@ async fn serve_connection<S, B>(
         conn: conn_state.clone(),
         shared: shared.clone(),
     };
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => return log_connection_end(res),
@@ -174,21 +173,18 @@ pub(crate) struct TrackedService<S> {
     shared: Arc<Shared>,
 }
 
-impl<S, ReqBody, B> Service<Request<ReqBody>> for TrackedService<S>
+// hyper's `Service` takes `&self`: nothing of ours is cloned per request (only the inner
+// service, as `axum::serve` does).
+impl<S, B> hyper::service::Service<Request<Incoming>> for TrackedService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = TrackedFuture<S::Future>;
+    type Future = TrackedFuture<Oneshot<S, Request<Incoming>>>;
 
     #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         let phase = self.shared.phase();
         let mut close = false;
         if phase >= Phase::Deregistering {
@@ -208,7 +204,7 @@ where
         }
         TrackedFuture {
             guard: Some(self.conn.start()),
-            inner: Some(self.inner.call(req)),
+            inner: Some(self.inner.clone().oneshot(req)),
             close,
         }
     }

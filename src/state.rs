@@ -27,7 +27,10 @@ pub enum ShutdownReason {
     WarmupFailed,
 }
 
-pub(crate) type Hook = (String, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+pub(crate) type Hook = (
+    String,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+);
 
 /// The shutdown steps whose durations are measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

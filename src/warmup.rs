@@ -28,7 +28,10 @@ pub(crate) struct WarmupEntry {
 
 impl WarmupEntry {
     pub(crate) fn status(&self) -> WarmupStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -108,11 +111,7 @@ impl Warmups {
     }
 
     /// Spawns `fut` as the warm-up `name` on the current runtime.
-    pub(crate) fn start<T, E, F>(
-        self: &Arc<Self>,
-        name: &str,
-        fut: F,
-    ) -> Warmup<T>
+    pub(crate) fn start<T, E, F>(self: &Arc<Self>, name: &str, fut: F) -> Warmup<T>
     where
         T: Send + Sync + 'static,
         E: fmt::Display + Send + 'static,

@@ -10,7 +10,8 @@ use crate::state::Shared;
 
 /// Starts the heartbeat on the current runtime.
 pub(crate) fn start(shared: Arc<Shared>) {
-    let tick = (shared.config.watchdog_stall / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick =
+        (shared.config.watchdog_stall / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     shared.beat();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);

@@ -49,7 +49,12 @@ fn in_flight_requests_complete_and_the_process_exits_after_the_last() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, "slow done");
     }
-    assert_eq!(code(status), 0, "{}", child.drain_output(Duration::from_secs(1)));
+    assert_eq!(
+        code(status),
+        0,
+        "{}",
+        child.drain_output(Duration::from_secs(1))
+    );
     assert!(exited >= last, "process exited before its last response");
     assert!(sent.elapsed() < Duration::from_secs(8));
     let out = child.drain_output(Duration::from_secs(1));
@@ -94,7 +99,10 @@ fn during_the_delay_readiness_fails_but_new_connections_are_served_then_refused(
         assert_eq!(client::get(admin, "/livez").await.unwrap().status, 200);
         assert_eq!(client::get(admin, "/readyz").await.unwrap().status, 503);
     });
-    let slow = rt.block_on(slow).unwrap().expect("in-flight request completes");
+    let slow = rt
+        .block_on(slow)
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(slow.status, 200);
     let (status, _) = child.wait_exit(SOON);
     assert_eq!(code(status), 0);
@@ -113,13 +121,19 @@ fn readiness_flips_before_the_delay_elapses_and_requests_in_the_window_are_count
             if client::get(admin, "/readyz").await.unwrap().status == 503 {
                 break;
             }
-            assert!(sent.elapsed() < Duration::from_secs(2), "readiness did not flip");
+            assert!(
+                sent.elapsed() < Duration::from_secs(2),
+                "readiness did not flip"
+            );
         }
         for _ in 0..4 {
             assert_eq!(client::get(app, "/hello").await.unwrap().status, 200);
         }
     });
-    assert!(sent.elapsed() < Duration::from_secs(3), "check ran past the delay");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "check ran past the delay"
+    );
     child.wait_line("phase=\"draining\"", SOON);
     let (status, _) = child.wait_exit(SOON);
     assert_eq!(code(status), 0);
@@ -146,9 +160,15 @@ fn a_second_signal_forces_exit() {
     let second = child.signal("INT");
     let (status, exited) = child.wait_exit(SOON);
     assert_eq!(code(status), 130, "128 + SIGINT");
-    assert!(exited - second < Duration::from_secs(3), "forced exit must be immediate");
+    assert!(
+        exited - second < Duration::from_secs(3),
+        "forced exit must be immediate"
+    );
     let out = child.drain_output(Duration::from_secs(1));
     assert!(out.contains("1 request(s) in flight"), "{out}");
     let r = rt.block_on(slow).unwrap();
-    assert!(r.is_err(), "the request in flight was cut by the forced exit");
+    assert!(
+        r.is_err(),
+        "the request in flight was cut by the forced exit"
+    );
 }

@@ -162,7 +162,10 @@ impl BettingTest {
     /// Bets on one interval's `counts`, sized from `past` (the sum of all
     /// earlier intervals, never including `counts`).
     pub(crate) fn update(&mut self, counts: PairCounts, past: PairCounts) {
-        if counts.canary_n == 0 || counts.stable_n == 0 {
+        // No bet without data in both arms now, nor without past data in
+        // both arms to size it (the first interval only calibrates).
+        if counts.canary_n == 0 || counts.stable_n == 0 || past.canary_n == 0 || past.stable_n == 0
+        {
             return;
         }
         let Some(bet) = self.bet(counts, past) else {
@@ -494,7 +497,12 @@ mod tests {
             same.observe(interval(1500, 0.035, 1500, 0.035));
         }
         assert!(worse.failed() && !worse.passed());
-        assert!(same.passed() && !same.failed());
+        assert!(
+            same.passed() && !same.failed(),
+            "{} {}",
+            same.pass_test().e_value(),
+            same.fail_test().e_value()
+        );
         let est = worse.estimate().unwrap();
         assert!((est - 0.10 / 0.035).abs() < 0.1, "{est}");
     }

@@ -150,25 +150,34 @@ fn ticks(
     let n = p.n.unwrap_or(10);
     let every = Duration::from_millis(p.ms.unwrap_or(100));
     let draining = draining.map(Box::pin);
-    stream::unfold((0u32, draining, false), move |(i, mut draining, ended)| async move {
-        if ended {
-            return None;
-        }
-        if i >= n {
-            return Some((Ok(Event::default().event("done").data("complete")), (i, draining, true)));
-        }
-        let sleep = tokio::time::sleep(every);
-        match draining.as_mut() {
-            Some(d) => {
-                tokio::select! {
-                    _ = sleep => {}
-                    _ = d.as_mut() => {
-                        return Some((Ok(Event::default().event("reconnect").data("server draining")), (i, None, true)));
+    stream::unfold(
+        (0u32, draining, false),
+        move |(i, mut draining, ended)| async move {
+            if ended {
+                return None;
+            }
+            if i >= n {
+                return Some((
+                    Ok(Event::default().event("done").data("complete")),
+                    (i, draining, true),
+                ));
+            }
+            let sleep = tokio::time::sleep(every);
+            match draining.as_mut() {
+                Some(d) => {
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = d.as_mut() => {
+                            return Some((Ok(Event::default().event("reconnect").data("server draining")), (i, None, true)));
+                        }
                     }
                 }
+                None => sleep.await,
             }
-            None => sleep.await,
-        }
-        Some((Ok(Event::default().data(format!("tick {i}"))), (i + 1, draining, false)))
-    })
+            Some((
+                Ok(Event::default().data(format!("tick {i}"))),
+                (i + 1, draining, false),
+            ))
+        },
+    )
 }

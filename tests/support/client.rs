@@ -103,9 +103,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply, String> {
 
 /// GET with an `Accept` header on a fresh connection.
 pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;

@@ -29,15 +29,21 @@ impl Child {
     pub fn spawn(env: &[(&str, &str)]) -> Child {
         let exe = std::env::current_exe().unwrap();
         let mut cmd = Command::new(exe);
-        cmd.args(["--ignored", "--exact", "child", "--nocapture", "--test-threads=1"])
-            .env("PODCYCLE_TEST_CHILD", "1")
-            .env("PODCYCLE_ADDR", "127.0.0.1:0")
-            .env("PODCYCLE_ADMIN_ADDR", "127.0.0.1:0")
-            .env("PODCYCLE_CHECK_INTERVAL", "100ms")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PODCYCLE_TEST_CHILD", "1")
+        .env("PODCYCLE_ADDR", "127.0.0.1:0")
+        .env("PODCYCLE_ADMIN_ADDR", "127.0.0.1:0")
+        .env("PODCYCLE_CHECK_INTERVAL", "100ms")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -182,4 +188,31 @@ pub fn code(status: ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| panic!("killed by signal {:?}", status.signal()))
+}
+
+/// Finds an external tool. In CI (`CI` set) a missing tool fails the test; elsewhere the test
+/// says clearly that it skipped and why.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is required in CI (.ci/run installs it)");
+        }
+        eprintln!(
+            "SKIPPED: {name} is not installed (apt-get install -y {}); this test did not run",
+            debian_package(name)
+        );
+    }
+    found
+}
+
+fn debian_package(tool: &str) -> &str {
+    match tool {
+        "promtool" | "prometheus" => "prometheus",
+        other => other,
+    }
 }

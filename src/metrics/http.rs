@@ -1,0 +1,535 @@
+//! The HTTP RED metrics core: per-thread shards written without contention, summed and
+//! rendered from pre-escaped label sets at scrape time.
+//!
+//! Each thread that records gets its own shard of cells; only that thread writes them (plain
+//! relaxed load + store, no read-modify-write), and the scrape sums shards. A series is found
+//! through a thread-local cache keyed by a packed `u64` (route id, method, status, error type),
+//! so the request path takes no lock, allocates nothing and touches no shared cache line.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Method;
+
+/// The OpenTelemetry HTTP histogram boundaries, extended for long chat answers.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0,
+    60.0, 120.0,
+];
+
+/// The label value for requests no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+pub(crate) const METHOD_COUNT: usize = METHODS.len();
+
+/// The OpenTelemetry method index: known methods, everything else `_OTHER`.
+#[inline]
+pub(crate) fn method_index(m: &Method) -> u8 {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
+    }
+}
+
+/// Why a request did not complete normally; the `error_type` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Incomplete {
+    /// Completed; `error_type` is the status code for 5xx, absent otherwise.
+    No = 0,
+    ClientAborted = 1,
+    BodyError = 2,
+    DrainDeadline = 3,
+}
+
+impl Incomplete {
+    fn label(self) -> &'static str {
+        match self {
+            Incomplete::No => "",
+            Incomplete::ClientAborted => "client_aborted",
+            Incomplete::BodyError => "body_error",
+            Incomplete::DrainDeadline => "drain_deadline",
+        }
+    }
+}
+
+/// A fast hasher for the packed `u64` series keys and short route strings (FxHash).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// One series' cells in one shard. Written only by the shard's thread.
+#[derive(Debug)]
+pub(crate) struct Cells {
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+}
+
+#[inline]
+fn bump(cell: &AtomicU64, by: u64) {
+    // Single writer: a load and a store are enough, and cheaper than a locked add.
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+/// The metrics core of one lifecycle. Leaked on creation (one per lifecycle) so that the
+/// request path holds a `&'static` and never touches a shared reference count.
+#[derive(Debug)]
+pub(crate) struct HttpMetrics {
+    id: usize,
+    bounds_nanos: Box<[u64]>,
+    bucket_labels: Box<[String]>,
+    version_escaped: String,
+    const_labels_escaped: String,
+    /// Route templates by id; ids are what the request path carries.
+    routes: Mutex<Vec<Arc<str>>>,
+    series: Mutex<HashMap<u64, Series, FxBuild>>,
+    active: Mutex<Vec<Arc<[AtomicI64; METHOD_COUNT]>>>,
+    pub(crate) force_closing: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Debug)]
+struct Series {
+    labels: String,
+    shards: Vec<Arc<Cells>>,
+}
+
+/// This thread's view of one `HttpMetrics`.
+struct LocalShard {
+    owner: usize,
+    routes: HashMap<Arc<str>, u32, FxBuild>,
+    series: HashMap<u64, Arc<Cells>, FxBuild>,
+    active: Arc<[AtomicI64; METHOD_COUNT]>,
+}
+
+thread_local! {
+    static SHARDS: RefCell<Vec<LocalShard>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn format_float(f: f64) -> String {
+    if f == f64::INFINITY {
+        "+Inf".into()
+    } else {
+        // Shortest representation that round-trips; integers keep a decimal point.
+        let s = format!("{f}");
+        if s.contains('.') || s.contains('e') {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Creates and leaks a metrics core.
+    pub(crate) fn leak(
+        version: &str,
+        const_labels: &[(String, String)],
+        buckets: &[f64],
+        force_closing: tokio_util::sync::CancellationToken,
+    ) -> &'static HttpMetrics {
+        let mut bounds: Vec<f64> = buckets
+            .iter()
+            .copied()
+            .filter(|b| b.is_finite() && *b > 0.0)
+            .collect();
+        bounds.sort_by(|a, b| a.total_cmp(b));
+        bounds.dedup();
+        let bounds_nanos = bounds
+            .iter()
+            .map(|b| (b * 1e9) as u64)
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let mut bucket_labels: Vec<String> = bounds
+            .iter()
+            .map(|b| format!(",le=\"{}\"}} ", format_float(*b)))
+            .collect();
+        bucket_labels.push(",le=\"+Inf\"} ".into());
+        let mut const_labels_escaped = String::new();
+        for (k, v) in const_labels {
+            let _ = write!(const_labels_escaped, ",{k}=\"{}\"", escape_label(v));
+        }
+        Box::leak(Box::new(HttpMetrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            bounds_nanos,
+            bucket_labels: bucket_labels.into_boxed_slice(),
+            version_escaped: escape_label(version),
+            const_labels_escaped,
+            routes: Mutex::new(Vec::new()),
+            series: Mutex::new(HashMap::default()),
+            active: Mutex::new(Vec::new()),
+            force_closing,
+        }))
+    }
+
+    #[inline]
+    fn with_shard<R>(&'static self, f: impl FnOnce(&mut LocalShard) -> R) -> R {
+        SHARDS.with(|cell| {
+            let mut shards = cell.borrow_mut();
+            let idx = match shards.iter().position(|s| s.owner == self.id) {
+                Some(i) => i,
+                None => {
+                    let active: Arc<[AtomicI64; METHOD_COUNT]> =
+                        Arc::new(std::array::from_fn(|_| AtomicI64::new(0)));
+                    self.active
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(active.clone());
+                    shards.push(LocalShard {
+                        owner: self.id,
+                        routes: HashMap::default(),
+                        series: HashMap::default(),
+                        active,
+                    });
+                    shards.len() - 1
+                }
+            };
+            f(&mut shards[idx])
+        })
+    }
+
+    /// Request start: counts it active and resolves the route to an id.
+    #[inline]
+    pub(crate) fn start(&'static self, method: u8, route: Option<&str>) -> u32 {
+        self.with_shard(|shard| {
+            let a = &shard.active[usize::from(method)];
+            a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            let route = route.unwrap_or(UNMATCHED_ROUTE);
+            match shard.routes.get(route) {
+                Some(id) => *id,
+                None => {
+                    let id = self.route_id(route);
+                    shard.routes.insert(Arc::from(route), id);
+                    id
+                }
+            }
+        })
+    }
+
+    fn route_id(&self, route: &str) -> u32 {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        match routes.iter().position(|r| &**r == route) {
+            Some(i) => i as u32,
+            None => {
+                routes.push(Arc::from(route));
+                (routes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Request end: one histogram observation and the active count back down.
+    #[inline]
+    pub(crate) fn finish(
+        &'static self,
+        method: u8,
+        route: u32,
+        status: u16,
+        incomplete: Incomplete,
+        elapsed: Duration,
+    ) {
+        let key = u64::from(route) << 32
+            | u64::from(status) << 16
+            | u64::from(method) << 8
+            | incomplete as u64;
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.with_shard(|shard| {
+            let a = &shard.active[usize::from(method)];
+            a.store(a.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            let cells = match shard.series.get(&key) {
+                Some(c) => c,
+                None => {
+                    let c = self.new_cells(key, method, route, status, incomplete);
+                    shard.series.entry(key).or_insert(c)
+                }
+            };
+            bump(&cells.count, 1);
+            bump(&cells.sum_nanos, nanos);
+            let i = self.bounds_nanos.partition_point(|b| *b < nanos);
+            bump(&cells.buckets[i], 1);
+        });
+    }
+
+    #[cold]
+    fn new_cells(
+        &self,
+        key: u64,
+        method: u8,
+        route: u32,
+        status: u16,
+        incomplete: Incomplete,
+    ) -> Arc<Cells> {
+        let cells = Arc::new(Cells {
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+            buckets: (0..=self.bounds_nanos.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        });
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = series.entry(key).or_insert_with(|| {
+            let route_name = self
+                .routes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(route as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(UNMATCHED_ROUTE));
+            let mut labels = format!(
+                "{{http_request_method=\"{}\",http_route=\"{}\"",
+                METHODS[usize::from(method)],
+                escape_label(&route_name)
+            );
+            if status != 0 {
+                let _ = write!(labels, ",http_response_status_code=\"{status}\"");
+            }
+            let _ = write!(labels, ",version=\"{}\"", self.version_escaped);
+            labels.push_str(&self.const_labels_escaped);
+            match incomplete {
+                Incomplete::No if status >= 500 => {
+                    let _ = write!(labels, ",error_type=\"{status}\"");
+                }
+                Incomplete::No => {}
+                other => {
+                    let _ = write!(labels, ",error_type=\"{}\"", other.label());
+                }
+            }
+            Series {
+                labels,
+                shards: Vec::new(),
+            }
+        });
+        entry.shards.push(cells.clone());
+        cells
+    }
+
+    /// The number of histogram series (label sets) recorded so far.
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Renders both HTTP metric families in the Prometheus text format.
+    pub(crate) fn render(&self, out: &mut String) {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<&Series> = series.values().collect();
+        rows.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        out.push_str(
+            "# HELP http_server_request_duration_seconds Duration of HTTP server requests.\n\
+             # TYPE http_server_request_duration_seconds histogram\n",
+        );
+        let nb = self.bucket_labels.len();
+        let mut buckets = vec![0u64; nb];
+        let mut num = itoa_buf();
+        for s in rows {
+            buckets.iter_mut().for_each(|b| *b = 0);
+            let mut count = 0u64;
+            let mut sum = 0u64;
+            for c in &s.shards {
+                count += c.count.load(Ordering::Relaxed);
+                sum = sum.wrapping_add(c.sum_nanos.load(Ordering::Relaxed));
+                for (b, cell) in buckets.iter_mut().zip(c.buckets.iter()) {
+                    *b += cell.load(Ordering::Relaxed);
+                }
+            }
+            let mut cumulative = 0u64;
+            for (i, b) in buckets.iter().enumerate() {
+                cumulative += b;
+                out.push_str("http_server_request_duration_seconds_bucket");
+                out.push_str(&s.labels);
+                out.push_str(&self.bucket_labels[i]);
+                out.push_str(num.format(cumulative));
+                out.push('\n');
+            }
+            out.push_str("http_server_request_duration_seconds_sum");
+            out.push_str(&s.labels);
+            out.push_str("} ");
+            let _ = write!(out, "{}", sum as f64 / 1e9);
+            out.push('\n');
+            out.push_str("http_server_request_duration_seconds_count");
+            out.push_str(&s.labels);
+            out.push_str("} ");
+            out.push_str(num.format(count));
+            out.push('\n');
+        }
+        drop(series);
+        out.push_str(
+            "# HELP http_server_active_requests Number of active HTTP server requests.\n\
+             # TYPE http_server_active_requests gauge\n",
+        );
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        for (m, name) in METHODS.iter().enumerate() {
+            let total: i64 = active.iter().map(|a| a[m].load(Ordering::Relaxed)).sum();
+            if total == 0 && m != 0 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "http_server_active_requests{{http_request_method=\"{name}\",version=\"{}\"{}}} {}",
+                self.version_escaped,
+                self.const_labels_escaped,
+                total.max(0)
+            );
+        }
+    }
+}
+
+/// A tiny integer formatter (avoids `fmt` machinery on the hot rendering loop).
+struct NumBuf([u8; 20]);
+
+fn itoa_buf() -> NumBuf {
+    NumBuf([0; 20])
+}
+
+impl NumBuf {
+    fn format(&mut self, mut n: u64) -> &str {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.0[i..]).unwrap_or("0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> &'static HttpMetrics {
+        HttpMetrics::leak(
+            "1.2.3",
+            &[("track".into(), "canary".into())],
+            DEFAULT_BUCKETS,
+            tokio_util::sync::CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn observations_land_in_the_right_bucket_and_render_cumulatively() {
+        let m = core();
+        let r = m.start(0, Some("/hello/{name}"));
+        m.finish(0, r, 200, Incomplete::No, Duration::from_millis(3));
+        let r = m.start(0, Some("/hello/{name}"));
+        m.finish(0, r, 200, Incomplete::No, Duration::from_millis(30));
+        let r = m.start(2, None);
+        m.finish(2, r, 503, Incomplete::No, Duration::from_secs(200));
+        let mut out = String::new();
+        m.render(&mut out);
+        let base = "{http_request_method=\"GET\",http_route=\"/hello/{name}\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\"";
+        assert!(
+            out.contains(&format!(
+                "http_server_request_duration_seconds_bucket{base},le=\"0.005\"}} 1\n"
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!(
+            "http_server_request_duration_seconds_bucket{base},le=\"0.025\"}} 1\n"
+        )));
+        assert!(out.contains(&format!(
+            "http_server_request_duration_seconds_bucket{base},le=\"0.05\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "http_server_request_duration_seconds_bucket{base},le=\"+Inf\"}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "http_server_request_duration_seconds_count{base}}} 2\n"
+        )));
+        assert!(out.contains(&format!(
+            "http_server_request_duration_seconds_sum{base}}} 0.033\n"
+        )));
+        assert!(out.contains("http_route=\"unmatched\",http_response_status_code=\"503\",version=\"1.2.3\",track=\"canary\",error_type=\"503\",le=\"120.0\"} 0\n"), "{out}");
+        assert!(out.contains("error_type=\"503\",le=\"+Inf\"} 1\n"));
+        assert!(out.contains("http_server_active_requests{http_request_method=\"GET\",version=\"1.2.3\",track=\"canary\"} 0\n"));
+    }
+
+    #[test]
+    fn active_requests_balance_across_threads() {
+        let m = core();
+        let r = m.start(2, Some("/x"));
+        std::thread::spawn(move || m.finish(2, r, 200, Incomplete::ClientAborted, Duration::ZERO))
+            .join()
+            .unwrap();
+        let _still_active = m.start(2, Some("/x"));
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 1\n"), "{out}");
+        assert!(out.contains("error_type=\"client_aborted\""));
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_collapse() {
+        assert_eq!(method_index(&Method::from_bytes(b"PURGE").unwrap()), 9);
+        assert_eq!(METHODS[9], "_OTHER");
+        assert_eq!(method_index(&Method::PATCH), 8);
+    }
+}

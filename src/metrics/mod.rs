@@ -1,0 +1,246 @@
+//! Version-labelled RED metrics and lifecycle metrics, served on the admin listener's
+//! `/metrics`, built on the `prometheus` crate.
+//!
+//! - `http_server_request_duration_seconds` (histogram; labels `http_request_method`,
+//!   `http_route`, `http_response_status_code`, `version`, and `error_type` when the request
+//!   failed: the status code for 5xx, or `client_aborted`, `body_error`, `drain_deadline` for
+//!   requests that never completed) and `http_server_active_requests` (gauge), recorded by
+//!   [`MetricsLayer`].
+//! - `podcycle_build_info`, `podcycle_phase`, `podcycle_ready`, `podcycle_warmup_duration_seconds`,
+//!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`,
+//!   `podcycle_connections_force_closed_total`, `podcycle_check_status`.
+//!
+//! Every series carries `version` (`APP_VERSION`) and the constant labels from
+//! `PODCYCLE_METRIC_LABELS` (e.g. `track=canary`). Register your own metrics on
+//! [`Metrics::registry`]; they get the same labels.
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> Result<(), podcycle::Error> {
+//! let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+//! let app = axum::Router::new()
+//!     .route("/hello/{name}", axum::routing::get(|| async { "hi" }))
+//!     // `Router::layer`, so the route template is known: http_route="/hello/{name}".
+//!     .layer(lifecycle.metrics().layer());
+//! let answers = prometheus::IntCounter::new("chatbot_answers_total", "Answers given.").unwrap();
+//! lifecycle.metrics().registry().register(Box::new(answers.clone())).unwrap();
+//! lifecycle.serve(app).await;
+//! # Ok(()) }
+//! ```
+
+mod http;
+mod layer;
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::checks::Probe;
+use crate::phase::Phase;
+use crate::state::{Shared, Step};
+use crate::warmup::WarmupStatus;
+
+pub use self::http::{DEFAULT_BUCKETS, UNMATCHED_ROUTE};
+pub use self::layer::{MetricsBody, MetricsFuture, MetricsLayer, MetricsService, RouteFn};
+
+pub(crate) use self::http::HttpMetrics;
+
+/// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
+#[derive(Clone)]
+pub struct Metrics {
+    core: &'static HttpMetrics,
+    registry: Registry,
+    gauges: Arc<LifecycleGauges>,
+    shared: Weak<Shared>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("http_series", &self.core.series_count())
+            .finish_non_exhaustive()
+    }
+}
+
+struct LifecycleGauges {
+    phase: IntGaugeVec,
+    ready: IntGauge,
+    warmup: prometheus::GaugeVec,
+    steps: prometheus::GaugeVec,
+    after_unready: IntCounter,
+    force_closed: IntCounter,
+    checks: IntGaugeVec,
+}
+
+impl Metrics {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Result<Metrics, prometheus::Error> {
+        let config = &shared.config;
+        let mut labels = std::collections::HashMap::new();
+        labels.insert("version".to_owned(), config.version.clone());
+        for (k, v) in &config.metric_labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        let registry = Registry::new_custom(None, Some(labels))?;
+        let build_info = IntGauge::with_opts(Opts::new(
+            "podcycle_build_info",
+            "Always 1; labels tell the application version.",
+        ))?;
+        build_info.set(1);
+        let phase = IntGaugeVec::new(
+            Opts::new(
+                "podcycle_phase",
+                "1 for the current lifecycle phase, 0 for the others.",
+            ),
+            &["phase"],
+        )?;
+        let ready = IntGauge::new("podcycle_ready", "1 when /readyz passes.")?;
+        let warmup = prometheus::GaugeVec::new(
+            Opts::new(
+                "podcycle_warmup_duration_seconds",
+                "How long each finished warm-up took.",
+            ),
+            &["warmup"],
+        )?;
+        let steps = prometheus::GaugeVec::new(
+            Opts::new(
+                "podcycle_shutdown_step_duration_seconds",
+                "Time spent in each shutdown step (delay, drain, hooks) of this process.",
+            ),
+            &["step"],
+        )?;
+        let after_unready = IntCounter::new(
+            "podcycle_requests_after_unready_total",
+            "Requests received after readiness turned off (load-balancer removal lag).",
+        )?;
+        let force_closed = IntCounter::new(
+            "podcycle_connections_force_closed_total",
+            "Connections closed by the drain deadline with requests in flight.",
+        )?;
+        let checks = IntGaugeVec::new(
+            Opts::new(
+                "podcycle_check_status",
+                "1 when the check passes, 0 when it fails.",
+            ),
+            &["check", "probe"],
+        )?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(phase.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(warmup.clone()))?;
+        registry.register(Box::new(steps.clone()))?;
+        registry.register(Box::new(after_unready.clone()))?;
+        registry.register(Box::new(force_closed.clone()))?;
+        registry.register(Box::new(checks.clone()))?;
+        for p in Phase::ALL {
+            phase.with_label_values(&[p.as_str()]).set(0);
+        }
+        let mut const_labels = config.metric_labels.clone();
+        const_labels.sort();
+        let core = HttpMetrics::leak(
+            &config.version,
+            &const_labels,
+            &config.buckets,
+            shared.force_close.clone(),
+        );
+        Ok(Metrics {
+            core,
+            registry,
+            gauges: Arc::new(LifecycleGauges {
+                phase,
+                ready,
+                warmup,
+                steps,
+                after_unready,
+                force_closed,
+                checks,
+            }),
+            shared: Arc::downgrade(shared),
+        })
+    }
+
+    /// The layer recording application requests. Add it with `Router::layer`.
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            core: self.core,
+            route_fn: None,
+        }
+    }
+
+    /// The registry behind `/metrics`: register your own metrics here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// How many `http_server_request_duration_seconds` label sets exist so far.
+    pub fn http_series_count(&self) -> usize {
+        self.core.series_count()
+    }
+
+    /// Renders everything in the Prometheus text format, as `/metrics` serves it.
+    pub fn render(&self) -> String {
+        self.refresh();
+        let mut out = String::with_capacity(64 * 1024);
+        self.core.render(&mut out);
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_ok()
+        {
+            out.push_str(&String::from_utf8_lossy(&buf));
+        }
+        out
+    }
+
+    /// Renders only the HTTP metric families (the fast path, without the registry).
+    pub fn render_http(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        self.core.render(&mut out);
+        out
+    }
+
+    fn refresh(&self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let g = &self.gauges;
+        let current = shared.phase();
+        for p in Phase::ALL {
+            g.phase
+                .with_label_values(&[p.as_str()])
+                .set(i64::from(p == current));
+        }
+        let ready = current == Phase::Serving
+            && shared.warmups.all_done()
+            && shared
+                .checks
+                .of(Probe::Readiness)
+                .iter()
+                .all(|c| c.result().is_ok());
+        g.ready.set(i64::from(ready));
+        for w in shared.warmups.entries() {
+            if let WarmupStatus::Done(took) = w.status() {
+                g.warmup
+                    .with_label_values(&[w.name.as_str()])
+                    .set(took.as_secs_f64());
+            }
+        }
+        for step in Step::ALL {
+            g.steps
+                .with_label_values(&[step.as_str()])
+                .set(shared.step_duration(step).as_secs_f64());
+        }
+        let after = shared.requests_after_unready.load(Ordering::Relaxed);
+        g.after_unready
+            .inc_by(after.saturating_sub(g.after_unready.get()));
+        let forced = shared.connections_force_closed.load(Ordering::Relaxed);
+        g.force_closed
+            .inc_by(forced.saturating_sub(g.force_closed.get()));
+        for c in shared.checks.all() {
+            g.checks
+                .with_label_values(&[c.name.as_str(), c.probe.as_str()])
+                .set(i64::from(c.result().is_ok()));
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Bad configuration stops startup with a message naming the variable and the value.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{code, Child, SOON};
+
+#[test]
+#[ignore = "the server under test, run by the other tests in a child process"]
+fn child() {
+    support::child::main();
+}
+
+#[test]
+fn a_typo_in_the_drain_timeout_stops_startup() {
+    let mut child = Child::spawn(&[("PODCYCLE_DRAIN_TIMEOUT", "20 seconds-ish")]);
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 1);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(
+        out.contains(
+            "invalid PODCYCLE_DRAIN_TIMEOUT=\"20 seconds-ish\": expected a duration such as 5s"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("ADMIN "), "nothing started: {out}");
+}
+
+#[test]
+fn a_budget_over_the_grace_period_stops_startup_showing_the_arithmetic() {
+    let mut child = Child::spawn(&[
+        ("PODCYCLE_SHUTDOWN_DELAY", "15s"),
+        ("PODCYCLE_GRACE_PERIOD", "30s"),
+    ]);
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 1);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(out.contains("15s + PODCYCLE_DRAIN_TIMEOUT 20s + PODCYCLE_HOOK_TIMEOUT 3s + margin 1s = 39s > PODCYCLE_GRACE_PERIOD 30s"), "{out}");
+}
+
+#[test]
+fn an_admin_port_in_use_stops_startup() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut child = Child::spawn(&[("PODCYCLE_ADMIN_ADDR", &addr)]);
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 1);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(
+        out.contains(&format!("binding the admin listener on {addr}")),
+        "{out}"
+    );
+}

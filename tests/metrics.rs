@@ -1,0 +1,294 @@
+//! Metrics: bounded cardinality, incomplete requests told apart, admin traffic not counted,
+//! independent instances, and output that `promtool check metrics` accepts.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use podcycle::{Config, Lifecycle, Outcome, Phase};
+use support::client;
+use tower::ServiceExt;
+
+fn config() -> Config {
+    Config::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
+        .shutdown_delay(Duration::from_millis(50))
+        .drain_timeout(Duration::from_millis(500))
+        .handle_signals(false)
+        .version("2.0.0")
+        .metric_label("track", "canary")
+}
+
+fn app(lifecycle: &Lifecycle) -> Router {
+    Router::new()
+        .route("/hello/{name}", get(|| async { "hi" }))
+        .route("/v1/chat", post(|| async { "answer" }))
+        .route(
+            "/boom",
+            get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route(
+            "/forever",
+            get(|| async {
+                let s = futures_util::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                });
+                axum::body::Body::from_stream(s)
+            }),
+        )
+        .layer(lifecycle.metrics().layer())
+}
+
+/// Distinct values of `label` among histogram `_count` lines.
+fn label_values(text: &str, label: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+        .filter_map(|l| {
+            let start = l.find(&format!("{label}=\""))? + label.len() + 2;
+            let end = start + l[start..].find('"')?;
+            Some(l[start..end].to_owned())
+        })
+        .collect()
+}
+
+/// Whether `text` has a sample of `name` with exactly these labels (in any order) and `value`.
+fn has_sample(text: &str, name: &str, labels: &[(&str, &str)], value: &str) -> bool {
+    text.lines().any(|l| {
+        let Some(rest) = l.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            return false;
+        };
+        let Some((set, v)) = rest.rsplit_once("} ") else {
+            return false;
+        };
+        let mut got: Vec<&str> = set.split(',').collect();
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        v == value && got == want
+    })
+}
+
+fn req(method: &str, path: &str) -> http::Request<axum::body::Body> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// SplitMix64: deterministic pseudo-random numbers without a dependency.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_paths_and_methods_add_one_route_value_and_no_more() {
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let app = app(&lifecycle);
+    for (m, p) in [
+        ("GET", "/hello/ann"),
+        ("POST", "/v1/chat"),
+        ("GET", "/boom"),
+    ] {
+        app.clone().oneshot(req(m, p)).await.unwrap();
+    }
+    let before = lifecycle.metrics().render();
+    let routes_before = label_values(&before, "http_route");
+    let series_before = lifecycle.metrics().http_series_count();
+    assert_eq!(routes_before.len(), 3);
+
+    let methods = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "PURGE", "FOO", "BREW", "SEARCH", "M-SEARCH",
+    ];
+    let mut seed = 42u64;
+    for i in 0..100_000u32 {
+        let r = next(&mut seed);
+        let method = methods[(r % methods.len() as u64) as usize];
+        let path = format!("/{:x}/{}/{i}", r, r >> 40);
+        let res = app.clone().oneshot(req(method, &path)).await.unwrap();
+        assert_eq!(res.status(), 404);
+    }
+    let after = lifecycle.metrics().render();
+    let routes_after = label_values(&after, "http_route");
+    let new: Vec<_> = routes_after.difference(&routes_before).collect();
+    assert_eq!(new, vec!["unmatched"], "exactly one new route value");
+    let methods_seen = label_values(&after, "http_request_method");
+    assert!(methods_seen.contains("_OTHER"));
+    assert!(!methods_seen.contains("PURGE") && !methods_seen.contains("BREW"));
+    // At most one series per standard method + _OTHER for the single unmatched route.
+    let added = lifecycle.metrics().http_series_count() - series_before;
+    assert!(added <= 6, "series added: {added}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_aborts_and_drain_deadline_cuts_are_told_apart() {
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let serving = tokio::spawn(lifecycle.clone().serve(app(&lifecycle)));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+    let admin = lifecycle.admin_addr().unwrap();
+
+    assert_eq!(client::get(addr, "/boom").await.unwrap().status, 500);
+    for _ in 0..3 {
+        assert_eq!(client::get(addr, "/hello/x").await.unwrap().status, 200);
+    }
+    // Probe and metrics traffic on the admin listener is not application traffic.
+    for _ in 0..5 {
+        client::get(admin, "/readyz").await.unwrap();
+        client::get(admin, "/metrics").await.unwrap();
+    }
+    // A client that goes away mid-body.
+    {
+        let mut c = client::Conn::open(addr).await.unwrap();
+        let t = tokio::time::timeout(Duration::from_millis(100), c.get("/forever")).await;
+        assert!(t.is_err());
+    }
+    let text = client::get(admin, "/metrics").await.unwrap().body;
+    assert!(text.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/boom\",http_response_status_code=\"500\",version=\"2.0.0\",track=\"canary\",error_type=\"500\"} 1"), "{text}");
+    assert!(text.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/hello/{name}\",http_response_status_code=\"200\",version=\"2.0.0\",track=\"canary\"} 3"), "{text}");
+    let routes = label_values(&text, "http_route");
+    assert!(
+        !routes
+            .iter()
+            .any(|r| r.contains("readyz") || r.contains("metrics")),
+        "{routes:?}"
+    );
+
+    // Wait for the aborted request to be recorded (the server notices the close).
+    let mut aborted = false;
+    for _ in 0..200 {
+        let t = lifecycle.metrics().render();
+        if t.contains("http_route=\"/forever\",http_response_status_code=\"200\",version=\"2.0.0\",track=\"canary\",error_type=\"client_aborted\"} 1") {
+            aborted = true;
+            assert!(t.contains("http_server_active_requests{http_request_method=\"GET\",version=\"2.0.0\",track=\"canary\"} 0"), "{t}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(aborted, "client abort recorded");
+
+    // A stream still running at the drain deadline.
+    let cut = tokio::spawn(async move { client::stream(addr, "/forever").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lifecycle.shutdown();
+    assert!(matches!(
+        serving.await.unwrap(),
+        Outcome::DrainTimedOut { connections: 1 }
+    ));
+    assert!(cut.await.unwrap().1.is_err());
+    let text = lifecycle.metrics().render();
+    assert!(text.contains("error_type=\"drain_deadline\"} 1"), "{text}");
+    let labels = [("version", "2.0.0"), ("track", "canary")];
+    assert!(
+        has_sample(
+            &text,
+            "podcycle_connections_force_closed_total",
+            &labels,
+            "1"
+        ),
+        "{text}"
+    );
+    assert!(
+        has_sample(&text, "podcycle_build_info", &labels, "1"),
+        "{text}"
+    );
+    let stopped = [
+        ("phase", "stopped"),
+        ("version", "2.0.0"),
+        ("track", "canary"),
+    ];
+    assert!(has_sample(&text, "podcycle_phase", &stopped, "1"), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("podcycle_shutdown_step_duration_seconds{")
+                && l.contains("step=\"drain\"")
+                && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lifecycles_keep_separate_metrics_and_user_metrics_share_the_registry() {
+    let a = Lifecycle::new(config().version("a").admin_addr(None)).unwrap();
+    let b = Lifecycle::new(config().version("b").admin_addr(None)).unwrap();
+    let (app_a, app_b) = (app(&a), app(&b));
+    for (app, m, p) in [(&app_a, "GET", "/hello/x"), (&app_b, "POST", "/v1/chat")] {
+        let res = app.clone().oneshot(req(m, p)).await.unwrap();
+        // Read the body to its end, as a server does: the request completes then.
+        http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap();
+    }
+    let answers = prometheus::IntCounter::new("chatbot_answers_total", "Answers given.").unwrap();
+    a.metrics()
+        .registry()
+        .register(Box::new(answers.clone()))
+        .unwrap();
+    answers.inc();
+    let (ta, tb) = (a.metrics().render(), b.metrics().render());
+    assert!(ta.contains("http_route=\"/hello/{name}\""));
+    assert!(!ta.contains("http_route=\"/v1/chat\""));
+    assert!(tb.contains("http_route=\"/v1/chat\""));
+    let labels = [("version", "a"), ("track", "canary")];
+    assert!(
+        has_sample(&ta, "chatbot_answers_total", &labels, "1"),
+        "{ta}"
+    );
+    assert!(!tb.contains("chatbot_answers_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_metrics_output() {
+    let Some(promtool) = support::tool("promtool") else {
+        return;
+    };
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    lifecycle.readiness_check("db", || async { Ok::<(), String>(()) });
+    lifecycle
+        .warmup("kb", async { Ok::<_, String>(()) })
+        .wait()
+        .await;
+    let app = app(&lifecycle);
+    for (m, p) in [
+        ("GET", "/hello/a"),
+        ("POST", "/v1/chat"),
+        ("GET", "/boom"),
+        ("PURGE", "/x"),
+    ] {
+        app.clone().oneshot(req(m, p)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = lifecycle.metrics().render();
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed:\n{findings}\n{text}");
+    assert!(findings.trim().is_empty(), "promtool findings:\n{findings}");
+}

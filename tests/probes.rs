@@ -1,0 +1,214 @@
+//! Probe endpoints: kube-apiserver format, per-check paths, verbose, exclude, JSON; and
+//! answers that stay fast while every application worker is blocked.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podcycle::{Config, Lifecycle};
+use support::{client, code, rt, Child, SOON};
+
+#[test]
+#[ignore = "the server under test, run by the other tests in a child process"]
+fn child() {
+    support::child::main();
+}
+
+fn config() -> Config {
+    Config::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
+        .check_interval(Duration::from_millis(20))
+        .shutdown_delay(Duration::from_millis(100))
+        .handle_signals(false)
+        .version("9.9.9")
+}
+
+async fn eventually(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SOON;
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn status(admin: std::net::SocketAddr, path: &str) -> u16 {
+    client::get(admin, path).await.unwrap().status.as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_checks_and_the_output_is_kube_style() {
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let admin = lifecycle.admin_addr().unwrap();
+    let db_up = Arc::new(AtomicBool::new(true));
+    let up = db_up.clone();
+    lifecycle.readiness_check("db", move || {
+        let ok = up.load(Ordering::SeqCst);
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("connection refused")
+            }
+        }
+    });
+    lifecycle.liveness_check("deadlock-detector", || async { Ok::<(), String>(()) });
+    let warm = lifecycle.warmup("cache", async { Ok::<_, String>(7) });
+    assert_eq!(warm.wait().await, Some(&7));
+    let app = axum::Router::new();
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(podcycle::Phase::Serving).await;
+    let l = lifecycle.clone();
+    eventually(|| l.is_ready()).await;
+
+    let ok = client::get(admin, "/readyz").await.unwrap();
+    assert_eq!((ok.status.as_u16(), ok.body.as_str()), (200, "ok\n"));
+    let verbose = client::get(admin, "/readyz?verbose").await.unwrap().body;
+    assert_eq!(
+        verbose,
+        "[+]ping ok\n[+]warmup/cache ok\n[+]db ok\n[+]shutdown ok\nreadyz check passed\n"
+    );
+    assert_eq!(status(admin, "/readyz/db").await, 200);
+    assert_eq!(status(admin, "/readyz/warmup/cache").await, 200);
+    assert_eq!(status(admin, "/readyz/nope").await, 404);
+    assert_eq!(status(admin, "/livez/deadlock-detector").await, 200);
+    assert_eq!(status(admin, "/livez/watchdog").await, 200);
+    assert_eq!(status(admin, "/startupz").await, 200);
+    assert_eq!(status(admin, "/nothing-here").await, 404);
+
+    db_up.store(false, Ordering::SeqCst);
+    let l = lifecycle.clone();
+    eventually(|| !l.is_ready()).await;
+    let failing = client::get(admin, "/readyz").await.unwrap();
+    assert_eq!(failing.status, 503);
+    assert!(
+        failing.body.contains("[-]db failed: connection refused\n"),
+        "{}",
+        failing.body
+    );
+    assert!(failing.body.ends_with("readyz check failed\n"));
+    assert_eq!(status(admin, "/readyz/db").await, 503);
+    // Excluding the failing check passes; an unknown exclusion is reported, not fatal.
+    let excluded = client::get(admin, "/readyz?exclude=db&exclude=bogus&verbose")
+        .await
+        .unwrap();
+    assert_eq!(excluded.status, 200, "{}", excluded.body);
+    assert!(excluded.body.contains("[+]db excluded: ok"));
+    assert!(excluded.body.contains("no matches for \"bogus\""));
+    // Liveness does not depend on dependencies.
+    assert_eq!(status(admin, "/livez").await, 200);
+
+    let json = client::get_json(admin, "/readyz").await.unwrap();
+    assert_eq!(json["status"], "failed");
+    assert_eq!(json["probe"], "readyz");
+    let db = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "db")
+        .unwrap();
+    assert_eq!(db["ok"], false);
+    assert_eq!(db["reason"], "connection refused");
+
+    lifecycle.shutdown();
+    assert_eq!(serving.await.unwrap(), podcycle::Outcome::Drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_can_be_mounted_on_the_application_router() {
+    let lifecycle = Lifecycle::new(config().admin_addr(None)).unwrap();
+    assert_eq!(lifecycle.admin_addr(), None);
+    let app = axum::Router::new()
+        .route("/x", axum::routing::get(|| async { "x" }))
+        .merge(lifecycle.probes().router());
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(podcycle::Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+    assert_eq!(status(addr, "/x").await, 200);
+    assert_eq!(status(addr, "/livez").await, 200);
+    assert_eq!(status(addr, "/readyz/shutdown").await, 200);
+    lifecycle.shutdown();
+    assert_eq!(status(addr, "/readyz").await, 503);
+    assert_eq!(serving.await.unwrap(), podcycle::Outcome::Drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lifecycles_in_one_process_are_independent() {
+    let a = Lifecycle::new(config().version("a")).unwrap();
+    let b = Lifecycle::new(config().version("b")).unwrap();
+    let sa = tokio::spawn(a.clone().serve(axum::Router::new()));
+    let sb = tokio::spawn(b.clone().serve(axum::Router::new()));
+    a.reached(podcycle::Phase::Serving).await;
+    b.reached(podcycle::Phase::Serving).await;
+    a.shutdown();
+    assert_eq!(sa.await.unwrap(), podcycle::Outcome::Drained);
+    assert_eq!(b.phase(), podcycle::Phase::Serving);
+    assert_eq!(
+        status(b.admin_addr().unwrap(), "/readyz/shutdown").await,
+        200
+    );
+    b.shutdown();
+    assert_eq!(sb.await.unwrap(), podcycle::Outcome::Drained);
+}
+
+#[test]
+fn probes_answer_quickly_while_every_application_worker_is_blocked() {
+    let mut child = Child::spawn(&[
+        ("TEST_WORKERS", "2"),
+        ("PODCYCLE_WATCHDOG_STALL", "1s"),
+        ("PODCYCLE_SHUTDOWN_DELAY", "0s"),
+    ]);
+    let admin = child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    let blockers: Vec<_> = (0..2)
+        .map(|_| rt.spawn(async move { client::get(app, "/block?ms=4000").await }))
+        .collect();
+    child.wait_line("START /block", SOON);
+    child.wait_line("START /block", SOON);
+    rt.block_on(async {
+        for path in ["/readyz", "/startupz", "/livez"] {
+            let t = Instant::now();
+            let r = client::get(admin, path).await.unwrap();
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "{path} took {:?}",
+                t.elapsed()
+            );
+            assert!(r.status == 200 || r.status == 503);
+        }
+        // The watchdog notices the runtime made no progress for longer than the stall limit.
+        let mut failed = None;
+        for _ in 0..300 {
+            let r = client::get(admin, "/livez").await.unwrap();
+            if r.status == 503 {
+                failed = Some(r.body);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let body = failed.expect("livez fails while the runtime is stalled");
+        assert!(
+            body.contains("[-]watchdog failed: application runtime made no progress for"),
+            "{body}"
+        );
+    });
+    for b in blockers {
+        assert_eq!(rt.block_on(b).unwrap().unwrap().status, 200);
+    }
+    rt.block_on(async {
+        let mut healthy = false;
+        for _ in 0..300 {
+            if client::get(admin, "/livez").await.unwrap().status == 200 {
+                healthy = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(healthy, "livez recovers once the runtime moves again");
+    });
+    child.signal("TERM");
+    assert_eq!(code(child.wait_exit(SOON).0), 0);
+}

@@ -173,7 +173,9 @@ where
                 let (k, val) = v
                     .split_once(':')
                     .filter(|(k, _)| !k.trim().is_empty())
-                    .ok_or_else(|| ArgError::new(format!("{name} expects 'NAME: VALUE', got {v:?}")))?;
+                    .ok_or_else(|| {
+                        ArgError::new(format!("{name} expects 'NAME: VALUE', got {v:?}"))
+                    })?;
                 prometheus
                     .headers
                     .push((k.trim().to_owned(), val.trim().to_owned()));
@@ -271,7 +273,9 @@ fn number(name: &str, v: &str, lo: f64, hi: f64, inclusive: bool) -> Result<f64,
     if ok {
         Ok(x)
     } else if inclusive {
-        Err(ArgError::new(format!("{name} must be in [{lo}, {hi}], got {v}")))
+        Err(ArgError::new(format!(
+            "{name} must be in [{lo}, {hi}], got {v}"
+        )))
     } else {
         Err(ArgError::new(format!(
             "{name} must be between {lo} and {hi} (exclusive), got {v}"
@@ -308,11 +312,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number at {rest:?}"));
+            return Err(format!(
+                "invalid duration {text:?}: expected a number at {rest:?}"
+            ));
         }
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: bad number {:?}", &rest[..digits]))?;
+        let number: f64 = rest[..digits].parse().map_err(|_| {
+            format!(
+                "invalid duration {text:?}: bad number {:?}",
+                &rest[..digits]
+            )
+        })?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -462,7 +471,10 @@ mod tests {
             (&["--stable"], "--stable needs a value"),
             (&["--bogus"], "unknown option --bogus"),
             (&["stray"], "unexpected argument \"stray\""),
-            (&["--prometheus", "http://p", "--stable", "v", "--canary", "v"], "must differ"),
+            (
+                &["--prometheus", "http://p", "--stable", "v", "--canary", "v"],
+                "must differ",
+            ),
             (&["--stable", ""], "--stable needs a non-empty value"),
             (&["--quiet=yes"], "--quiet takes no value"),
             (&["--header", "no-colon"], "--header expects 'NAME: VALUE'"),
@@ -477,16 +489,31 @@ mod tests {
     #[test]
     fn value_errors_name_the_argument() {
         let cases: &[(&[&str], &str)] = &[
-            (&["--alpha", "1"], "--alpha must be between 0 and 1 (exclusive), got 1"),
+            (
+                &["--alpha", "1"],
+                "--alpha must be between 0 and 1 (exclusive), got 1",
+            ),
             (&["--alpha", "x"], "--alpha expects a number, got \"x\""),
-            (&["--min-requests", "-3"], "--min-requests expects a whole number"),
-            (&["--interval", "30"], "--interval: invalid duration \"30\": missing unit"),
+            (
+                &["--min-requests", "-3"],
+                "--min-requests expects a whole number",
+            ),
+            (
+                &["--interval", "30"],
+                "--interval: invalid duration \"30\": missing unit",
+            ),
             (&["--interval", "0s"], "--interval must be longer than zero"),
             (&["--max-p99", "fast"], "--max-p99: invalid duration"),
             (&["--error-margin", "2"], "--error-margin must be in [0, 1]"),
-            (&["--latency-quantile", "95"], "--latency-quantile must be between 0 and 1"),
+            (
+                &["--latency-quantile", "95"],
+                "--latency-quantile must be between 0 and 1",
+            ),
             (&["--no-errors", "--no-latency"], "nothing to compare"),
-            (&["--interval", "1m", "--max-duration", "30s"], "at least one interval"),
+            (
+                &["--interval", "1m", "--max-duration", "30s"],
+                "at least one interval",
+            ),
         ];
         for (args, expected) in cases {
             let e = parse(args).unwrap_err().to_string();

@@ -173,9 +173,18 @@ impl Judge {
         accumulate(&mut self.canary, &canary);
         if let Some(latency) = &mut self.latency {
             if latency.boundary.is_none() {
-                // Chosen from the stable's past only, so the bets stay
-                // predictable; fixed from then on.
+                // Chosen from past data only, so the bets stay predictable;
+                // fixed from then on. The data so far sizes the first bets.
                 latency.boundary = choose_boundary(&self.stable.latency, latency.config.quantile);
+                if let Some(b) = latency.boundary {
+                    if let (Some((cn, cx)), Some((sn, sx))) =
+                        (slow(&self.canary.latency, b), slow(&self.stable.latency, b))
+                    {
+                        latency
+                            .comparison
+                            .set_prior(PairCounts::new(cn, cx, sn, sx));
+                    }
+                }
             }
         }
         self.decide()
@@ -275,10 +284,7 @@ impl Judge {
         }
 
         let compared_ok = self.errors.as_ref().is_none_or(Comparison::passed)
-            && self
-                .latency
-                .as_ref()
-                .is_none_or(|l| l.comparison.passed());
+            && self.latency.as_ref().is_none_or(|l| l.comparison.passed());
         let enough = self.stable.requests >= min && self.canary.requests >= min;
         let guarded = guardrails.iter().all(|g| g.status == GuardrailStatus::Ok);
         if compared_ok && enough && guarded {
@@ -564,7 +570,12 @@ mod tests {
         }
     }
 
-    fn run(judge: &mut Judge, intervals: u64, stable: (u64, u64, f64), canary: (u64, u64, f64)) -> Option<Verdict> {
+    fn run(
+        judge: &mut Judge,
+        intervals: u64,
+        stable: (u64, u64, f64),
+        canary: (u64, u64, f64),
+    ) -> Option<Verdict> {
         for i in 0..=intervals {
             let snapshot = Snapshot {
                 stable: arm(i, stable.0, stable.1, stable.2),
@@ -583,7 +594,11 @@ mod tests {
         let v = run(&mut judge, 20, (1500, 3, 0.05), (1500, 3, 0.05));
         assert_eq!(v, Some(Verdict::Pass), "{}", judge.report());
         let report = judge.report();
-        assert!(report.comparisons.iter().all(|c| c.status == MetricStatus::Pass));
+        for c in &report.comparisons {
+            assert_eq!(c.status, MetricStatus::Pass);
+            // The reported confidence sequence agrees with the decision.
+            assert!(c.cs_upper.unwrap() <= c.margin, "{c:?}");
+        }
         assert_eq!(report.comparisons[1].boundary_seconds, Some(0.1));
     }
 
@@ -594,7 +609,12 @@ mod tests {
         assert_eq!(v, Some(Verdict::Fail));
         let report = judge.report();
         assert_eq!(report.comparisons[0].status, MetricStatus::Fail);
-        assert!(report.reasons[0].starts_with("errors:"), "{:?}", report.reasons);
+        assert!(report.comparisons[0].cs_lower.unwrap() >= 0.002);
+        assert!(
+            report.reasons[0].starts_with("errors:"),
+            "{:?}",
+            report.reasons
+        );
         assert!(report.intervals <= 6, "{}", report.intervals);
         // Later snapshots keep the verdict.
         assert_eq!(judge.observe(Snapshot::default()), Some(Verdict::Fail));
@@ -615,7 +635,10 @@ mod tests {
         assert_eq!(run(&mut judge, 20, (1500, 3, 0.05), (0, 0, 0.0)), None);
         assert_eq!(judge.finish(), Verdict::Inconclusive);
         let report = judge.report();
-        assert!(report.reasons.iter().any(|r| r.contains("canary received no requests")));
+        assert!(report
+            .reasons
+            .iter()
+            .any(|r| r.contains("canary received no requests")));
     }
 
     #[test]
@@ -648,7 +671,10 @@ mod tests {
             ..JudgeConfig::default()
         };
         let mut judge = Judge::new(config).unwrap();
-        assert_eq!(run(&mut judge, 3, (1500, 60, 0.05), (1500, 60, 0.05)), Some(Verdict::Fail));
+        assert_eq!(
+            run(&mut judge, 3, (1500, 60, 0.05), (1500, 60, 0.05)),
+            Some(Verdict::Fail)
+        );
         assert!(judge.report().reasons[0].contains("max_error_ratio"));
 
         let config = JudgeConfig {
@@ -656,9 +682,16 @@ mod tests {
             ..JudgeConfig::default()
         };
         let mut judge = Judge::new(config).unwrap();
-        assert_eq!(run(&mut judge, 3, (1500, 0, 0.05), (1500, 0, 0.05)), Some(Verdict::Fail));
+        assert_eq!(
+            run(&mut judge, 3, (1500, 0, 0.05), (1500, 0, 0.05)),
+            Some(Verdict::Fail)
+        );
         let report = judge.report();
-        assert!(report.reasons[0].contains("max_p99"), "{:?}", report.reasons);
+        assert!(
+            report.reasons[0].contains("max_p99"),
+            "{:?}",
+            report.reasons
+        );
         assert_eq!(report.guardrails[0].status, GuardrailStatus::Violated);
     }
 

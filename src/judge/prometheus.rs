@@ -112,7 +112,10 @@ impl PrometheusConfig {
             matchers.push(format!("http_route=\"{}\"", escape(route)));
         }
         if let Some(selector) = &self.selector {
-            let selector = selector.trim().trim_matches(|c| c == '{' || c == '}').trim();
+            let selector = selector
+                .trim()
+                .trim_matches(|c| c == '{' || c == '}')
+                .trim();
             if !selector.is_empty() {
                 matchers.push(selector.to_owned());
             }
@@ -276,7 +279,9 @@ pub fn parse_query_response(status: u16, body: &[u8]) -> Result<QueryResult, Pro
         });
     }
     if json.get("status").and_then(Value::as_str) != Some("success") {
-        return Err(PrometheusError::Decode("no \"status\": \"success\"".to_owned()));
+        return Err(PrometheusError::Decode(
+            "no \"status\": \"success\"".to_owned(),
+        ));
     }
     let data = json
         .get("data")
@@ -436,7 +441,9 @@ impl ArmTracker {
             requests: to_count(requests),
             errors: to_count(errors),
             latency: Histogram::from_cumulative(
-                per_le.into_values().map(|(le, total)| (le, to_count(total))),
+                per_le
+                    .into_values()
+                    .map(|(le, total)| (le, to_count(total))),
             ),
         }
     }
@@ -614,9 +621,16 @@ mod tests {
     #[test]
     fn parses_an_empty_vector_and_a_scalar() {
         let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(parse_query_response(200, empty).unwrap(), QueryResult::Vector(vec![]));
-        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"0.25"]}}"#;
-        assert_eq!(parse_query_response(200, scalar).unwrap(), QueryResult::Scalar(0.25));
+        assert_eq!(
+            parse_query_response(200, empty).unwrap(),
+            QueryResult::Vector(vec![])
+        );
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"0.25"]}}"#;
+        assert_eq!(
+            parse_query_response(200, scalar).unwrap(),
+            QueryResult::Scalar(0.25)
+        );
     }
 
     #[test]
@@ -630,7 +644,9 @@ mod tests {
         assert_eq!(s[1].value, f64::INFINITY);
         assert_eq!(s[2].value, f64::NEG_INFINITY);
         let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}"#;
-        assert!(matches!(parse_query_response(200, scalar), Ok(QueryResult::Scalar(v)) if v.is_nan()));
+        assert!(
+            matches!(parse_query_response(200, scalar), Ok(QueryResult::Scalar(v)) if v.is_nan())
+        );
     }
 
     #[test]
@@ -705,10 +721,19 @@ mod tests {
 
     #[test]
     fn refuses_unusable_urls() {
-        for url in ["https://p:9090", "p:9090", "http://", "http://p:9090/?x=1", "not a url"] {
+        for url in [
+            "https://p:9090",
+            "p:9090",
+            "http://",
+            "http://p:9090/?x=1",
+            "not a url",
+        ] {
             let config = PrometheusConfig::new(url, "a", "b");
             assert!(
-                matches!(PrometheusSource::new(&config), Err(PrometheusError::Config(_))),
+                matches!(
+                    PrometheusSource::new(&config),
+                    Err(PrometheusError::Config(_))
+                ),
                 "{url}"
             );
         }
@@ -734,10 +759,16 @@ mod tests {
         let mut arm = ArmTracker::default();
         // Baseline: everything before the first look is ignored.
         let first = arm.update(
-            &[count("v1", None, "a", 100.0), count("v1", Some("500"), "a", 5.0)],
+            &[
+                count("v1", None, "a", 100.0),
+                count("v1", Some("500"), "a", 5.0),
+            ],
             &[bucket("a", "0.1", 90.0), bucket("a", "+Inf", 95.0)],
         );
-        assert_eq!((first.requests, first.errors, first.latency.total()), (0, 0, 0));
+        assert_eq!(
+            (first.requests, first.errors, first.latency.total()),
+            (0, 0, 0)
+        );
         // Pod a restarts (counters start over), pod b appears, a NaN.
         let second = arm.update(
             &[
@@ -762,5 +793,175 @@ mod tests {
         assert_eq!(third.requests, 37);
         assert_eq!(third.errors, 2);
         assert_eq!(third.latency.total(), 30);
+    }
+
+    /// A loopback HTTP server answering instant queries from `answer(query,
+    /// look)`, where a look is four consecutive requests.
+    async fn mock(
+        answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> std::net::SocketAddr {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(answer);
+        let served = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let target = head.split_whitespace().nth(1).unwrap_or("");
+                    let query = target
+                        .split(['?', '&'])
+                        .find_map(|kv| kv.strip_prefix("query="))
+                        .map(decode)
+                        .unwrap_or_default();
+                    let look = served.fetch_add(1, Ordering::SeqCst) / 4;
+                    let (status, body) = answer(&query, look);
+                    if status == 0 {
+                        // Never answer.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn vector(series: &[(&str, f64)]) -> String {
+        let items: Vec<String> = series
+            .iter()
+            .map(|(labels, v)| format!(r#"{{"metric":{{{labels}}},"value":[1,"{v}"]}}"#))
+            .collect();
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+            items.join(",")
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_increments_from_a_server() {
+        let addr = mock(|query, look| {
+            let look = look as f64;
+            let canary = query.contains("version=\"v2\"");
+            let errors = if canary { 20.0 } else { 2.0 };
+            let body = if query.contains("_count{") {
+                vector(&[
+                    (r#""pod":"a""#, 500.0 + 1000.0 * look),
+                    (r#""pod":"a","error_type":"500""#, 7.0 + errors * look),
+                ])
+            } else {
+                assert!(query.contains("error_type=\"\""), "{query}");
+                vector(&[
+                    (r#""pod":"a","le":"0.1""#, 400.0 + 900.0 * look),
+                    (r#""pod":"a","le":"+Inf""#, 480.0 + 1000.0 * look),
+                ])
+            };
+            (200, body)
+        })
+        .await;
+        let config = PrometheusConfig::new(format!("http://{addr}/"), "v1", "v2");
+        let mut source = PrometheusSource::new(&config).unwrap();
+        // The baseline: every counter at zero.
+        let first = source.snapshot().await.unwrap();
+        let zero = Histogram::from_cumulative([(0.1, 0), (f64::INFINITY, 0)]);
+        assert_eq!((first.stable.requests, first.canary.errors), (0, 0));
+        assert_eq!(
+            (&first.stable.latency, &first.canary.latency),
+            (&zero, &zero)
+        );
+        let second = source.snapshot().await.unwrap();
+        assert_eq!(second.stable.requests, 1002);
+        assert_eq!(second.stable.errors, 2);
+        assert_eq!(second.canary.requests, 1020);
+        assert_eq!(second.canary.errors, 20);
+        assert_eq!(second.canary.latency.count_le(0.1), Some(900));
+        assert_eq!(second.canary.latency.total(), 1000);
+    }
+
+    #[tokio::test]
+    async fn server_errors_become_prometheus_errors() {
+        let addr = mock(|_, _| {
+            (
+                503,
+                r#"{"status":"error","errorType":"unavailable","error":"too many queries"}"#
+                    .to_owned(),
+            )
+        })
+        .await;
+        let mut source =
+            PrometheusSource::new(&PrometheusConfig::new(format!("http://{addr}"), "a", "b"))
+                .unwrap();
+        let err = source.snapshot().await.unwrap_err();
+        assert_eq!(
+            err,
+            PrometheusError::Status {
+                status: 503,
+                message: "unavailable: too many queries".to_owned()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_servers_time_out_and_closed_ports_fail() {
+        let addr = mock(|_, _| (0, String::new())).await;
+        let mut config = PrometheusConfig::new(format!("http://{addr}"), "a", "b");
+        config.timeout = Duration::from_millis(200);
+        let mut source = PrometheusSource::new(&config).unwrap();
+        assert_eq!(
+            source.snapshot().await.unwrap_err(),
+            PrometheusError::Timeout(Duration::from_millis(200))
+        );
+
+        // A port nobody listens on (bound, then released).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = PrometheusConfig::new(format!("http://127.0.0.1:{port}"), "a", "b");
+        let mut source = PrometheusSource::new(&config).unwrap();
+        let err = source.snapshot().await.unwrap_err();
+        assert!(matches!(err, PrometheusError::Transport(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with("cannot reach Prometheus"),
+            "{err}"
+        );
     }
 }

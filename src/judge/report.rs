@@ -221,7 +221,9 @@ impl Report {
                 parts.push(format!("{} violated", g.name));
             }
         }
-        let verdict = self.verdict.map_or_else(String::new, |v| format!(" => {v}"));
+        let verdict = self
+            .verdict
+            .map_or_else(String::new, |v| format!(" => {v}"));
         format!("[{elapsed}] {}{verdict}", parts.join(" | "))
     }
 }
@@ -265,7 +267,11 @@ impl fmt::Display for Report {
             f.write_str("s")?;
         }
         if let Some(s) = self.elapsed_seconds {
-            write!(f, " ({})", humanize(std::time::Duration::from_secs_f64(s.max(0.0))))?;
+            write!(
+                f,
+                " ({})",
+                humanize(std::time::Duration::from_secs_f64(s.max(0.0)))
+            )?;
         }
         if self.failed_reads > 0 {
             write!(f, ", {} failed reads", self.failed_reads)?;
@@ -303,7 +309,7 @@ impl fmt::Display for Report {
                 status_word(c.status),
                 c.parameter,
                 bound(c.estimate, "-"),
-                bound(c.cs_lower, "-inf"),
+                bound(c.cs_lower, if is_diff { "-inf" } else { "0" }),
                 bound(c.cs_upper, "+inf"),
                 c.hypothesis
             )?;
@@ -325,7 +331,12 @@ impl fmt::Display for Report {
         for g in &self.guardrails {
             writeln!(f, "  {}", g.describe())?;
         }
-        write!(f, "  alpha {}, min requests {}", trim(self.alpha), self.min_requests)
+        write!(
+            f,
+            "  alpha {}, min requests {}",
+            trim(self.alpha),
+            self.min_requests
+        )
     }
 }
 
@@ -415,10 +426,19 @@ mod tests {
     #[test]
     fn summary_and_progress_read_well() {
         let text = report().to_string();
-        assert!(text.starts_with("FAIL after 3 intervals (1m30s), 1 failed reads\n"), "{text}");
-        assert!(text.contains("errors FAIL: p_canary - p_stable = +0.80%"), "{text}");
+        assert!(
+            text.starts_with("FAIL after 3 intervals (1m30s), 1 failed reads\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("errors FAIL: p_canary - p_stable = +0.80%"),
+            "{text}"
+        );
         assert!(text.contains("[+0.31%, +inf]"), "{text}");
-        assert!(text.contains("guardrail max_p99 500ms: canary 730ms (violated)"), "{text}");
+        assert!(
+            text.contains("guardrail max_p99 500ms: canary 730ms (violated)"),
+            "{text}"
+        );
         let line = report().progress_line();
         assert_eq!(
             line,

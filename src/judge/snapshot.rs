@@ -203,7 +203,7 @@ pub(crate) fn format_seconds(seconds: f64) -> String {
             format!("{ms:.1}ms")
         }
     } else {
-        format!("{}", humanize(Duration::from_secs_f64(seconds)))
+        humanize(Duration::from_secs_f64(seconds))
     }
 }
 
@@ -241,7 +241,13 @@ mod tests {
 
     #[test]
     fn histogram_is_sorted_merged_and_monotone() {
-        let h = hist(&[(f64::INFINITY, 10), (0.1, 4), (0.5, 3), (0.1, 1), (f64::NAN, 9)]);
+        let h = hist(&[
+            (f64::INFINITY, 10),
+            (0.1, 4),
+            (0.5, 3),
+            (0.1, 1),
+            (f64::NAN, 9),
+        ]);
         let les: Vec<f64> = h.buckets().iter().map(|b| b.le).collect();
         assert_eq!(les, vec![0.1, 0.5, f64::INFINITY]);
         let counts: Vec<u64> = h.buckets().iter().map(|b| b.count).collect();

@@ -155,8 +155,9 @@ impl BettingTest {
         self.max_log_e.exp()
     }
 
-    pub(crate) fn max_log_e(&self) -> f64 {
-        self.max_log_e
+    /// Whether the e-value has ever reached `threshold`.
+    pub(crate) fn crossed(&self, threshold: f64) -> bool {
+        self.max_log_e >= threshold.ln()
     }
 
     /// Bets on one interval's `counts`, sized from `past` (the sum of all
@@ -240,7 +241,8 @@ impl BettingTest {
                 .sum()
         };
         // The plug-in growth is concave in λ; bet only when it rises at 0.
-        if !(slope(0.0) > 0.0) || !(cap > 0.0) {
+        let rises = slope(0.0) > 0.0 && cap > 0.0; // false for NaN too
+        if !rises {
             return None;
         }
         let lambda = if slope(cap) >= 0.0 {
@@ -300,8 +302,11 @@ pub(crate) struct Comparison {
     fail: BettingTest,
     pass: BettingTest,
     grid: Vec<GridPoint>,
-    log_fail_threshold: f64,
-    log_pass_threshold: f64,
+    fail_threshold: f64,
+    pass_threshold: f64,
+    /// Data from before the comparison started, used only to size bets.
+    prior: PairCounts,
+    /// Intervals compared.
     total: PairCounts,
 }
 
@@ -321,7 +326,7 @@ impl Comparison {
             Parameter::Difference { kappa } => BettingTest::new(side, kappa, value),
             Parameter::Ratio => BettingTest::new(side, value, 0.0),
         };
-        let values: Vec<f64> = match parameter {
+        let mut values: Vec<f64> = match parameter {
             // 0 and ±10^(k/6) from 1e-5 to 1: about 47% apart.
             Parameter::Difference { .. } => {
                 let mut v = vec![0.0];
@@ -338,6 +343,12 @@ impl Comparison {
                 .map(|k| 10f64.powf(f64::from(k) / 12.0))
                 .collect(),
         };
+        // The margin itself is a grid point, so the reported bounds agree
+        // with the decisions: FAIL means cs_lower >= margin, PASS cs_upper <= margin.
+        if !values.contains(&margin) {
+            values.push(margin);
+            values.sort_by(f64::total_cmp);
+        }
         Self {
             parameter,
             margin,
@@ -351,15 +362,24 @@ impl Comparison {
                     not_worse: test(Side::NotWorse, value),
                 })
                 .collect(),
-            log_fail_threshold: (1.0 / alpha_fail).ln(),
-            log_pass_threshold: (1.0 / alpha_pass).ln(),
+            fail_threshold: 1.0 / alpha_fail,
+            pass_threshold: 1.0 / alpha_pass,
+            prior: PairCounts::default(),
             total: PairCounts::default(),
         }
     }
 
+    /// Data seen before the first compared interval (the latency bound is
+    /// chosen from it). It sizes the first bets and is never bet on, so
+    /// using it keeps every bet predictable.
+    pub(crate) fn set_prior(&mut self, prior: PairCounts) {
+        self.prior = prior;
+    }
+
     /// Adds one interval.
     pub(crate) fn observe(&mut self, counts: PairCounts) {
-        let past = self.total;
+        let mut past = self.prior;
+        past.add(self.total);
         self.fail.update(counts, past);
         self.pass.update(counts, past);
         for point in &mut self.grid {
@@ -370,11 +390,11 @@ impl Comparison {
     }
 
     pub(crate) fn failed(&self) -> bool {
-        self.fail.max_log_e() >= self.log_fail_threshold
+        self.fail.crossed(self.fail_threshold)
     }
 
     pub(crate) fn passed(&self) -> bool {
-        self.pass.max_log_e() >= self.log_pass_threshold
+        self.pass.crossed(self.pass_threshold)
     }
 
     pub(crate) fn fail_test(&self) -> &BettingTest {
@@ -386,11 +406,11 @@ impl Comparison {
     }
 
     pub(crate) fn fail_threshold(&self) -> f64 {
-        self.log_fail_threshold.exp()
+        self.fail_threshold
     }
 
     pub(crate) fn pass_threshold(&self) -> f64 {
-        self.log_pass_threshold.exp()
+        self.pass_threshold
     }
 
     pub(crate) fn total(&self) -> PairCounts {
@@ -419,15 +439,19 @@ impl Comparison {
         let lower = self
             .grid
             .iter()
-            .filter(|p| p.worse.max_log_e() >= self.log_fail_threshold)
+            .filter(|p| p.worse.crossed(self.fail_threshold))
             .map(|p| p.value)
-            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            });
         let upper = self
             .grid
             .iter()
-            .filter(|p| p.not_worse.max_log_e() >= self.log_pass_threshold)
+            .filter(|p| p.not_worse.crossed(self.pass_threshold))
             .map(|p| p.value)
-            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))));
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.min(v)))
+            });
         (lower, upper)
     }
 }
@@ -449,8 +473,14 @@ mod tests {
     #[test]
     fn no_bet_without_both_arms() {
         let mut t = BettingTest::new(Side::Worse, 1.0, 0.0);
-        t.update(PairCounts::new(100, 50, 0, 0), PairCounts::new(100, 50, 100, 0));
-        t.update(PairCounts::new(0, 0, 100, 0), PairCounts::new(100, 50, 100, 0));
+        t.update(
+            PairCounts::new(100, 50, 0, 0),
+            PairCounts::new(100, 50, 100, 0),
+        );
+        t.update(
+            PairCounts::new(0, 0, 100, 0),
+            PairCounts::new(100, 50, 100, 0),
+        );
         assert_eq!(t.e_value(), 1.0);
     }
 
@@ -485,7 +515,7 @@ mod tests {
         assert!(!c.failed());
         assert!(c.fail_test().max_e_value() <= 1.0 + 1e-12);
         let (lo, hi) = c.confidence_sequence();
-        assert!(hi.unwrap() < 0.002 && lo.is_none_or(|l| l < 0.0));
+        assert!(hi.unwrap() <= 0.002 && lo.is_none_or(|l| l < 0.0));
     }
 
     #[test]
@@ -533,6 +563,6 @@ mod tests {
         let past = interval(10_000, 0.0, 10_000, 0.0);
         t.update(interval(1000, 1.0, 1000, 0.0), past);
         assert!(t.e_value() >= 0.0 && t.e_value() < 1.0);
-        assert!(t.max_log_e() == 0.0);
+        assert_eq!(t.max_e_value(), 1.0);
     }
 }

@@ -99,6 +99,7 @@ impl Checks {
     }
 
     /// Registers a check and starts running it on the current runtime until `stop` is cancelled.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add<F, Fut, E>(
         &self,
         probe: Probe,
@@ -107,6 +108,7 @@ impl Checks {
         interval: Duration,
         timeout: Duration,
         stop: CancellationToken,
+        mut phase: tokio::sync::watch::Receiver<crate::phase::Phase>,
     ) where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -129,9 +131,16 @@ impl Checks {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // Also run at every phase change, so that readiness is current the moment
+                // warm-ups finish and serving starts, not one interval later.
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = ticker.tick() => {}
+                    changed = phase.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
                 }
                 let status = run_once(&check, timeout).await;
                 entry.set(status);
@@ -185,6 +194,7 @@ mod tests {
     async fn panics_and_timeouts_are_failures_and_results_refresh() {
         let checks = Checks::default();
         let stop = CancellationToken::new();
+        let phase = tokio::sync::watch::channel(crate::phase::Phase::Starting).0;
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let h = healthy.clone();
         checks.add(
@@ -203,6 +213,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_millis(100),
             stop.clone(),
+            phase.subscribe(),
         );
         checks.add(
             Probe::Readiness,
@@ -211,6 +222,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_millis(100),
             stop.clone(),
+            phase.subscribe(),
         );
         checks.add(
             Probe::Liveness,
@@ -222,6 +234,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_millis(100),
             stop.clone(),
+            phase.subscribe(),
         );
         let all = checks.all();
         assert_eq!(all[0].result(), Err("not checked yet".into()));

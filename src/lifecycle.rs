@@ -166,6 +166,7 @@ impl Lifecycle {
             c.check_interval,
             c.check_timeout,
             self.shared.halt.clone(),
+            self.shared.subscribe(),
         );
     }
 

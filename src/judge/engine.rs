@@ -387,7 +387,12 @@ impl Judge {
         }
         if let Some(l) = &self.latency {
             let bound = l.boundary.map_or_else(
-                || "the stable's p95 bucket bound".to_owned(),
+                || {
+                    format!(
+                        "the stable's p{} bucket bound",
+                        trim(100.0 * l.config.quantile)
+                    )
+                },
                 format_seconds,
             );
             comparisons.push(comparison_report(
@@ -746,6 +751,49 @@ mod tests {
         assert_eq!(choose_boundary(&h, 0.95), Some(0.005));
         let h = Histogram::from_cumulative([(0.005, 10), (f64::INFINITY, 10)]);
         assert_eq!(choose_boundary(&h, 0.95), None);
+    }
+
+    #[test]
+    fn garbage_counters_never_panic() {
+        // Counters that jump, reset, exceed each other, carry odd buckets.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let config = JudgeConfig {
+            max_error_ratio: Some(0.5),
+            max_p99: Some(Duration::from_millis(100)),
+            min_requests: 0,
+            ..JudgeConfig::default()
+        };
+        for _ in 0..200 {
+            let mut judge = Judge::new(config.clone()).unwrap();
+            for _ in 0..20 {
+                let mut arm = || {
+                    let scale = [10, 1_000, u64::MAX / 2, u64::MAX][(next() % 4) as usize];
+                    let les = [0.0, 0.1, 1.0, f64::INFINITY, f64::NAN, -1.0];
+                    ArmCounts {
+                        requests: next() % scale,
+                        errors: next() % scale,
+                        latency: Histogram::from_cumulative(
+                            (0..(next() % 5)).map(|_| (les[(next() % 6) as usize], next() % scale)),
+                        ),
+                    }
+                };
+                let snapshot = Snapshot {
+                    stable: arm(),
+                    canary: arm(),
+                };
+                judge.observe(snapshot);
+            }
+            judge.finish();
+            let report = judge.report();
+            assert!(report.verdict.is_some());
+            let _ = (report.to_json(), report.to_string(), report.progress_line());
+        }
     }
 
     #[test]

@@ -47,9 +47,9 @@
 //!   increments. The canary is *no worse* while
 //!   `p_canary <= (1 + m)·p_stable` (`--latency-margin m`, default 0.5: with
 //!   the stable at 5% slower than `b`, the canary may reach 7.5%). For
-//!   log-normal latencies with a typical spread this margin corresponds to
-//!   the canary's p95 being roughly 10 to 15% slower; a 30% slower canary
-//!   more than doubles its share.
+//!   log-normal latencies (shape 0.3 to 0.7) the default margin sits at a
+//!   canary about 6 to 15% slower across the board, while a 30% slower
+//!   canary nearly triples its share (shape 0.5).
 //!
 //! # The method: betting e-processes
 //!
@@ -65,10 +65,11 @@
 //! an interval multiplies a capital by a factor whose expectation is at
 //! most 1 under every point of the null, whatever the unknown stable
 //! proportion (the nuisance parameter cancels exactly because the canary and
-//! stable stakes are balanced by the interval's request counts, see
-//! `stats.rs`). Stakes are chosen from earlier intervals only (a predictable
-//! plug-in of the growth-optimal bet, after Waudby-Smith & Ramdas), so the
-//! first interval only calibrates. The capital is an *e-value*; by **Ville's
+//! stable stakes are balanced by the interval's request counts; the
+//! derivation is in the source of the private `stats` module). Stakes are
+//! chosen from earlier intervals only (a predictable plug-in of the
+//! growth-optimal bet, after Waudby-Smith & Ramdas), so the first interval
+//! only calibrates. The capital is an *e-value*; by **Ville's
 //! inequality** (Ville 1939), the probability that it *ever* reaches `1/α`
 //! under the null is at most `α`, so the judge may look after every interval
 //! (or every second) and stop at the first crossing without inflating its
@@ -116,6 +117,22 @@
 //! PromQL's `histogram_quantile`). They fail the canary once it has
 //! `--min-requests` requests, whatever the stable does. They are policy
 //! checks, outside the `α` budget.
+//!
+//! # How it compares
+//!
+//! `tests/judge_simulation.rs` replays 2000 synthetic 10-minute canaries per
+//! scenario (50 req/s per arm, a look every 30 s) through the judge, a
+//! Flagger-style threshold check (canary error ratio <= 1% and p99 <= 500 ms
+//! at every interval) and a Kayenta-style Mann-Whitney test on per-interval
+//! points. With identical arms the judge never failed (0.0%) and passed 99%
+//! of canaries after a median 3.5 minutes; the Mann-Whitney test re-run at
+//! every interval failed 17% of them. With both arms at 1.2% errors the
+//! threshold check failed every canary; the judge failed 0.1%. A canary
+//! going from 0.2% to 1% errors, or 30% slower, failed in every run after a
+//! median 1.5 minutes (errors) and 1 minute (latency), where the fixed
+//! Mann-Whitney test needs its full 10 minutes and the threshold check never
+//! sees the slowdown. Run it with
+//! `cargo test --release --test judge_simulation -- --ignored --nocapture`.
 //!
 //! # Counters
 //!

@@ -195,7 +195,7 @@ impl Report {
     pub fn progress_line(&self) -> String {
         let elapsed = self
             .elapsed_seconds
-            .map(|s| humanize(std::time::Duration::from_secs_f64(s.max(0.0))))
+            .map(human_seconds)
             .unwrap_or_else(|| format!("#{}", self.intervals));
         let arm = |name: &str, a: &ArmReport| {
             format!(
@@ -226,6 +226,11 @@ impl Report {
             .map_or_else(String::new, |v| format!(" => {v}"));
         format!("[{elapsed}] {}{verdict}", parts.join(" | "))
     }
+}
+
+/// Elapsed seconds for people; never panics on odd values.
+fn human_seconds(s: f64) -> String {
+    std::time::Duration::try_from_secs_f64(s.max(0.0)).map_or_else(|_| format!("{s}s"), humanize)
 }
 
 fn status_word(s: MetricStatus) -> &'static str {
@@ -267,11 +272,7 @@ impl fmt::Display for Report {
             f.write_str("s")?;
         }
         if let Some(s) = self.elapsed_seconds {
-            write!(
-                f,
-                " ({})",
-                humanize(std::time::Duration::from_secs_f64(s.max(0.0)))
-            )?;
+            write!(f, " ({})", human_seconds(s))?;
         }
         if self.failed_reads > 0 {
             write!(f, ", {} failed reads", self.failed_reads)?;

@@ -91,7 +91,9 @@ where
     config.validate()?;
     let mut judge = Judge::new(config.judge.clone())?;
     let start = Instant::now();
-    let deadline = start + config.max_duration;
+    let deadline = start
+        .checked_add(config.max_duration)
+        .ok_or_else(|| ConfigError::new("the maximum duration is too long"))?;
     let mut failed_reads = 0;
     let mut look: u32 = 0;
     loop {
@@ -250,5 +252,10 @@ mod tests {
             ..config()
         };
         assert!(run(&bad, &mut source, |_| {}).await.is_err());
+        let endless = RunConfig {
+            max_duration: Duration::MAX,
+            ..config()
+        };
+        assert!(run(&endless, &mut source, |_| {}).await.is_err());
     }
 }

@@ -203,7 +203,7 @@ pub(crate) fn format_seconds(seconds: f64) -> String {
             format!("{ms:.1}ms")
         }
     } else {
-        humanize(Duration::from_secs_f64(seconds))
+        Duration::try_from_secs_f64(seconds).map_or_else(|_| format!("{seconds}s"), humanize)
     }
 }
 

@@ -37,8 +37,10 @@
 //! `λ` and `q` only affect power. `q` minimises the second-order (variance)
 //! term; `λ` maximises the expected log-growth under the plug-in estimates of
 //! the previous intervals (the GRAPA rule of Waudby-Smith & Ramdas), capped at
-//! half the largest stake that keeps every factor positive, so one request
-//! can never halve the capital more than once.
+//! half the largest stake that keeps every factor positive, so that no single
+//! request can take more than half of the capital. Without earlier data in
+//! both arms there is nothing to size a bet with: the first interval only
+//! calibrates.
 //!
 //! References: J. Ville (1939), *Étude critique de la notion de collectif*;
 //! S. R. Howard, A. Ramdas, J. McAuliffe, J. Sekhon (2021), *Time-uniform,

@@ -665,7 +665,8 @@ mod tests {
         let app = router(state(settings()));
         let long = format!(r#"{{"question":"{}"}}"#, "a".repeat(300));
         let huge = format!(r#"{{"question":"{}"}}"#, "a".repeat(5000));
-        let cases: Vec<(&str, &str, Option<&str>, &str, u16, &str)> = vec![
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "POST",
                 "/v1/chat",

@@ -1,0 +1,120 @@
+//! `podcycle-judge`: compares a canary with the stable version from
+//! Prometheus and exits 0 (pass), 1 (fail) or 2 (inconclusive).
+//!
+//! Moving this file to podcycle's `src/bin/podcycle-judge.rs` needs no change:
+//! the scratch crate that compiled it names its library `podcycle`. (Were it
+//! not, the only line to change would be `use podcycle::judge;`.)
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use podcycle::judge::{self, cli, Event, PrometheusSource, Verdict};
+
+/// Exit code when the judge could not run at all (bad arguments, bad
+/// configuration): the same as inconclusive, never a pass.
+const CANNOT_JUDGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let options = match cli::parse_args(std::env::args_os().skip(1)) {
+        Ok(cli::Command::Run(options)) => *options,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(cli::Command::Version) => {
+            println!("podcycle-judge {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("podcycle-judge: {e}");
+            return ExitCode::from(CANNOT_JUDGE);
+        }
+    };
+    let mut source = match PrometheusSource::new(&options.prometheus) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("podcycle-judge: {e}");
+            return ExitCode::from(CANNOT_JUDGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("podcycle-judge: cannot start the runtime: {e}");
+            return ExitCode::from(CANNOT_JUDGE);
+        }
+    };
+
+    let quiet = options.quiet;
+    if !quiet {
+        let p = &options.prometheus;
+        eprintln!(
+            "podcycle-judge: canary {:?} against stable {:?} from {}, every {} for at most {} \
+             (alpha {})",
+            p.canary,
+            p.stable,
+            p.url,
+            humantime(options.run.interval),
+            humantime(options.run.max_duration),
+            options.run.judge.alpha
+        );
+        for q in source.queries() {
+            eprintln!("podcycle-judge: query {q}");
+        }
+    }
+    let result = runtime.block_on(judge::run(&options.run, &mut source, |event| {
+        if quiet {
+            return;
+        }
+        match event {
+            Event::Observed(report) => eprintln!("{}", report.progress_line()),
+            Event::ReadFailed { elapsed, error } => {
+                eprintln!("[{}] read failed: {error}", humantime(elapsed));
+            }
+        }
+    }));
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("podcycle-judge: {e}");
+            return ExitCode::from(CANNOT_JUDGE);
+        }
+    };
+    report.stable.version = Some(options.prometheus.stable.clone());
+    report.canary.version = Some(options.prometheus.canary.clone());
+    let verdict = report.verdict.unwrap_or(Verdict::Inconclusive);
+
+    let mut code = verdict.exit_code();
+    if let Some(path) = &options.json {
+        if let Err(e) = std::fs::write(path, report.to_json() + "\n") {
+            eprintln!("podcycle-judge: cannot write {}: {e}", path.display());
+            // A pass whose report is missing is not a clean pass.
+            if verdict == Verdict::Pass {
+                code = CANNOT_JUDGE;
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    // Nothing useful to do if stdout is closed; the exit code still tells.
+    let _ = writeln!(stdout, "podcycle-judge: {report}");
+    ExitCode::from(code)
+}
+
+/// `90s` -> `1m30s`.
+fn humantime(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{:.3}s", d.as_secs_f64());
+    }
+    let s = ms / 1000;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}

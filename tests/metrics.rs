@@ -292,3 +292,54 @@ async fn promtool_accepts_the_metrics_output() {
     assert!(out.status.success(), "promtool failed:\n{findings}\n{text}");
     assert!(findings.trim().is_empty(), "promtool findings:\n{findings}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_metrics_are_also_a_prometheus_collector() {
+    let lifecycle = Lifecycle::new(config().admin_addr(None)).unwrap();
+    let app = app(&lifecycle);
+    for (m, p) in [("GET", "/hello/a"), ("GET", "/boom")] {
+        let res = app.clone().oneshot(req(m, p)).await.unwrap();
+        http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap();
+    }
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(lifecycle.metrics().http_collector()))
+        .unwrap();
+    let mut buf = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut buf,
+    )
+    .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let fast = lifecycle.metrics().render_http();
+    // The same samples as the fast renderer, label order aside.
+    for line in fast
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+    {
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        let labels: Vec<(&str, &str)> = name_labels
+            .trim_start_matches("http_server_request_duration_seconds_count{")
+            .trim_end_matches('}')
+            .split(',')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k, v.trim_matches('"'))
+            })
+            .collect();
+        assert!(
+            has_sample(
+                &text,
+                "http_server_request_duration_seconds_count",
+                &labels,
+                value
+            ),
+            "{line} missing from:\n{text}"
+        );
+    }
+    assert!(text.contains("error_type=\"500\""), "{text}");
+}

@@ -126,7 +126,9 @@ pub(crate) struct HttpMetrics {
     id: usize,
     bounds_nanos: Box<[u64]>,
     bucket_labels: Box<[String]>,
+    version: String,
     version_escaped: String,
+    const_labels: Vec<(String, String)>,
     const_labels_escaped: String,
     /// Route templates by id; ids are what the request path carries.
     routes: Mutex<Vec<Arc<str>>>,
@@ -137,7 +139,10 @@ pub(crate) struct HttpMetrics {
 
 #[derive(Debug)]
 struct Series {
+    /// Pre-escaped `{name="value",...` (without the closing brace) for the text renderer.
     labels: String,
+    /// The same labels, unescaped, for the `prometheus` Collector.
+    pairs: Vec<(&'static str, String)>,
     shards: Vec<Arc<Cells>>,
 }
 
@@ -215,7 +220,9 @@ impl HttpMetrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             bounds_nanos,
             bucket_labels: bucket_labels.into_boxed_slice(),
+            version: version.to_owned(),
             version_escaped: escape_label(version),
+            const_labels: const_labels.to_vec(),
             const_labels_escaped,
             routes: Mutex::new(Vec::new()),
             series: Mutex::new(HashMap::default()),
@@ -336,27 +343,35 @@ impl HttpMetrics {
                 .get(route as usize)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(UNMATCHED_ROUTE));
-            let mut labels = format!(
-                "{{http_request_method=\"{}\",http_route=\"{}\"",
-                METHODS[usize::from(method)],
-                escape_label(&route_name)
-            );
+            let mut pairs: Vec<(&'static str, String)> = vec![
+                (
+                    "http_request_method",
+                    METHODS[usize::from(method)].to_owned(),
+                ),
+                ("http_route", route_name.to_string()),
+            ];
             if status != 0 {
-                let _ = write!(labels, ",http_response_status_code=\"{status}\"");
+                pairs.push(("http_response_status_code", status.to_string()));
             }
-            let _ = write!(labels, ",version=\"{}\"", self.version_escaped);
-            labels.push_str(&self.const_labels_escaped);
+            pairs.push(("version", self.version.clone()));
             match incomplete {
-                Incomplete::No if status >= 500 => {
-                    let _ = write!(labels, ",error_type=\"{status}\"");
-                }
+                Incomplete::No if status >= 500 => pairs.push(("error_type", status.to_string())),
                 Incomplete::No => {}
-                other => {
-                    let _ = write!(labels, ",error_type=\"{}\"", other.label());
+                other => pairs.push(("error_type", other.label().to_owned())),
+            }
+            let mut labels = String::from("{");
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    labels.push(',');
+                }
+                let _ = write!(labels, "{k}=\"{}\"", escape_label(v));
+                if *k == "version" {
+                    labels.push_str(&self.const_labels_escaped);
                 }
             }
             Series {
                 labels,
+                pairs,
                 shards: Vec::new(),
             }
         });
@@ -431,6 +446,91 @@ impl HttpMetrics {
                 total.max(0)
             );
         }
+    }
+}
+
+impl HttpMetrics {
+    /// Both HTTP metric families as `prometheus` protobuf models, for [`prometheus::core::Collector`].
+    pub(crate) fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{
+            Bucket, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+        };
+        let label = |k: &str, v: &str| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_owned());
+            l.set_value(v.to_owned());
+            l
+        };
+        let consts = |pairs: &mut Vec<LabelPair>| {
+            for (k, v) in &self.const_labels {
+                pairs.push(label(k, v));
+            }
+        };
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut metrics = Vec::with_capacity(series.len());
+        for s in series.values() {
+            let nb = self.bucket_labels.len();
+            let mut buckets = vec![0u64; nb];
+            let (mut count, mut sum) = (0u64, 0u64);
+            for c in &s.shards {
+                count += c.count.load(Ordering::Relaxed);
+                sum = sum.wrapping_add(c.sum_nanos.load(Ordering::Relaxed));
+                for (b, cell) in buckets.iter_mut().zip(c.buckets.iter()) {
+                    *b += cell.load(Ordering::Relaxed);
+                }
+            }
+            let mut cumulative = 0u64;
+            let mut proto_buckets = Vec::with_capacity(nb - 1);
+            for (i, b) in buckets.iter().take(nb - 1).enumerate() {
+                cumulative += b;
+                let mut bucket = Bucket::default();
+                bucket.set_cumulative_count(cumulative);
+                bucket.set_upper_bound(self.bounds_nanos[i] as f64 / 1e9);
+                proto_buckets.push(bucket);
+            }
+            let mut h = Histogram::default();
+            h.set_sample_count(count);
+            h.set_sample_sum(sum as f64 / 1e9);
+            h.set_bucket(proto_buckets);
+            let mut pairs: Vec<LabelPair> = s.pairs.iter().map(|(k, v)| label(k, v)).collect();
+            consts(&mut pairs);
+            let mut m = Metric::default();
+            m.set_label(pairs);
+            m.set_histogram(h);
+            metrics.push(m);
+        }
+        drop(series);
+        let mut duration = MetricFamily::default();
+        duration.set_name("http_server_request_duration_seconds".into());
+        duration.set_help("Duration of HTTP server requests.".into());
+        duration.set_field_type(MetricType::HISTOGRAM);
+        duration.set_metric(metrics);
+
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gauges = Vec::new();
+        for (i, name) in METHODS.iter().enumerate() {
+            let total: i64 = active.iter().map(|a| a[i].load(Ordering::Relaxed)).sum();
+            if total == 0 && i != 0 {
+                continue;
+            }
+            let mut pairs = vec![
+                label("http_request_method", name),
+                label("version", &self.version),
+            ];
+            consts(&mut pairs);
+            let mut g = Gauge::default();
+            g.set_value(total.max(0) as f64);
+            let mut m = Metric::default();
+            m.set_label(pairs);
+            m.set_gauge(g);
+            gauges.push(m);
+        }
+        let mut active_family = MetricFamily::default();
+        active_family.set_name("http_server_active_requests".into());
+        active_family.set_help("Number of active HTTP server requests.".into());
+        active_family.set_field_type(MetricType::GAUGE);
+        active_family.set_metric(gauges);
+        vec![duration, active_family]
     }
 }
 

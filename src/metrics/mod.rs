@@ -64,6 +64,23 @@ impl fmt::Debug for Metrics {
     }
 }
 
+/// The HTTP metrics as a [`prometheus::core::Collector`]; see [`Metrics::http_collector`].
+#[derive(Debug)]
+pub struct HttpCollector {
+    core: &'static HttpMetrics,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl prometheus::core::Collector for HttpCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.core.families()
+    }
+}
+
 struct LifecycleGauges {
     phase: IntGaugeVec,
     ready: IntGauge,
@@ -191,6 +208,29 @@ impl Metrics {
             out.push_str(&String::from_utf8_lossy(&buf));
         }
         out
+    }
+
+    /// The HTTP metrics as a `prometheus` [`Collector`](prometheus::core::Collector), for
+    /// registering in a registry of your own (e.g. one you push to a gateway). `/metrics`
+    /// does not need it: it renders these families directly, from pre-escaped label sets.
+    pub fn http_collector(&self) -> HttpCollector {
+        let desc = |name: &str, help: &str| {
+            prometheus::core::Desc::new(name.into(), help.into(), Vec::new(), Default::default())
+                .expect("valid metric name")
+        };
+        HttpCollector {
+            core: self.core,
+            descs: vec![
+                desc(
+                    "http_server_request_duration_seconds",
+                    "Duration of HTTP server requests.",
+                ),
+                desc(
+                    "http_server_active_requests",
+                    "Number of active HTTP server requests.",
+                ),
+            ],
+        }
     }
 
     /// Renders only the HTTP metric families (the fast path, without the registry).

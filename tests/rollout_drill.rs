@@ -110,6 +110,12 @@ fn podcycle_loses_no_request_in_a_rolling_update_or_a_blue_green_switch() {
         assert!(report.streams.total > 10, "{}", evidence());
 
         // Zero failed requests of every kind, zero truncated streams.
+        assert_eq!(
+            report.not_sent,
+            0,
+            "the load generator could not send its load (the machine stalled): {}",
+            evidence()
+        );
         assert_eq!(report.failed, 0, "{}", evidence());
         for (outcome, n) in &report.outcomes {
             if *outcome != "ok" {

@@ -1,6 +1,7 @@
 //! HAProxy as the load balancer: a config written to the run's directory, the process started
 //! as a child, and control through the runtime API on its admin socket.
 //!
+//! The admin socket lives in the temporary directory (a unix socket path must be short).
 //! Two backends, `blue` and `green`, each with pre-declared server slots that start in
 //! maintenance with a placeholder address. A replica joins by `set server <slot> addr ...`,
 //! `check-port` (its admin port, where `/readyz` is) and `enable server` once the replica reports
@@ -87,8 +88,7 @@ fn ms(d: Duration) -> u128 {
 }
 
 /// The configuration file.
-pub(crate) fn config_text(dir: &Path, c: &HaproxyConfig) -> String {
-    let socket = dir.join("admin.sock");
+pub(crate) fn config_text(dir: &Path, socket: &Path, c: &HaproxyConfig) -> String {
     let map = dir.join("active.map");
     let mut text = format!(
         "# Written by the rollout drill.
@@ -103,7 +103,8 @@ defaults
     log global
     # Log only what went wrong: 5xx, aborts, timeouts (with HAProxy's termination state).
     option dontlog-normal
-    log-format \"DRILL %t %b/%s %ST %tsc %Ta %{{+Q}}r\"
+    # Tc=-1: the connection to the server never completed; %bc/%sc: backend/server connections.
+    log-format \"DRILL %t %b/%s %ST %tsc Tw=%Tw Tc=%Tc Tr=%Tr Ta=%Ta conns=%ac/%fc/%bc/%sc %{{+Q}}r\"
     option http-keep-alive
     timeout connect 2s
     timeout client 60s
@@ -152,12 +153,18 @@ impl Haproxy {
         dir: &Path,
         config: &HaproxyConfig,
     ) -> Result<Haproxy, String> {
+        // HAProxy wants absolute paths, and a unix socket path must stay short (108 bytes).
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let cfg = dir.join("haproxy.cfg");
         let map = dir.join("active.map");
-        let socket = dir.join("admin.sock");
+        let socket = std::env::temp_dir().join(format!(
+            "podcycle-drill-{}-{}.sock",
+            std::process::id(),
+            config.frontend_port
+        ));
         let log = dir.join("haproxy.log");
         let _ = std::fs::remove_file(&socket);
-        std::fs::write(&cfg, config_text(dir, config))
+        std::fs::write(&cfg, config_text(&dir, &socket, config))
             .and_then(|()| std::fs::write(&map, "active blue\n"))
             .map_err(|e| format!("writing {}: {e}", cfg.display()))?;
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
@@ -374,6 +381,13 @@ pub(crate) async fn command(socket: &Path, line: &str) -> Result<String, String>
     }
 }
 
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // The process itself is killed on drop (`kill_on_drop`).
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
 pub(crate) fn parse_states(out: &str) -> Vec<ServerState> {
     out.lines()
         .filter(|l| !l.starts_with('#') && l.split(' ').count() > 12)
@@ -408,7 +422,7 @@ pub(crate) fn read_log(path: &Path) -> LogSummary {
     let mut summary = LogSummary::default();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("DRILL ") {
-            // DRILL <date> <backend/server> <status> <tsc> <Ta> "<request>"
+            // DRILL <date> <backend/server> <status> <tsc> Tw= Tc= Tr= Ta= conns= "<request>"
             let f: Vec<&str> = rest.split(' ').collect();
             if f.len() >= 4 {
                 *summary

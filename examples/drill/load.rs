@@ -101,8 +101,10 @@ impl Outcome {
         }
     }
 
+    /// A request that was sent and did not succeed. [`Outcome::Overload`] is not one: that
+    /// request was never sent (it is reported apart, as a broken measurement).
     pub(crate) fn is_failure(self) -> bool {
-        self != Outcome::Ok
+        !matches!(self, Outcome::Ok | Outcome::Overload)
     }
 }
 

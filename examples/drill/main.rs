@@ -4,14 +4,14 @@
 //! with podcycle and with two baselines built from the same chatbot code.
 //!
 //! ```text
-//! cargo run --release --example drill                          # every strategy, every mode
+//! cargo run --release --example drill                          # rolling: podcycle and baselines
 //! cargo run --release --example drill -- --strategy rolling --mode podcycle --runs 10
 //! cargo run --release --example drill -- --help
 //! ```
 //!
 //! Prints a report per run and a side-by-side table per strategy; writes JSON and SVG charts to
-//! `--out` (default `target/drill/`). Exits 1 when a podcycle run lost a request or a podcycle
-//! replica did not exit 0 (the baselines are expected to lose some).
+//! `--out` (default `target/drill/`). Exits 1 when a podcycle run lost a request, could not
+//! send its load, or a podcycle replica did not exit 0 (the baselines are expected to lose some).
 #![forbid(unsafe_code)]
 
 mod drill;
@@ -210,7 +210,9 @@ async fn drive(cli: Cli) -> ExitCode {
                             Err(e) => eprintln!("drill: JSON: {e}"),
                         }
                         if mode == Mode::Podcycle
-                            && (report.failed > 0 || !report.all_exited_zero())
+                            && (report.failed > 0
+                                || report.not_sent > 0
+                                || !report.all_exited_zero())
                         {
                             broken = true;
                         }
@@ -256,10 +258,13 @@ async fn drive(cli: Cli) -> ExitCode {
         .map(|r| {
             serde_json::json!({
                 "strategy": r.strategy, "mode": r.mode, "run": r.run,
-                "requests": r.requests, "failed": r.failed, "outcomes": r.outcomes,
+                "requests": r.requests, "failed": r.failed, "not_sent": r.not_sent,
+                "outcomes": r.outcomes,
                 "streams": r.streams, "all_exited_zero": r.all_exited_zero(),
                 "shutdown_seconds": r.replicas.iter().map(|x| x.shutdown_seconds).collect::<Vec<_>>(),
                 "loadavg": r.loadavg,
+                "machine": r.machine,
+                "max_dispatch_lag": r.generator.max_dispatch_lag,
             })
         })
         .collect();
@@ -269,7 +274,9 @@ async fn drive(cli: Cli) -> ExitCode {
         println!("summary: {}", path.display());
     }
     if broken {
-        eprintln!("drill: podcycle lost requests or a replica exited non-zero (see above)");
+        eprintln!(
+            "drill: a podcycle run lost requests, could not send its load, or had a replica exit non-zero (see above)"
+        );
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -15,6 +15,79 @@ use super::{Event, Options};
 /// Width of a chart bucket, seconds.
 pub(crate) const BUCKET: f64 = 0.25;
 
+/// Machine-wide counters that explain a bad run on a shared machine: CPU pressure (PSI), CPU
+/// stolen by the hypervisor, and the kernel's TCP listen-queue overflows and SYN retransmits
+/// (for the whole network namespace, not only the drill).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Machine {
+    /// Seconds some runnable task waited for a CPU (`/proc/pressure/cpu`, "some" total).
+    pub(crate) cpu_pressure_seconds: f64,
+    /// Seconds of CPU stolen by the hypervisor (`/proc/stat`).
+    pub(crate) cpu_steal_seconds: f64,
+    /// `TcpExt` counters from `/proc/net/netstat`.
+    pub(crate) listen_overflows: u64,
+    pub(crate) listen_drops: u64,
+    pub(crate) syn_retransmits: u64,
+}
+
+impl Machine {
+    /// The counters now (zeros where the kernel does not have them).
+    pub(crate) fn now() -> Machine {
+        let mut m = Machine::default();
+        if let Ok(psi) = std::fs::read_to_string("/proc/pressure/cpu") {
+            if let Some(total) = psi
+                .lines()
+                .find(|l| l.starts_with("some"))
+                .and_then(|l| l.split("total=").nth(1))
+                .and_then(|t| t.trim().parse::<f64>().ok())
+            {
+                m.cpu_pressure_seconds = total / 1e6;
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+            if let Some(steal) = stat
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(8))
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                m.cpu_steal_seconds = steal / 100.0;
+            }
+        }
+        if let Ok(netstat) = std::fs::read_to_string("/proc/net/netstat") {
+            let rows: Vec<&str> = netstat
+                .lines()
+                .filter(|l| l.starts_with("TcpExt:"))
+                .collect();
+            if let [names, values] = rows[..] {
+                for (k, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                    let v = v.parse().unwrap_or(0);
+                    match k {
+                        "ListenOverflows" => m.listen_overflows = v,
+                        "ListenDrops" => m.listen_drops = v,
+                        "TCPSynRetrans" => m.syn_retransmits = v,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// What changed since `before`.
+    pub(crate) fn since(&self, before: &Machine) -> Machine {
+        Machine {
+            cpu_pressure_seconds: round3(self.cpu_pressure_seconds - before.cpu_pressure_seconds),
+            cpu_steal_seconds: round3(self.cpu_steal_seconds - before.cpu_steal_seconds),
+            listen_overflows: self
+                .listen_overflows
+                .saturating_sub(before.listen_overflows),
+            listen_drops: self.listen_drops.saturating_sub(before.listen_drops),
+            syn_retransmits: self.syn_retransmits.saturating_sub(before.syn_retransmits),
+        }
+    }
+}
+
 /// The drill's phases on its clock, seconds.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub(crate) struct Windows {
@@ -86,9 +159,10 @@ pub(crate) struct Timeline {
     pub(crate) start: f64,
     /// Successful responses per bucket, by version.
     pub(crate) ok_by_version: BTreeMap<String, Vec<u32>>,
-    /// Failed requests per bucket, by version (`none` when HAProxy had no server to pick).
+    /// Failed requests per bucket of the time they failed, by version (`none` when HAProxy had
+    /// no server to pick).
     pub(crate) failed_by_version: BTreeMap<String, Vec<u32>>,
-    /// Failed requests per bucket.
+    /// Failed requests per bucket of the time they failed.
     pub(crate) failed: Vec<u32>,
 }
 
@@ -100,8 +174,13 @@ pub(crate) struct RunReport {
     pub(crate) run: usize,
     pub(crate) settings: Settings,
     pub(crate) windows: Windows,
+    /// Requests sent.
     pub(crate) requests: u64,
+    /// Requests sent that did not succeed, every kind.
     pub(crate) failed: u64,
+    /// Requests the generator could not send (out of connections after a machine stall): not
+    /// failures of the servers, but the run did not apply its full load.
+    pub(crate) not_sent: u64,
     pub(crate) outcomes: BTreeMap<&'static str, u64>,
     /// Outcomes by version: `x-app-version`, or for HAProxy's own errors the version of the
     /// replica it had picked (`x-served-by`); `none` when it had none.
@@ -120,6 +199,8 @@ pub(crate) struct RunReport {
     pub(crate) timeline: Timeline,
     /// `/proc/loadavg` at the end of the run (the machine may be shared).
     pub(crate) loadavg: String,
+    /// Machine-wide counters over the run.
+    pub(crate) machine: Machine,
 }
 
 impl RunReport {
@@ -168,6 +249,7 @@ pub(crate) fn build(
     events: Vec<Event>,
     haproxy_log: LogSummary,
     stats: Vec<BTreeMap<String, String>>,
+    machine: Machine,
 ) -> RunReport {
     let mut outcomes: BTreeMap<&'static str, u64> =
         Outcome::ALL.iter().map(|o| (o.key(), 0)).collect();
@@ -193,8 +275,13 @@ pub(crate) fn build(
     let mut served: BTreeMap<String, (u64, Vec<f64>)> = BTreeMap::new();
     let mut sorted = samples;
     sorted.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut not_sent = 0;
     for s in &sorted {
         *outcomes.entry(s.outcome.key()).or_default() += 1;
+        if s.outcome == Outcome::Overload {
+            not_sent += 1;
+            continue;
+        }
         let version = s
             .version
             .as_deref()
@@ -235,6 +322,8 @@ pub(crate) fn build(
             if let Some(slot) = &s.served_by {
                 *failed_at.entry(slot.to_string()).or_default() += 1;
             }
+            // Charted when it failed (a cut stream fails long after it was sent).
+            let b = ((s.end() - windows.load_start) / BUCKET).max(0.0) as usize;
             if b < buckets {
                 timeline.failed[b] += 1;
                 timeline
@@ -291,7 +380,7 @@ pub(crate) fn build(
         }
         r.shutdown_seconds = r.shutdown_seconds.map(round3);
     }
-    let requests = sorted.len() as u64;
+    let requests = sorted.len() as u64 - not_sent;
     let failed = requests - outcomes[Outcome::Ok.key()];
     let [before, during, after] = lat;
     let latency_ms = BTreeMap::from([
@@ -333,6 +422,7 @@ pub(crate) fn build(
         windows,
         requests,
         failed,
+        not_sent,
         outcomes,
         by_version,
         streams,
@@ -348,6 +438,7 @@ pub(crate) fn build(
             .unwrap_or_default()
             .trim()
             .to_owned(),
+        machine,
     }
 }
 
@@ -397,6 +488,13 @@ pub(crate) fn text(r: &RunReport) -> String {
         thousands(r.outcomes["ok"]),
         thousands(r.failed)
     );
+    if r.not_sent > 0 {
+        let _ = writeln!(
+            o,
+            "   NOT SENT {}: the generator ran out of connections (the machine stalled); not server failures, but this run did not apply its load",
+            thousands(r.not_sent)
+        );
+    }
     for o_ in Outcome::ALL.iter().filter(|o| o.is_failure()) {
         let n = r.outcomes[o_.key()];
         if n > 0 {
@@ -464,7 +562,20 @@ pub(crate) fn text(r: &RunReport) -> String {
             states.join(", ")
         );
     }
+    let m = &r.machine;
+    let _ = writeln!(
+        o,
+        "   machine over the run: CPU pressure {:.1}s, CPU steal {:.1}s, TCP listen overflows {}, SYN retransmits {}",
+        m.cpu_pressure_seconds, m.cpu_steal_seconds, m.listen_overflows, m.syn_retransmits
+    );
     let g = &r.generator;
+    if g.max_dispatch_lag > 0.25 {
+        let _ = writeln!(
+            o,
+            "   WARNING: the load generator itself was held up {:.0} ms: the machine stalled during this run",
+            g.max_dispatch_lag * 1000.0
+        );
+    }
     let _ = writeln!(
         o,
         "   generator: {} connections opened (max {} open), max {} in flight, worst dispatch lag {:.1} ms, {} stale pooled connections; loadavg {}",
@@ -521,6 +632,13 @@ pub(crate) fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
             .map(|m| thousands(sum(m, &|r| r.failed)))
             .collect(),
     ));
+    let not_sent: Vec<u64> = modes.iter().map(|m| sum(m, &|r| r.not_sent)).collect();
+    if not_sent.iter().any(|n| *n > 0) {
+        rows.push((
+            "not sent (generator stalled)".into(),
+            not_sent.iter().map(|n| thousands(*n)).collect(),
+        ));
+    }
     for o in Outcome::ALL.iter().filter(|o| o.is_failure()) {
         let k = o.key();
         let counts: Vec<u64> = modes.iter().map(|m| sum(m, &|r| r.outcomes[k])).collect();
@@ -531,18 +649,6 @@ pub(crate) fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
             ));
         }
     }
-    rows.push((
-        "failed per run".into(),
-        modes
-            .iter()
-            .map(|m| {
-                of(m)
-                    .map(|r| r.failed.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect(),
-    ));
     rows.push((
         "streams: truncated / reconnect".into(),
         modes
@@ -601,12 +707,13 @@ pub(crate) fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
         modes
             .iter()
             .map(|m| {
-                let worst = |k: &str| of(m).map(|r| r.latency_ms[k].p99).fold(0f64, f64::max);
+                // The median run's p99: one run on a busy machine should not stand for all.
+                let p99 = |k: &str| median(of(m).map(|r| r.latency_ms[k].p99).collect());
                 format!(
                     "{:.0}/{:.0}/{:.0}",
-                    worst("before"),
-                    worst("during"),
-                    worst("after")
+                    p99("before").unwrap_or(0.0),
+                    p99("during").unwrap_or(0.0),
+                    p99("after").unwrap_or(0.0)
                 )
             })
             .collect(),
@@ -642,6 +749,10 @@ pub(crate) fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
             let _ = write!(o, "{v:>width$}");
         }
         o.push('\n');
+    }
+    for m in &modes {
+        let per_run: Vec<String> = of(m).map(|r| r.failed.to_string()).collect();
+        let _ = writeln!(o, "failed per run, {m:<10}      {}", per_run.join(" "));
     }
     o
 }

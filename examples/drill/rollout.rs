@@ -22,6 +22,7 @@ const UP_WITHIN: Duration = Duration::from_secs(10);
 /// error or not (their handles kill on drop).
 pub(crate) async fn run(opts: &Options) -> Result<RunReport, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let machine = report::Machine::now();
     let clock = Clock(Instant::now());
     let events = Events::new(clock);
     let haproxy = Haproxy::start(
@@ -70,6 +71,7 @@ pub(crate) async fn run(opts: &Options) -> Result<RunReport, String> {
         events.snapshot(),
         log,
         servers,
+        report::Machine::now().since(&machine),
     ))
 }
 

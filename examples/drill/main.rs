@@ -78,6 +78,9 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         if flag == "--help" || flag == "-h" {
             return Ok(None);
         }
+        if !HELP.contains(&format!("  {flag} ")) {
+            return Err(format!("unknown option {flag:?} (see --help)"));
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;

@@ -152,7 +152,7 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
         return;
     };
     let stable = replica("1.0.0", "0");
-    let faulty = replica("1.1.0-faulty", "0.05");
+    let faulty = replica("1.1.0-faulty", "0.2");
     let healthy = replica("1.1.0-healthy", "0");
     let rt = support::rt();
     rt.block_on(async {
@@ -161,7 +161,7 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
         }
     });
     let prom = prometheus(&prom_bin, &[stable.admin, faulty.admin, healthy.admin]);
-    let stop = Instant::now() + Duration::from_secs(60);
+    let stop = Instant::now() + Duration::from_secs(80);
     let loads: Vec<_> = [&stable, &faulty, &healthy]
         .iter()
         .map(|r| rt.spawn(load(r.app, 60, stop)))
@@ -171,7 +171,7 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
         wait_ok(addr, "/-/ready").await;
     });
 
-    let judge = |canary: &str| {
+    let judge = |canary: &str, max_duration: &str| {
         Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
             .args([
                 "--prometheus",
@@ -183,7 +183,7 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
                 "--interval",
                 "2s",
                 "--max-duration",
-                "40s",
+                max_duration,
                 "--min-requests",
                 "100",
                 "--no-latency",
@@ -194,7 +194,7 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
             .expect("run podcycle-judge")
     };
     let started = Instant::now();
-    let (faulty_run, healthy_run) = (judge("1.1.0-faulty"), judge("1.1.0-healthy"));
+    let (faulty_run, healthy_run) = (judge("1.1.0-faulty", "60s"), judge("1.1.0-healthy", "30s"));
     let faulty_out = faulty_run.wait_with_output().unwrap();
     let faulty_took = started.elapsed();
     let healthy_out = healthy_run.wait_with_output().unwrap();

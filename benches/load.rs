@@ -582,6 +582,21 @@ fn sched_ns(pid: u32) -> (u64, u64) {
     total
 }
 
+/// Ticks the hypervisor stole from this machine's CPUs, and all ticks (from /proc/stat).
+fn steal_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice (guest is in user)
+    (f.get(7).copied().unwrap_or(0), f.iter().take(8).sum())
+}
+
 /// One measured run, as reported.
 struct Measured {
     round: usize,
@@ -593,6 +608,8 @@ struct Measured {
     /// Requests per second of server CPU time: throughput normalized for CPU stolen by others.
     per_cpu_s: f64,
     generator: (f64, f64),
+    /// Share of the machine's CPU time the hypervisor took during the run.
+    steal: f64,
     rss: (f64, f64),
     errors: u64,
 }
@@ -624,10 +641,12 @@ fn orchestrate() {
         for (i, server) in servers.iter_mut().enumerate() {
             let rss_before = server.rss_mb();
             let (cpu0, wait0) = sched_ns(server.child.id());
+            let steal0 = steal_ticks();
             let started = std::time::Instant::now();
             let run = load(&s, server, s.secs);
             let wall = started.elapsed().as_secs_f64();
             let (cpu1, wait1) = sched_ns(server.child.id());
+            let steal1 = steal_ticks();
             let rss_after = server.rss_mb();
             server.served += run.requests;
             let cpu_s = (cpu1.saturating_sub(cpu0)) as f64 / 1e9;
@@ -639,17 +658,20 @@ fn orchestrate() {
                 waiting: (wait1.saturating_sub(wait0)) as f64 / 1e9 / wall,
                 per_cpu_s: run.requests as f64 / cpu_s.max(1e-9),
                 generator: run.generator,
+                steal: steal1.0.saturating_sub(steal0.0) as f64
+                    / (steal1.1.saturating_sub(steal0.1)).max(1) as f64,
                 rss: (rss_before, rss_after),
                 errors: run.errors,
             };
             eprintln!(
-                "round {round} {:<20} {:>7.0} req/s  server on CPU {:>3.0}%, waiting {:>3.0}%  generator on CPU {:>3.0}%, waiting {:>3.0}%  {:>7.0} req per CPU-s  RSS {:.1} -> {:.1} MB  errors {}",
+                "round {round} {:<20} {:>7.0} req/s  server on CPU {:>3.0}%, waiting {:>3.0}%  generator on CPU {:>3.0}%, waiting {:>3.0}%  steal {:>3.0}%  {:>7.0} req per CPU-s  RSS {:.1} -> {:.1} MB  errors {}",
                 server.kind,
                 m.rps,
                 m.busy * 100.0,
                 m.waiting * 100.0,
                 m.generator.0 * 100.0,
                 m.generator.1 * 100.0,
+                m.steal * 100.0,
                 m.per_cpu_s,
                 m.rss.0,
                 m.rss.1,
@@ -674,9 +696,9 @@ fn orchestrate() {
 }
 
 /// Whether nothing else took the CPUs during the run: neither the server nor the load
-/// generator waited for a CPU more than 5% of the time.
+/// generator waited for a CPU more than 5% of the time, and the hypervisor stole less than 5%.
 fn undisturbed(r: &Measured) -> bool {
-    r.waiting < DISTURBED && r.generator.1 < DISTURBED
+    r.waiting < DISTURBED && r.generator.1 < DISTURBED && r.steal < DISTURBED
 }
 
 const DISTURBED: f64 = 0.05;
@@ -733,7 +755,7 @@ fn report(
     println!(
         "CPUs: {} · load average (1/5/15 min) before: {load_before}, after: {load_after}. \
          A run is disturbed (†) when the server or the load generator waited for a CPU more \
-         than {:.0}% of the time (schedstat); medians and ratios use the undisturbed runs when \
+         than {:.0}% of the time (schedstat), or the hypervisor stole as much (/proc/stat); medians and ratios use the undisturbed runs when \
          there are at least 3, else all runs. The ratio is the median (and interquartile range) \
          of per-round ratios against bare axum.",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -766,11 +788,11 @@ fn report(
         );
     }
     println!();
-    println!("| round | server | req/s | server on CPU / waiting | load generator on CPU / waiting | req per server CPU-s | RSS before → after (MB) | errors |");
-    println!("|---:|---|---:|---:|---:|---:|---|---:|");
+    println!("| round | server | req/s | server on CPU / waiting | load generator on CPU / waiting | steal | req per server CPU-s | RSS before → after (MB) | errors |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---|---:|");
     for r in runs {
         println!(
-            "| {}{} | {} | {:.0} | {:.0}% / {:.0}% | {:.0}% / {:.0}% | {:.0} | {:.1} → {:.1} | {} |",
+            "| {}{} | {} | {:.0} | {:.0}% / {:.0}% | {:.0}% / {:.0}% | {:.0}% | {:.0} | {:.1} → {:.1} | {} |",
             r.round,
             if undisturbed(r) { "" } else { " †" },
             servers[r.server].kind,
@@ -779,6 +801,7 @@ fn report(
             r.waiting * 100.0,
             r.generator.0 * 100.0,
             r.generator.1 * 100.0,
+            r.steal * 100.0,
             r.per_cpu_s,
             r.rss.0,
             r.rss.1,

@@ -239,8 +239,9 @@ impl Workers {
     }
 
     /// Runs `iters` calls of a fresh `make()` closure on each of the first `threads` workers,
-    /// all started together; returns the wall time from the common start to the last finish.
-    fn run<F, W>(&self, threads: usize, iters: u64, make: &F) -> Duration
+    /// all started together; returns the wall time from the common start to the last finish,
+    /// and whether another process took a CPU from a worker meanwhile.
+    fn run<F, W>(&self, threads: usize, iters: u64, make: &F) -> (Duration, bool)
     where
         F: Fn() -> W,
         W: FnMut() + Send + 'static,
@@ -253,33 +254,52 @@ impl Workers {
             let done = done_tx.clone();
             tx.send(Box::new(move || {
                 barrier.wait();
+                let waited = run_delay_ns();
                 let start = Instant::now();
                 for _ in 0..iters {
                     work();
                 }
-                let _ = done.send((start, Instant::now()));
+                let end = Instant::now();
+                let _ = done.send((start, end, run_delay_ns().saturating_sub(waited)));
             }))
             .expect("worker alive");
         }
         drop(done_tx);
-        let spans: Vec<(Instant, Instant)> = done_rx.iter().collect();
+        let spans: Vec<(Instant, Instant, u64)> = done_rx.iter().collect();
         assert_eq!(spans.len(), threads, "a worker panicked");
         let start = spans.iter().map(|s| s.0).min().expect("spans");
         let end = spans.iter().map(|s| s.1).max().expect("spans");
-        end - start
+        let took = end - start;
+        let disturbed = spans.iter().any(|s| disturbed(s.2, took));
+        (took, disturbed)
     }
+}
+
+/// Time this thread has spent runnable but waiting for a CPU, in ns (Linux schedstat; 0 where
+/// it is not available). It grows when another process takes the CPU.
+fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A batch is disturbed when its threads waited for a CPU more than 2% of its duration.
+fn disturbed(waited_ns: u64, took: Duration) -> bool {
+    waited_ns as f64 > took.as_nanos() as f64 * 0.02
 }
 
 // ---------------------------------------------------------------------------------------------
 // Medians for the summary: every measured batch's ns per iteration, keyed by benchmark.
 
 static SAMPLES: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
+static DISTURBED: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
 
-fn stash(key: &str, iters: u64, took: Duration) {
+fn stash(key: &str, iters: u64, took: Duration, disturbed: bool) {
     // Criterion's first, tiny batches say little: keep batches of at least 1 ms.
     if took >= Duration::from_millis(1) {
-        SAMPLES
-            .lock()
+        let to = if disturbed { &DISTURBED } else { &SAMPLES };
+        to.lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.to_owned())
             .or_default()
@@ -287,11 +307,39 @@ fn stash(key: &str, iters: u64, took: Duration) {
     }
 }
 
+/// Median ns per iteration over the undisturbed batches (over all of them when fewer than 5
+/// were undisturbed), and how many batches were disturbed.
 fn median(key: &str) -> Option<f64> {
-    let samples = SAMPLES.lock().unwrap_or_else(|e| e.into_inner());
-    let mut v = samples.get(key)?.clone();
+    let clean = SAMPLES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+        .unwrap_or_default();
+    let noisy = DISTURBED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+        .unwrap_or_default();
+    let mut v = if clean.len() >= 5 {
+        clean
+    } else {
+        clean.into_iter().chain(noisy).collect()
+    };
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied()
+}
+
+fn disturbed_share(key: &str) -> (usize, usize) {
+    let count = |m: &Mutex<BTreeMap<String, Vec<f64>>>| {
+        m.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map_or(0, Vec::len)
+    };
+    let bad = count(&DISTURBED);
+    (bad, bad + count(&SAMPLES))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,8 +373,8 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
                 let make = $make;
                 group.bench_function(&key, |b| {
                     b.iter_custom(|iters| {
-                        let took = workers.run(threads, iters, &make);
-                        stash(&key, iters, took);
+                        let (took, disturbed) = workers.run(threads, iters, &make);
+                        stash(&key, iters, took, disturbed);
                         took
                     })
                 });
@@ -440,12 +488,14 @@ fn rendering(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Workers)
         let key = format!("render/{name}");
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
+                let waited = run_delay_ns();
                 let start = Instant::now();
                 for _ in 0..iters {
                     black_box(render());
                 }
                 let took = start.elapsed();
-                stash(&key, iters, took);
+                let waited = run_delay_ns().saturating_sub(waited);
+                stash(&key, iters, took, disturbed(waited, took));
                 took
             })
         });
@@ -492,22 +542,33 @@ fn fmt_diff(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+fn fmt_disturbed(key: &str) -> String {
+    let (bad, all) = disturbed_share(key);
+    format!("{bad}/{all}")
+}
+
 fn summary(sizes: &[String]) {
     println!();
+    println!("## Per-request recording cost (ns per request per thread)");
+    println!();
     println!(
-        "## Per-request recording cost (ns per request per thread; median of criterion's batches)"
+        "Medians of criterion's batches, leaving out batches in which a worker waited for a CPU \
+         more than 2% of the time (another process took it; counted in the last column) when at \
+         least 5 others remain. Recorder cost = the row minus the bare service."
     );
     println!();
-    println!("| recorder | 1 thread | recorder cost, 1 thread | 2 threads, same series | recorder cost, 2 threads |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| recorder | 1 thread | recorder cost, 1 thread | 2 threads, same series | recorder cost, 2 threads | disturbed batches (1 / 2 threads) |");
+    println!("|---|---:|---:|---:|---:|---:|");
     let bare1 = median("bare/1t");
     let bare2 = median("bare/2t");
     let one = median("clock/1t");
     let two = median("clock/2t");
     println!(
-        "| reference: two clock reads alone (`Instant::now` + `elapsed`) | {} | | {} | |",
+        "| reference: two clock reads alone (`Instant::now` + `elapsed`) | {} | | {} | | {} / {} |",
         fmt_ns(one),
-        fmt_ns(two)
+        fmt_ns(two),
+        fmt_disturbed("clock/1t"),
+        fmt_disturbed("clock/2t")
     );
     for (name, label) in [
         ("bare", "none (bare service)"),
@@ -519,27 +580,31 @@ fn summary(sizes: &[String]) {
         ("prometheus_cached", "`prometheus`, cached label children"),
         ("axum_prometheus", "`axum-prometheus` layer"),
     ] {
-        let one = median(&format!("{name}/1t"));
-        let two = median(&format!("{name}/2t"));
+        let (k1, k2) = (format!("{name}/1t"), format!("{name}/2t"));
+        let (one, two) = (median(&k1), median(&k2));
         println!(
-            "| {label} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} / {} |",
             fmt_ns(one),
             fmt_diff(one, bare1),
             fmt_ns(two),
-            fmt_diff(two, bare2)
+            fmt_diff(two, bare2),
+            fmt_disturbed(&k1),
+            fmt_disturbed(&k2)
         );
     }
     println!();
     println!("## Rendering 1,000 histogram series (18 buckets each)");
     println!();
-    println!("| renderer | time per render (µs) | output bytes |");
-    println!("|---|---:|---:|");
+    println!("| renderer | time per render (µs) | output bytes | disturbed batches |");
+    println!("|---|---:|---:|---:|");
     for s in sizes {
         let (name, bytes) = s.split_once('=').unwrap_or((s, "-"));
-        let us = median(&format!("render/{name}")).map(|ns| ns / 1000.0);
+        let key = format!("render/{name}");
+        let us = median(&key).map(|ns| ns / 1000.0);
         println!(
-            "| {name} | {} | {bytes} |",
-            us.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+            "| {name} | {} | {bytes} | {} |",
+            us.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+            fmt_disturbed(&key)
         );
     }
 }

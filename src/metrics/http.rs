@@ -80,11 +80,17 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
             let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
+            b.copy_from_slice(chunk);
             self.write_u64(u64::from_le_bytes(b));
         }
+        let mut tail = 0u64;
+        for (i, byte) in chunks.remainder().iter().enumerate() {
+            tail |= u64::from(*byte) << (8 * i);
+        }
+        self.write_u64(tail ^ (bytes.len() as u64) << 56);
     }
     #[inline]
     fn write_u64(&mut self, i: u64) {
@@ -108,6 +114,49 @@ pub(crate) struct Cells {
     count: AtomicU64,
     sum_nanos: AtomicU64,
     buckets: Box<[AtomicU64]>,
+}
+
+impl Cells {
+    fn new(buckets: usize) -> Cells {
+        Cells {
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+            buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Adds `other` into these cells (which any thread may do, under the series lock).
+    fn absorb(&self, other: &Cells) {
+        let add = |a: &AtomicU64, b: &AtomicU64| {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        add(&self.count, &other.count);
+        add(&self.sum_nanos, &other.sum_nanos);
+        for (a, b) in self.buckets.iter().zip(other.buckets.iter()) {
+            add(a, b);
+        }
+    }
+}
+
+impl Drop for LocalShard {
+    fn drop(&mut self) {
+        let core = self.core;
+        let mut series = core.series.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, cells) in self.series.drain() {
+            if let Some(s) = series.get_mut(&key) {
+                s.retired.absorb(&cells);
+                s.shards.retain(|c| !Arc::ptr_eq(c, &cells));
+            }
+        }
+        drop(series);
+        let mut active = core.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pos) = active.iter().position(|a| Arc::ptr_eq(a, &self.active)) {
+            let gone = active.swap_remove(pos);
+            for (r, g) in core.retired_active.iter().zip(gone.iter()) {
+                r.fetch_add(g.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 #[inline]
@@ -134,11 +183,14 @@ pub(crate) struct HttpMetrics {
     routes: Mutex<Vec<Arc<str>>>,
     series: Mutex<HashMap<u64, Series, FxBuild>>,
     active: Mutex<Vec<Arc<[AtomicI64; METHOD_COUNT]>>>,
+    retired_active: [AtomicI64; METHOD_COUNT],
     pub(crate) force_closing: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug)]
 struct Series {
+    /// Counts of shards whose threads have exited.
+    retired: Cells,
     /// Pre-escaped `{name="value",...` (without the closing brace) for the text renderer.
     labels: String,
     /// The same labels, unescaped, for the `prometheus` Collector.
@@ -146,9 +198,11 @@ struct Series {
     shards: Vec<Arc<Cells>>,
 }
 
-/// This thread's view of one `HttpMetrics`.
+/// This thread's view of one `HttpMetrics`. When the thread exits, its counts are folded
+/// into the series' retired totals so that thread churn does not grow the registry.
 struct LocalShard {
     owner: usize,
+    core: &'static HttpMetrics,
     routes: HashMap<Arc<str>, u32, FxBuild>,
     series: HashMap<u64, Arc<Cells>, FxBuild>,
     active: Arc<[AtomicI64; METHOD_COUNT]>,
@@ -227,6 +281,7 @@ impl HttpMetrics {
             routes: Mutex::new(Vec::new()),
             series: Mutex::new(HashMap::default()),
             active: Mutex::new(Vec::new()),
+            retired_active: std::array::from_fn(|_| AtomicI64::new(0)),
             force_closing,
         }))
     }
@@ -246,6 +301,7 @@ impl HttpMetrics {
                         .push(active.clone());
                     shards.push(LocalShard {
                         owner: self.id,
+                        core: self,
                         routes: HashMap::default(),
                         series: HashMap::default(),
                         active,
@@ -327,13 +383,7 @@ impl HttpMetrics {
         status: u16,
         incomplete: Incomplete,
     ) -> Arc<Cells> {
-        let cells = Arc::new(Cells {
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
-            buckets: (0..=self.bounds_nanos.len())
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        });
+        let cells = Arc::new(Cells::new(self.bounds_nanos.len() + 1));
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let entry = series.entry(key).or_insert_with(|| {
             let route_name = self
@@ -370,6 +420,7 @@ impl HttpMetrics {
                 }
             }
             Series {
+                retired: Cells::new(self.bounds_nanos.len() + 1),
                 labels,
                 pairs,
                 shards: Vec::new(),
@@ -400,7 +451,7 @@ impl HttpMetrics {
             buckets.iter_mut().for_each(|b| *b = 0);
             let mut count = 0u64;
             let mut sum = 0u64;
-            for c in &s.shards {
+            for c in std::iter::once(&s.retired).chain(s.shards.iter().map(|c| &**c)) {
                 count += c.count.load(Ordering::Relaxed);
                 sum = sum.wrapping_add(c.sum_nanos.load(Ordering::Relaxed));
                 for (b, cell) in buckets.iter_mut().zip(c.buckets.iter()) {
@@ -434,7 +485,11 @@ impl HttpMetrics {
         );
         let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         for (m, name) in METHODS.iter().enumerate() {
-            let total: i64 = active.iter().map(|a| a[m].load(Ordering::Relaxed)).sum();
+            let total: i64 = active
+                .iter()
+                .map(|a| a[m].load(Ordering::Relaxed))
+                .sum::<i64>()
+                + self.retired_active[m].load(Ordering::Relaxed);
             if total == 0 && m != 0 {
                 continue;
             }
@@ -472,7 +527,7 @@ impl HttpMetrics {
             let nb = self.bucket_labels.len();
             let mut buckets = vec![0u64; nb];
             let (mut count, mut sum) = (0u64, 0u64);
-            for c in &s.shards {
+            for c in std::iter::once(&s.retired).chain(s.shards.iter().map(|c| &**c)) {
                 count += c.count.load(Ordering::Relaxed);
                 sum = sum.wrapping_add(c.sum_nanos.load(Ordering::Relaxed));
                 for (b, cell) in buckets.iter_mut().zip(c.buckets.iter()) {
@@ -509,7 +564,11 @@ impl HttpMetrics {
         let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         let mut gauges = Vec::new();
         for (i, name) in METHODS.iter().enumerate() {
-            let total: i64 = active.iter().map(|a| a[i].load(Ordering::Relaxed)).sum();
+            let total: i64 = active
+                .iter()
+                .map(|a| a[i].load(Ordering::Relaxed))
+                .sum::<i64>()
+                + self.retired_active[i].load(Ordering::Relaxed);
             if total == 0 && i != 0 {
                 continue;
             }
@@ -619,6 +678,31 @@ mod tests {
         m.render(&mut out);
         assert!(out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 1\n"), "{out}");
         assert!(out.contains("error_type=\"client_aborted\""));
+    }
+
+    #[test]
+    fn exited_threads_fold_into_retired_totals() {
+        let m = core();
+        for _ in 0..200 {
+            std::thread::spawn(move || {
+                let r = m.start(0, Some("/t"));
+                m.finish(0, r, 200, Incomplete::No, Duration::from_millis(1));
+                let _left_active = m.start(2, Some("/t"));
+            })
+            .join()
+            .unwrap();
+        }
+        assert!(
+            m.active.lock().unwrap().len() <= 1,
+            "exited threads' shards are gone"
+        );
+        let series = m.series.lock().unwrap();
+        assert!(series.values().all(|s| s.shards.is_empty()));
+        drop(series);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("http_route=\"/t\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\"} 200\n"), "{out}");
+        assert!(out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 200\n"), "{out}");
     }
 
     #[test]

@@ -129,14 +129,17 @@ impl Child {
     }
 
     /// Sends a real signal (`TERM`, `INT`, ...) with kill(1).
+    /// Returns an instant taken just before the signal is sent, so that "exited at least X after
+    /// the signal" holds however long starting kill(1) takes.
     pub fn signal(&self, sig: &str) -> Instant {
+        let before = Instant::now();
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{sig} failed");
-        Instant::now()
+        before
     }
 
     /// Waits for the process to exit, bounded; returns its status and when it was seen.

@@ -15,7 +15,7 @@ fn child() {
 
 #[test]
 fn startup_and_readiness_wait_for_the_warm_up_while_liveness_is_green() {
-    let mut child = Child::spawn(&[("TEST_WARMUP", "ok:1500ms")]);
+    let mut child = Child::spawn(&[("TEST_WARMUP", "ok:5s")]);
     let admin = child.wait_admin();
     let rt = rt();
     rt.block_on(async {

@@ -244,14 +244,7 @@ impl Lifecycle {
 
     /// Whether `/readyz` would pass right now (ignoring exclusions).
     pub fn is_ready(&self) -> bool {
-        self.shared.phase() == Phase::Serving
-            && self.shared.warmups.all_done()
-            && self
-                .shared
-                .checks
-                .of(Probe::Readiness)
-                .iter()
-                .all(|c| c.result().is_ok())
+        self.shared.is_ready()
     }
 
     /// The probe endpoints as a service, to mount on the application router as well.

@@ -164,6 +164,18 @@ impl Shared {
         true
     }
 
+    /// Whether `/readyz` passes (ignoring exclusions): serving, warmed up, every readiness
+    /// check passing.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.phase() == Phase::Serving
+            && self.warmups.all_done()
+            && self
+                .checks
+                .of(crate::checks::Probe::Readiness)
+                .iter()
+                .all(|c| c.result().is_ok())
+    }
+
     pub(crate) fn shutdown_reason(&self) -> Option<ShutdownReason> {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner())
     }

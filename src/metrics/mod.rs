@@ -37,7 +37,6 @@ use std::sync::{Arc, Weak};
 
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::checks::Probe;
 use crate::phase::Phase;
 use crate::state::{Shared, Step};
 use crate::warmup::WarmupStatus;
@@ -251,14 +250,7 @@ impl Metrics {
                 .with_label_values(&[p.as_str()])
                 .set(i64::from(p == current));
         }
-        let ready = current == Phase::Serving
-            && shared.warmups.all_done()
-            && shared
-                .checks
-                .of(Probe::Readiness)
-                .iter()
-                .all(|c| c.result().is_ok());
-        g.ready.set(i64::from(ready));
+        g.ready.set(i64::from(shared.is_ready()));
         for w in shared.warmups.entries() {
             if let WarmupStatus::Done(took) = w.status() {
                 g.warmup

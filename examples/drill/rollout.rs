@@ -296,9 +296,11 @@ impl Fleet<'_> {
     /// check has taken it out: HAProxy learns of the termination only through `/readyz` (as
     /// kube-proxy learns of it only with a lag), whether the process is still there or not.
     async fn take_down(&self, mut r: Replica) -> Result<ReplicaRecord, String> {
-        r.sigterm().await?;
+        // Timestamped just before kill(1) runs: starting it can take a while on a loaded
+        // machine, and SIGTERM-to-exit must not be undercounted.
         let sent = self.events.push("sigterm", r.name(), String::new());
         r.record.sigterm = Some(sent);
+        r.sigterm().await?;
         let within = self.opts.shutdown_delay + self.opts.drain_timeout + Duration::from_secs(10);
         let (code, exit) = r.wait_exit(within).await;
         let exited = self.events.push("exit", r.name(), exit.clone());

@@ -41,12 +41,13 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the last two split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close) and its metrics layer.
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "bare",
     "podcycle",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
+    "axum-noop-layer",
 ];
 const PATH: &str = "/hello/world";
 
@@ -139,6 +140,13 @@ fn server(kind: &str, max: Duration) {
                 let listener = tokio::net::TcpListener::bind(loopback).await.expect("bind");
                 let metrics = lifecycle.admin_addr().map(|a| format!("{a}/metrics"));
                 announce(listener.local_addr().expect("addr"), metrics);
+                axum::serve(listener, app).await.expect("serve");
+            }
+            "axum-noop-layer" => {
+                // What any `Router::layer` costs, before the layer does anything.
+                let app = app.layer(tower::layer::util::Identity::new());
+                let listener = tokio::net::TcpListener::bind(loopback).await.expect("bind");
+                announce(listener.local_addr().expect("addr"), None);
                 axum::serve(listener, app).await.expect("serve");
             }
             "axum-prometheus" => {
@@ -713,8 +721,9 @@ fn select(runs: Vec<&Measured>, ok: impl Fn(&Measured) -> bool) -> (Vec<&Measure
     }
 }
 
-/// Median over rounds of `rps / bare's rps in the same round`.
-fn ratio_vs_bare(runs: &[Measured], bare: Option<usize>, i: usize) -> String {
+/// Median over rounds of `rps / bare's rps in the same round` (or, with `per_cpu`, of
+/// requests per server CPU-second: what a request costs, which CPU steal does not inflate).
+fn ratio_vs_bare(runs: &[Measured], bare: Option<usize>, i: usize, per_cpu: bool) -> String {
     let Some(b) = bare else {
         return "-".into();
     };
@@ -723,7 +732,14 @@ fn ratio_vs_bare(runs: &[Measured], bare: Option<usize>, i: usize) -> String {
     let (chosen, _) = select(mine, |r| undisturbed(r) && base(r).is_some_and(undisturbed));
     let ratios: Vec<f64> = chosen
         .iter()
-        .filter_map(|r| Some(r.rps / base(r)?.rps))
+        .filter_map(|r| {
+            let b = base(r)?;
+            Some(if per_cpu {
+                r.per_cpu_s / b.per_cpu_s
+            } else {
+                r.rps / b.rps
+            })
+        })
         .collect();
     if ratios.len() < 4 {
         return format!("{:.2}x", median(&ratios));
@@ -757,23 +773,24 @@ fn report(
          A run is disturbed (†) when the server or the load generator waited for a CPU more \
          than {:.0}% of the time (schedstat), or the hypervisor stole as much (/proc/stat); medians and ratios use the undisturbed runs when \
          there are at least 3, else all runs. The ratio is the median (and interquartile range) \
-         of per-round ratios against bare axum.",
+         of per-round ratios against bare axum, of throughput and of requests per second of server CPU time (which CPU steal does not inflate).",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         DISTURBED * 100.0
     );
     println!();
-    println!("| server | median req/s | vs bare axum (p25–p75) | runs used | RSS idle → warm → end (MB) | requests served | recorded by its metrics | errors |");
-    println!("|---|---:|---:|---:|---|---:|---:|---:|");
+    println!("| server | median req/s | vs bare axum (p25–p75) | req per server CPU-s vs bare (p25–p75) | runs used | RSS idle → warm → end (MB) | requests served | recorded by its metrics | errors |");
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|");
     for (i, server) in servers.iter().enumerate() {
         let mine: Vec<&Measured> = runs.iter().filter(|r| r.server == i).collect();
         let total = mine.len();
         let (chosen, clean) = select(mine, undisturbed);
         let rps: Vec<f64> = chosen.iter().map(|r| r.rps).collect();
         println!(
-            "| {} | {:.0} | {} | {}/{total}{} | {:.1} → {:.1} → {:.1} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {}/{total}{} | {:.1} → {:.1} → {:.1} | {} | {} | {} |",
             server.kind,
             median(&rps),
-            ratio_vs_bare(runs, bare, i),
+            ratio_vs_bare(runs, bare, i, false),
+            ratio_vs_bare(runs, bare, i, true),
             chosen.len(),
             if clean { "" } else { " (machine busy)" },
             idle_rss[i],

@@ -20,6 +20,9 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use crate::config::StopAccepting;
+use crate::metrics::{
+    end_of_frame, method_index, open_route_slot, HttpMetrics, Incomplete, Timer, NO_ROUTE,
+};
 use crate::phase::Phase;
 use crate::state::{ConnState, RequestGuard, Shared};
 
@@ -38,6 +41,7 @@ pub(crate) async fn accept_loop<S, B>(
     listener: TcpListener,
     service: S,
     connections: tokio_util::task::TaskTracker,
+    metrics: &'static HttpMetrics,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -89,13 +93,13 @@ pub(crate) async fn accept_loop<S, B>(
             // Reject mode: answered 503 and closed; not part of the drain.
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = serve_connection(shared.clone(), &builder, stream, service) => {}
+                    _ = serve_connection(shared.clone(), &builder, stream, service, metrics) => {}
                     _ = shared.force_close.cancelled() => {}
                 }
             });
         } else {
             connections.spawn(async move {
-                serve_connection(shared, &builder, stream, service).await;
+                serve_connection(shared, &builder, stream, service, metrics).await;
             });
         }
     }
@@ -117,6 +121,7 @@ async fn serve_connection<S, B>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
+    metrics: &'static HttpMetrics,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -130,12 +135,31 @@ async fn serve_connection<S, B>(
         inner: service,
         conn: conn_state.clone(),
         shared: shared.clone(),
+        metrics,
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => return log_connection_end(res),
-        _ = shared.stop_accepting.cancelled() => {}
+    // Serve until the propagation delay is over. Not `select!`: that would poll the
+    // cancellation future, which takes a lock, on every wake-up of a busy connection. Polled
+    // once, it keeps this task's waker; after that, the phase (one atomic load) says when.
+    let stop = shared.stop_accepting.cancelled();
+    tokio::pin!(stop);
+    let mut registered = false;
+    let served = std::future::poll_fn(|cx| {
+        let stopping = if registered {
+            shared.phase() >= Phase::Draining
+        } else {
+            registered = true;
+            stop.as_mut().poll(cx).is_ready()
+        };
+        if stopping {
+            return Poll::Ready(None);
+        }
+        conn.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    if let Some(res) = served {
+        return log_connection_end(res);
     }
     // Draining. A connection busy with a request gets `Connection: close` on its response
     // (hyper disables keep-alive); an idle one is given a short linger so that a request
@@ -170,6 +194,7 @@ pub(crate) struct TrackedService<S> {
     inner: S,
     conn: Arc<ConnState>,
     shared: Arc<Shared>,
+    metrics: &'static HttpMetrics,
 }
 
 // hyper's `Service` takes `&self`: nothing of ours is cloned per request (only the inner
@@ -177,6 +202,7 @@ pub(crate) struct TrackedService<S> {
 impl<S, B> hyper::service::Service<Request<Incoming>> for TrackedService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    B: Body,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -196,14 +222,23 @@ where
                     return TrackedFuture {
                         inner: None,
                         guard: None,
+                        timer: None,
                         close,
                     };
                 }
             }
         }
+        // Timed here, outside the router, when the application has a metrics layer: the
+        // layer names the route through the hand-off while this future polls the router.
+        let timer = self
+            .metrics
+            .layered
+            .load(Ordering::Relaxed)
+            .then(|| Timer::start(self.metrics, method_index(req.method()), NO_ROUTE));
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),
+            timer,
             close,
         }
     }
@@ -217,6 +252,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         guard: Option<RequestGuard>,
+        timer: Option<Timer>,
         close: bool,
     }
 }
@@ -224,6 +260,7 @@ pin_project! {
 impl<F, B, E> Future for TrackedFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
 {
     type Output = Result<Response<TrackedBody<B>>, E>;
 
@@ -234,6 +271,7 @@ where
             let mut res = Response::new(TrackedBody {
                 inner: None,
                 guard: None,
+                timer: None,
             });
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res.headers_mut()
@@ -244,13 +282,40 @@ where
             }
             return Poll::Ready(Ok(res));
         };
-        let res = ready!(inner.poll(cx));
+        let res = match this.timer {
+            Some(timer) if timer.route == NO_ROUTE => {
+                let (res, route) = open_route_slot(timer.core().id(), || inner.poll(cx));
+                if let Some(route) = route {
+                    timer.route = route;
+                }
+                ready!(res)
+            }
+            _ => ready!(inner.poll(cx)),
+        };
         let close = *this.close;
         let guard = this.guard.take();
+        let mut timer = this.timer.take();
+        if res.is_err() {
+            // The connection ends with the error; the request counts as a server error.
+            if let Some(mut t) = timer.take() {
+                t.status = 500;
+                t.record(Incomplete::No);
+            }
+        }
         Poll::Ready(res.map(|res| {
+            if let Some(t) = timer.as_mut() {
+                t.status = res.status().as_u16();
+            }
+            if res.body().is_end_stream() {
+                // An empty body may never be polled: record now rather than at drop.
+                if let Some(t) = timer.take() {
+                    t.record(Incomplete::No);
+                }
+            }
             let mut res = res.map(|body| TrackedBody {
                 inner: Some(body),
                 guard,
+                timer,
             });
             if close {
                 res.headers_mut()
@@ -268,6 +333,7 @@ pin_project! {
         #[pin]
         inner: Option<B>,
         guard: Option<RequestGuard>,
+        timer: Option<Timer>,
     }
 }
 
@@ -281,10 +347,13 @@ impl<B: Body> Body for TrackedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
+        let Some(mut inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(inner.poll_frame(cx));
+        let frame = ready!(inner.as_mut().poll_frame(cx));
+        if this.timer.is_some() {
+            end_of_frame(&frame, inner.is_end_stream(), this.timer);
+        }
         if !matches!(frame, Some(Ok(_))) {
             this.guard.take();
         }

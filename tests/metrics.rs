@@ -129,6 +129,81 @@ async fn random_paths_and_methods_add_one_route_value_and_no_more() {
     assert!(added <= 6, "series added: {added}");
 }
 
+/// The `_count` and `_sum` of the histogram series whose labels contain `labels`.
+fn count_and_sum(text: &str, labels: &str) -> (u64, f64) {
+    let pick = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    (
+        pick("http_server_request_duration_seconds_count{") as u64,
+        pick("http_server_request_duration_seconds_sum{"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_requests_are_recorded_once_with_the_innermost_route_until_their_body_ends() {
+    // Under `Lifecycle::serve` the serving stack times requests and the layer only names the
+    // route: nested layers must not count twice, and a stream is timed to its last chunk.
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let api = Router::new()
+        .route("/items/{id}", get(|| async { "item" }))
+        .layer(lifecycle.metrics().layer());
+    let app = Router::new()
+        .route(
+            "/slow-stream",
+            get(|| async {
+                let s = futures_util::stream::unfold(0, |n| async move {
+                    if n == 3 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), n + 1))
+                });
+                axum::body::Body::from_stream(s)
+            }),
+        )
+        .nest("/api", api)
+        .layer(lifecycle.metrics().layer());
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+
+    let mut conn = client::Conn::open(addr).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(conn.get("/api/items/7").await.unwrap().status, 200);
+    }
+    assert_eq!(conn.get("/nope").await.unwrap().status, 404);
+    let streamed = conn.get("/slow-stream").await.unwrap();
+    assert_eq!(streamed.body, "xxx");
+
+    let text = lifecycle.metrics().render();
+    let routes = label_values(&text, "http_route");
+    let expected: BTreeSet<String> = ["/api/items/{id}", "/slow-stream", "unmatched"]
+        .map(String::from)
+        .into();
+    assert_eq!(routes, expected, "{text}");
+    let (items, _) = count_and_sum(&text, "http_route=\"/api/items/{id}\"");
+    assert_eq!(items, 10, "each request once, not once per layer: {text}");
+    let (unmatched, _) = count_and_sum(&text, "http_route=\"unmatched\",http_response_status_code=\"404\"");
+    assert_eq!(unmatched, 1, "{text}");
+    let (streams, seconds) = count_and_sum(&text, "http_route=\"/slow-stream\"");
+    assert_eq!(streams, 1, "{text}");
+    assert!(
+        seconds >= 0.45,
+        "timed to the end of the body (3 x 150 ms), not to the headers: {seconds}"
+    );
+    assert!(
+        text.contains("http_server_active_requests{http_request_method=\"GET\",version=\"2.0.0\",track=\"canary\"} 0"),
+        "{text}"
+    );
+    drop(conn);
+    lifecycle.shutdown();
+    assert!(matches!(serving.await.unwrap(), Outcome::Drained));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_aborts_and_drain_deadline_cuts_are_told_apart() {
     let lifecycle = Lifecycle::new(config()).unwrap();

@@ -5,14 +5,17 @@
 //! relaxed load + store, no read-modify-write), and the scrape sums shards. A series is found
 //! through a thread-local cache keyed by a packed `u64` (route id, method, status, error type),
 //! so the request path takes no lock, allocates nothing and touches no shared cache line.
+//! Route templates are cached by address (axum's `MatchedPath` and `route_fn`'s `&'static str`
+//! keep theirs for the router's lifetime), checked against the cached copy, so a route is not
+//! hashed per request. Requests are timed with the CPU's time-stamp counter where it is
+//! invariant (`quanta`), half the cost of two `Instant::now` calls on a VM.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use http::Method;
 
@@ -66,6 +69,77 @@ impl Incomplete {
             Incomplete::BodyError => "body_error",
             Incomplete::DrainDeadline => "drain_deadline",
         }
+    }
+}
+
+/// One request's measurement: started with one clock read, recorded exactly once with the
+/// second, on [`Timer::record`] or, if dropped unfinished, as aborted. A timer whose route was
+/// never named (see [`super::handoff`]) records nothing: no layer saw the request.
+pub(crate) struct Timer {
+    core: &'static HttpMetrics,
+    started: u64,
+    method: u8,
+    pub(crate) route: u32,
+    pub(crate) status: u16,
+}
+
+impl Timer {
+    #[inline]
+    pub(crate) fn start(core: &'static HttpMetrics, method: u8, route: u32) -> Timer {
+        Timer {
+            core,
+            started: core.now(),
+            method,
+            route,
+            status: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn core(&self) -> &'static HttpMetrics {
+        self.core
+    }
+
+    #[inline]
+    pub(crate) fn record(self, incomplete: Incomplete) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.finish(incomplete);
+    }
+
+    #[inline]
+    fn finish(&self, incomplete: Incomplete) {
+        if self.route == super::handoff::NO_ROUTE {
+            return;
+        }
+        let incomplete =
+            if incomplete == Incomplete::ClientAborted && self.core.force_closing.is_cancelled() {
+                Incomplete::DrainDeadline
+            } else {
+                incomplete
+            };
+        self.core.finish(
+            self.method,
+            self.route,
+            self.status,
+            incomplete,
+            self.started,
+        );
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // Dropped without an explicit record: the future or body went away unfinished.
+        self.finish(Incomplete::ClientAborted);
+    }
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer")
+            .field("route", &self.route)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,6 +259,9 @@ pub(crate) struct HttpMetrics {
     active: Mutex<Vec<Arc<[AtomicI64; METHOD_COUNT]>>>,
     retired_active: [AtomicI64; METHOD_COUNT],
     pub(crate) force_closing: tokio_util::sync::CancellationToken,
+    /// Set once a layer exists: podcycle's serving stack times requests only then.
+    pub(crate) layered: AtomicBool,
+    clock: quanta::Clock,
 }
 
 #[derive(Debug)]
@@ -203,7 +280,8 @@ struct Series {
 struct LocalShard {
     owner: usize,
     core: &'static HttpMetrics,
-    routes: HashMap<Arc<str>, u32, FxBuild>,
+    /// Route ids by the address of the template the layer saw, with a copy to check against.
+    routes: HashMap<usize, (Box<str>, u32), FxBuild>,
     series: HashMap<u64, Arc<Cells>, FxBuild>,
     active: Arc<[AtomicI64; METHOD_COUNT]>,
 }
@@ -283,7 +361,21 @@ impl HttpMetrics {
             active: Mutex::new(Vec::new()),
             retired_active: std::array::from_fn(|_| AtomicI64::new(0)),
             force_closing,
+            layered: AtomicBool::new(false),
+            clock: quanta::Clock::new(),
         }))
+    }
+
+    /// This core's id: what the route hand-off matches on.
+    #[inline]
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
+    /// A raw timestamp for [`HttpMetrics::finish`] (one clock read).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.raw()
     }
 
     #[inline]
@@ -313,18 +405,22 @@ impl HttpMetrics {
         })
     }
 
-    /// Request start: counts it active and resolves the route to an id.
+    /// Request start: resolves the route to an id and, when `count_active`, counts the request
+    /// active (once per request: a nested router's layer resolves its route again).
     #[inline]
-    pub(crate) fn start(&'static self, method: u8, route: Option<&str>) -> u32 {
+    pub(crate) fn start(&'static self, method: u8, route: Option<&str>, count_active: bool) -> u32 {
         self.with_shard(|shard| {
-            let a = &shard.active[usize::from(method)];
-            a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            if count_active {
+                let a = &shard.active[usize::from(method)];
+                a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
             let route = route.unwrap_or(UNMATCHED_ROUTE);
-            match shard.routes.get(route) {
-                Some(id) => *id,
-                None => {
+            let addr = route.as_ptr() as usize;
+            match shard.routes.get(&addr) {
+                Some((seen, id)) if **seen == *route => *id,
+                _ => {
                     let id = self.route_id(route);
-                    shard.routes.insert(Arc::from(route), id);
+                    shard.routes.insert(addr, (Box::from(route), id));
                     id
                 }
             }
@@ -342,7 +438,8 @@ impl HttpMetrics {
         }
     }
 
-    /// Request end: one histogram observation and the active count back down.
+    /// Request end, for a request that started at `started` (from [`HttpMetrics::now`]): the
+    /// second clock read, one histogram observation, and the active count back down.
     #[inline]
     pub(crate) fn finish(
         &'static self,
@@ -350,13 +447,26 @@ impl HttpMetrics {
         route: u32,
         status: u16,
         incomplete: Incomplete,
-        elapsed: Duration,
+        started: u64,
+    ) {
+        let nanos = self.clock.delta_as_nanos(started, self.clock.raw());
+        self.observe(method, route, status, incomplete, nanos);
+    }
+
+    /// One histogram observation of `nanos`, and the active count back down.
+    #[inline]
+    pub(crate) fn observe(
+        &'static self,
+        method: u8,
+        route: u32,
+        status: u16,
+        incomplete: Incomplete,
+        nanos: u64,
     ) {
         let key = u64::from(route) << 32
             | u64::from(status) << 16
             | u64::from(method) << 8
             | incomplete as u64;
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.with_shard(|shard| {
             let a = &shard.active[usize::from(method)];
             a.store(a.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
@@ -628,15 +738,19 @@ mod tests {
         )
     }
 
+    fn ms(n: u64) -> u64 {
+        n * 1_000_000
+    }
+
     #[test]
     fn observations_land_in_the_right_bucket_and_render_cumulatively() {
         let m = core();
-        let r = m.start(0, Some("/hello/{name}"));
-        m.finish(0, r, 200, Incomplete::No, Duration::from_millis(3));
-        let r = m.start(0, Some("/hello/{name}"));
-        m.finish(0, r, 200, Incomplete::No, Duration::from_millis(30));
-        let r = m.start(2, None);
-        m.finish(2, r, 503, Incomplete::No, Duration::from_secs(200));
+        let r = m.start(0, Some("/hello/{name}"), true);
+        m.observe(0, r, 200, Incomplete::No, ms(3));
+        let r = m.start(0, Some("/hello/{name}"), true);
+        m.observe(0, r, 200, Incomplete::No, ms(30));
+        let r = m.start(2, None, true);
+        m.observe(2, r, 503, Incomplete::No, ms(200_000));
         let mut out = String::new();
         m.render(&mut out);
         let base = "{http_request_method=\"GET\",http_route=\"/hello/{name}\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\"";
@@ -669,11 +783,11 @@ mod tests {
     #[test]
     fn active_requests_balance_across_threads() {
         let m = core();
-        let r = m.start(2, Some("/x"));
-        std::thread::spawn(move || m.finish(2, r, 200, Incomplete::ClientAborted, Duration::ZERO))
+        let r = m.start(2, Some("/x"), true);
+        std::thread::spawn(move || m.observe(2, r, 200, Incomplete::ClientAborted, 0))
             .join()
             .unwrap();
-        let _still_active = m.start(2, Some("/x"));
+        let _still_active = m.start(2, Some("/x"), true);
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 1\n"), "{out}");
@@ -685,9 +799,9 @@ mod tests {
         let m = core();
         for _ in 0..200 {
             std::thread::spawn(move || {
-                let r = m.start(0, Some("/t"));
-                m.finish(0, r, 200, Incomplete::No, Duration::from_millis(1));
-                let _left_active = m.start(2, Some("/t"));
+                let r = m.start(0, Some("/t"), true);
+                m.observe(0, r, 200, Incomplete::No, ms(1));
+                let _left_active = m.start(2, Some("/t"), true);
             })
             .join()
             .unwrap();
@@ -703,6 +817,26 @@ mod tests {
         m.render(&mut out);
         assert!(out.contains("http_route=\"/t\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\"} 200\n"), "{out}");
         assert!(out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 200\n"), "{out}");
+    }
+
+    #[test]
+    fn a_route_is_found_by_address_but_checked_by_value() {
+        let m = core();
+        // Templates in short-lived strings: the allocator hands the same address to different
+        // routes one after another, which must not be mistaken for each other.
+        for i in 0..300 {
+            let route = format!("/r{}", i % 3);
+            let r = m.start(0, Some(&route), true);
+            m.observe(0, r, 200, Incomplete::No, 1_000);
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        for r in ["/r0", "/r1", "/r2"] {
+            assert!(
+                out.contains(&format!("_count{{http_request_method=\"GET\",http_route=\"{r}\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\"}} 100\n")),
+                "{out}"
+            );
+        }
     }
 
     #[test]

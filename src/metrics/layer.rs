@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use http::{Request, Response};
@@ -12,7 +11,11 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::http::{method_index, HttpMetrics, Incomplete};
+use bytes::Bytes;
+
+use super::handoff::{self, Found};
+use super::http::{method_index, HttpMetrics, Incomplete, Timer};
+use crate::serve::BoxError;
 
 /// Maps a request path to its route template, for services without axum's `MatchedPath`.
 /// Return `None` for "no route matched".
@@ -25,6 +28,10 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 ///
 /// The request is timed from the call to the end of its response body; it stays counted as
 /// active until then, whatever ends it (completion, body error, client abort, drain deadline).
+/// Under [`Lifecycle::serve`](crate::Lifecycle::serve) the serving stack, which already wraps
+/// every request, does the timing and the layer only names the route, so the response passes
+/// through unwrapped; elsewhere the layer times the request itself. Responses come out as
+/// axum's `Body` (a no-op for axum handlers, whose bodies already are).
 #[derive(Clone, Copy)]
 pub struct MetricsLayer {
     pub(crate) core: &'static HttpMetrics,
@@ -76,9 +83,10 @@ impl<S: fmt::Debug> fmt::Debug for MetricsService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<MetricsBody<ResBody>>;
+    type Response = Response<axum::body::Body>;
     type Error = S::Error;
     type Future = MetricsFuture<S::Future>;
 
@@ -91,67 +99,24 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let method = method_index(req.method());
         let core = self.layer.core;
+        let found = handoff::find(core.id());
         let route = match self.layer.route_fn {
-            None => core.start(
-                method,
-                req.extensions().get::<MatchedPath>().map(|m| m.as_str()),
-            ),
-            Some(f) => core.start(method, f(req.method(), req.uri().path())),
+            None => req.extensions().get::<MatchedPath>().map(|m| m.as_str()),
+            Some(f) => f(req.method(), req.uri().path()),
         };
-        let started = Instant::now();
+        let route = core.start(method, route, found != Found::Named);
+        let timer = if found == Found::Closed {
+            // Not under `Lifecycle::serve` (or called from another task): time it here.
+            Some(Timer::start(core, method, route))
+        } else {
+            // The serving stack times this request; it only needs the route.
+            handoff::name(core.id(), route);
+            None
+        };
         MetricsFuture {
             inner: self.inner.call(req),
-            timer: Some(Timer {
-                core,
-                started,
-                method,
-                route,
-                status: 0,
-            }),
+            timer,
         }
-    }
-}
-
-/// One request's measurement; records exactly once, on completion or drop.
-struct Timer {
-    core: &'static HttpMetrics,
-    started: Instant,
-    method: u8,
-    route: u32,
-    status: u16,
-}
-
-impl Timer {
-    #[inline]
-    fn record(self, incomplete: Incomplete) {
-        let incomplete =
-            if incomplete == Incomplete::ClientAborted && self.core.force_closing.is_cancelled() {
-                Incomplete::DrainDeadline
-            } else {
-                incomplete
-            };
-        self.core.finish(
-            self.method,
-            self.route,
-            self.status,
-            incomplete,
-            self.started.elapsed(),
-        );
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        // Dropped without an explicit record: the future or body went away unfinished.
-        let t = Timer {
-            core: self.core,
-            started: self.started,
-            method: self.method,
-            route: self.route,
-            status: self.status,
-        };
-        t.record(Incomplete::ClientAborted);
     }
 }
 
@@ -173,27 +138,34 @@ impl<F> fmt::Debug for MetricsFuture<F> {
 impl<F, B, E> Future for MetricsFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Body,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<MetricsBody<B>>, E>;
+    type Output = Result<Response<axum::body::Body>, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let mut timer = this.timer.take();
+        let timer = this.timer.take();
         Poll::Ready(match result {
             Ok(res) => {
-                if let Some(t) = timer.as_mut() {
-                    t.status = res.status().as_u16();
-                }
+                // Under the serving stack: the body passes through (no box for axum's `Body`).
+                let Some(mut timer) = timer else {
+                    return Poll::Ready(Ok(res.map(axum::body::Body::new)));
+                };
+                timer.status = res.status().as_u16();
                 // An empty body never gets polled: record now rather than at drop.
                 if res.body().is_end_stream() {
-                    if let Some(t) = timer.take() {
-                        t.record(Incomplete::No);
-                    }
+                    timer.record(Incomplete::No);
+                    return Poll::Ready(Ok(res.map(axum::body::Body::new)));
                 }
-                Ok(res.map(|inner| MetricsBody { inner, timer }))
+                Ok(res.map(|inner| {
+                    axum::body::Body::new(MetricsBody {
+                        inner,
+                        timer: Some(timer),
+                    })
+                }))
             }
             Err(e) => {
                 if let Some(mut t) = timer {
@@ -207,17 +179,11 @@ where
 }
 
 pin_project! {
-    /// Response body of [`MetricsService`]: the request is measured until this ends.
-    pub struct MetricsBody<B> {
+    /// A response body that keeps its request measured until it ends.
+    pub(crate) struct MetricsBody<B> {
         #[pin]
-        inner: B,
-        timer: Option<Timer>,
-    }
-}
-
-impl<B> fmt::Debug for MetricsBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsBody").finish_non_exhaustive()
+        pub(crate) inner: B,
+        pub(crate) timer: Option<Timer>,
     }
 }
 
@@ -232,25 +198,7 @@ impl<B: Body> Body for MetricsBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Ok(_)) => {
-                if this.inner.is_end_stream() {
-                    if let Some(t) = this.timer.take() {
-                        t.record(Incomplete::No);
-                    }
-                }
-            }
-            None => {
-                if let Some(t) = this.timer.take() {
-                    t.record(Incomplete::No);
-                }
-            }
-            Some(Err(_)) => {
-                if let Some(t) = this.timer.take() {
-                    t.record(Incomplete::BodyError);
-                }
-            }
-        }
+        end_of_frame(&frame, this.inner.is_end_stream(), this.timer);
         Poll::Ready(frame)
     }
 
@@ -262,5 +210,23 @@ impl<B: Body> Body for MetricsBody<B> {
     #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Records the request once `frame` ends its body: after the last data frame, at the end of
+/// the stream, or on a body error. Shared with the serving stack's body.
+#[inline]
+pub(crate) fn end_of_frame<D, E>(
+    frame: &Option<Result<Frame<D>, E>>,
+    at_end: bool,
+    timer: &mut Option<Timer>,
+) {
+    let outcome = match frame {
+        Some(Ok(_)) if !at_end => return,
+        Some(Ok(_)) | None => Incomplete::No,
+        Some(Err(_)) => Incomplete::BodyError,
+    };
+    if let Some(t) = timer.take() {
+        t.record(outcome);
     }
 }

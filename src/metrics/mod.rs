@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod handoff;
 mod http;
 mod layer;
 
@@ -42,9 +43,11 @@ use crate::state::{Shared, Step};
 use crate::warmup::WarmupStatus;
 
 pub use self::http::{DEFAULT_BUCKETS, UNMATCHED_ROUTE};
-pub use self::layer::{MetricsBody, MetricsFuture, MetricsLayer, MetricsService, RouteFn};
+pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, RouteFn};
+pub(crate) use self::layer::end_of_frame;
 
-pub(crate) use self::http::HttpMetrics;
+pub(crate) use self::handoff::{open as open_route_slot, NO_ROUTE};
+pub(crate) use self::http::{method_index, HttpMetrics, Incomplete, Timer};
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
 #[derive(Clone)]
@@ -176,8 +179,16 @@ impl Metrics {
         })
     }
 
+    /// The per-lifecycle recorder the serving stack times requests with.
+    pub(crate) fn core(&self) -> &'static HttpMetrics {
+        self.core
+    }
+
     /// The layer recording application requests. Add it with `Router::layer`.
     pub fn layer(&self) -> MetricsLayer {
+        self.core
+            .layered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         MetricsLayer {
             core: self.core,
             route_fn: None,

@@ -19,8 +19,9 @@
 //! many short interleaved runs pair each server's run with bare axum's under the same conditions),
 //! `LOAD_WARMUP_SECS` (2, per server, not reported), `LOAD_CONNS` (64 keep-alive connections),
 //! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-no-metrics`: podcycle's
-//! serving stack without the metrics layer, and `axum-podcycle-layer`: `axum::serve` with
-//! podcycle's metrics layer), `LOAD_CLIENT` (`wrk` or `builtin`; `wrk`
+//! serving stack without the metrics layer, `axum-podcycle-layer`: `axum::serve` with
+//! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
+//! that does nothing, i.e. what any layer costs inside axum's router), `LOAD_CLIENT` (`wrk` or `builtin`; `wrk`
 //! when installed), `LOAD_SERVER_CPU` (0), `LOAD_CLIENT_CPU` (1).
 //! Everything stays on 127.0.0.1; every run is bounded in time, and servers exit when this
 //! process goes away (their stdin closes) or after a hard time limit.
@@ -39,15 +40,16 @@ const SERVER_FLAG: &str = "--load-server";
 const CLIENT_FLAG: &str = "--load-client";
 /// Servers run by default.
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
-/// Every server kind; the last two split podcycle's cost between its serving stack (in-flight
-/// tracking, polite close) and its metrics layer.
-const KINDS: [&str; 6] = [
+/// Every server kind; the others split podcycle's cost between its serving stack (in-flight
+/// tracking, polite close), its metrics, and what any `Router::layer` costs.
+const KINDS: [&str; 7] = [
     "bare",
     "podcycle",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
     "axum-noop-layer",
+    "podcycle-noop-layer",
 ];
 const PATH: &str = "/hello/world";
 
@@ -108,17 +110,17 @@ fn server(kind: &str, max: Duration) {
                 announce(listener.local_addr().expect("addr"), None);
                 axum::serve(listener, app).await.expect("serve");
             }
-            "podcycle" | "podcycle-no-metrics" => {
+            "podcycle" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
                 let lifecycle = podcycle::Lifecycle::new(
                     podcycle::Config::default()
                         .addr(loopback)
                         .admin_addr(Some(loopback)),
                 )
                 .expect("lifecycle");
-                let app = if kind == "podcycle" {
-                    app.layer(lifecycle.metrics().layer())
-                } else {
-                    app
+                let app = match kind {
+                    "podcycle" => app.layer(lifecycle.metrics().layer()),
+                    "podcycle-noop-layer" => app.layer(tower::layer::util::Identity::new()),
+                    _ => app,
                 };
                 let lc = lifecycle.clone();
                 tokio::spawn(async move {
@@ -388,7 +390,10 @@ impl Server {
     fn recorded(&self) -> Option<u64> {
         let url = self.metrics.as_deref()?;
         let (addr, path) = url.split_once('/')?;
-        if self.kind == "podcycle-no-metrics" {
+        if matches!(
+            self.kind.as_str(),
+            "podcycle-no-metrics" | "podcycle-noop-layer"
+        ) {
             return None;
         }
         let text = http_get(addr.parse().ok()?, &format!("/{path}"))?;

@@ -442,7 +442,8 @@ impl Lifecycle {
 /// Any other service is served as it is.
 fn prepare_router<S: 'static>(app: S) -> S {
     let mut app = Some(app);
-    if let Some(router) = (&mut app as &mut dyn std::any::Any).downcast_mut::<Option<axum::Router>>()
+    if let Some(router) =
+        (&mut app as &mut dyn std::any::Any).downcast_mut::<Option<axum::Router>>()
     {
         *router = router.take().map(|r| r.with_state(()));
     }

@@ -160,7 +160,10 @@ async fn served_requests_are_recorded_once_with_the_innermost_route_until_their_
                         return None;
                     }
                     tokio::time::sleep(Duration::from_millis(150)).await;
-                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), n + 1))
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")),
+                        n + 1,
+                    ))
                 });
                 axum::body::Body::from_stream(s)
             }),
@@ -187,7 +190,10 @@ async fn served_requests_are_recorded_once_with_the_innermost_route_until_their_
     assert_eq!(routes, expected, "{text}");
     let (items, _) = count_and_sum(&text, "http_route=\"/api/items/{id}\"");
     assert_eq!(items, 10, "each request once, not once per layer: {text}");
-    let (unmatched, _) = count_and_sum(&text, "http_route=\"unmatched\",http_response_status_code=\"404\"");
+    let (unmatched, _) = count_and_sum(
+        &text,
+        "http_route=\"unmatched\",http_response_status_code=\"404\"",
+    );
     assert_eq!(unmatched, 1, "{text}");
     let (streams, seconds) = count_and_sum(&text, "http_route=\"/slow-stream\"");
     assert_eq!(streams, 1, "{text}");

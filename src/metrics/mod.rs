@@ -43,8 +43,8 @@ use crate::state::{Shared, Step};
 use crate::warmup::WarmupStatus;
 
 pub use self::http::{DEFAULT_BUCKETS, UNMATCHED_ROUTE};
-pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, RouteFn};
 pub(crate) use self::layer::end_of_frame;
+pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, RouteFn};
 
 pub(crate) use self::handoff::{open as open_route_slot, NO_ROUTE};
 pub(crate) use self::http::{method_index, HttpMetrics, Incomplete, Timer};

@@ -261,6 +261,11 @@ pub(crate) struct HttpMetrics {
     pub(crate) force_closing: tokio_util::sync::CancellationToken,
     /// Set once a layer exists: podcycle's serving stack times requests only then.
     pub(crate) layered: AtomicBool,
+    /// Series keys in label order as of the last render, and how many series there were then
+    /// (series are never removed, so an unchanged count means an unchanged order).
+    render_order: Mutex<Vec<u64>>,
+    /// The length of the last render, to size the next one's buffer at once.
+    last_render_len: AtomicUsize,
     clock: quanta::Clock,
 }
 
@@ -362,6 +367,8 @@ impl HttpMetrics {
             retired_active: std::array::from_fn(|_| AtomicI64::new(0)),
             force_closing,
             layered: AtomicBool::new(false),
+            render_order: Mutex::new(Vec::new()),
+            last_render_len: AtomicUsize::new(0),
             clock: quanta::Clock::new(),
         }))
     }
@@ -547,9 +554,16 @@ impl HttpMetrics {
 
     /// Renders both HTTP metric families in the Prometheus text format.
     pub(crate) fn render(&self, out: &mut String) {
+        out.reserve(self.last_render_len.load(Ordering::Relaxed) * 9 / 8);
+        let started_at = out.len();
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<&Series> = series.values().collect();
-        rows.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        let mut order = self.render_order.lock().unwrap_or_else(|e| e.into_inner());
+        if order.len() != series.len() {
+            order.clear();
+            order.extend(series.keys().copied());
+            order.sort_unstable_by(|a, b| series[a].labels.cmp(&series[b].labels));
+        }
+        let rows = order.iter().filter_map(|k| series.get(k));
         out.push_str(
             "# HELP http_server_request_duration_seconds Duration of HTTP server requests.\n\
              # TYPE http_server_request_duration_seconds histogram\n",
@@ -557,6 +571,7 @@ impl HttpMetrics {
         let nb = self.bucket_labels.len();
         let mut buckets = vec![0u64; nb];
         let mut num = itoa_buf();
+        let mut prefix = String::with_capacity(256);
         for s in rows {
             buckets.iter_mut().for_each(|b| *b = 0);
             let mut count = 0u64;
@@ -569,13 +584,14 @@ impl HttpMetrics {
                 }
             }
             let mut cumulative = 0u64;
+            prefix.clear();
+            prefix.push_str("http_server_request_duration_seconds_bucket");
+            prefix.push_str(&s.labels);
             for (i, b) in buckets.iter().enumerate() {
                 cumulative += b;
-                out.push_str("http_server_request_duration_seconds_bucket");
-                out.push_str(&s.labels);
+                out.push_str(&prefix);
                 out.push_str(&self.bucket_labels[i]);
-                out.push_str(num.format(cumulative));
-                out.push('\n');
+                out.push_str(num.line(cumulative));
             }
             out.push_str("http_server_request_duration_seconds_sum");
             out.push_str(&s.labels);
@@ -585,9 +601,9 @@ impl HttpMetrics {
             out.push_str("http_server_request_duration_seconds_count");
             out.push_str(&s.labels);
             out.push_str("} ");
-            out.push_str(num.format(count));
-            out.push('\n');
+            out.push_str(num.line(count));
         }
+        drop(order);
         drop(series);
         out.push_str(
             "# HELP http_server_active_requests Number of active HTTP server requests.\n\
@@ -611,6 +627,9 @@ impl HttpMetrics {
                 total.max(0)
             );
         }
+        drop(active);
+        self.last_render_len
+            .store(out.len() - started_at, Ordering::Relaxed);
     }
 }
 
@@ -704,15 +723,17 @@ impl HttpMetrics {
 }
 
 /// A tiny integer formatter (avoids `fmt` machinery on the hot rendering loop).
-struct NumBuf([u8; 20]);
+struct NumBuf([u8; 21]);
 
 fn itoa_buf() -> NumBuf {
-    NumBuf([0; 20])
+    NumBuf([0; 21])
 }
 
 impl NumBuf {
-    fn format(&mut self, mut n: u64) -> &str {
-        let mut i = self.0.len();
+    /// `n` and a newline.
+    fn line(&mut self, mut n: u64) -> &str {
+        let mut i = self.0.len() - 1;
+        self.0[i] = b'\n';
         loop {
             i -= 1;
             self.0[i] = b'0' + (n % 10) as u8;
@@ -837,6 +858,27 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    #[test]
+    fn a_series_added_after_a_render_is_in_the_next_one_in_label_order() {
+        let m = core();
+        let r = m.start(0, Some("/b"), true);
+        m.observe(0, r, 200, Incomplete::No, 1_000);
+        let mut first = String::new();
+        m.render(&mut first);
+        assert!(!first.contains("http_route=\"/a\""));
+        let r = m.start(0, Some("/a"), true);
+        m.observe(0, r, 200, Incomplete::No, 1_000);
+        let mut second = String::new();
+        m.render(&mut second);
+        let a = second
+            .find("http_route=\"/a\"")
+            .expect("new series rendered");
+        let b = second
+            .find("http_route=\"/b\"")
+            .expect("old series rendered");
+        assert!(a < b, "sorted by labels: {second}");
     }
 
     #[test]

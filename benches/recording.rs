@@ -37,6 +37,18 @@ use podcycle::{Config, Lifecycle};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 use tower::{Layer, Service};
 
+/// podcycle's recording core, compiled from the crate's own source (it is not public API, and
+/// adding API for a benchmark is what we avoid): what the serving stack does per request once
+/// the layer has named the route, with and without its two clock reads.
+#[allow(dead_code, unused_imports, unreachable_pub)]
+#[path = "../src/metrics/handoff.rs"]
+mod handoff;
+#[allow(dead_code, unused_imports, unreachable_pub)]
+#[path = "../src/metrics/http.rs"]
+mod recording_core;
+
+use recording_core::{HttpMetrics, Incomplete};
+
 const VERSION: &str = "1.2.3";
 const ROUTE: &str = "/hello/{name}";
 const METHODS: [&str; 10] = [
@@ -361,6 +373,12 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
         (h, a)
     };
     let axum_prometheus = axum_prometheus_layer().layer(Hello);
+    let core = HttpMetrics::leak(
+        VERSION,
+        &[],
+        podcycle::metrics::DEFAULT_BUCKETS,
+        tokio_util::sync::CancellationToken::new(),
+    );
 
     let mut group = c.benchmark_group("per_request");
     group
@@ -384,6 +402,26 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
             move || {
                 let started = Instant::now();
                 black_box(started.elapsed());
+            }
+        });
+        case!("clock_tsc", || {
+            let clock = quanta::Clock::new();
+            move || {
+                let started = clock.raw();
+                black_box(clock.delta_as_nanos(started, clock.raw()));
+            }
+        });
+        case!("core", || {
+            move || {
+                let route = core.start(0, Some(black_box(ROUTE)), true);
+                core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
+            }
+        });
+        case!("core_clocked", || {
+            move || {
+                let started = core.now();
+                let route = core.start(0, Some(black_box(ROUTE)), true);
+                core.finish(0, route, 200, Incomplete::No, started);
             }
         });
         case!("bare", || {
@@ -570,9 +608,42 @@ fn summary(sizes: &[String]) {
         fmt_disturbed("clock/1t"),
         fmt_disturbed("clock/2t")
     );
+    let one = median("clock_tsc/1t");
+    let two = median("clock_tsc/2t");
+    println!(
+        "| reference: two time-stamp counter reads (`quanta`, what podcycle uses) | {} | | {} | | {} / {} |",
+        fmt_ns(one),
+        fmt_ns(two),
+        fmt_disturbed("clock_tsc/1t"),
+        fmt_disturbed("clock_tsc/2t")
+    );
+    for (name, label) in [
+        (
+            "core",
+            "podcycle recording alone (route id, active gauge, histogram; no clock)",
+        ),
+        (
+            "core_clocked",
+            "podcycle recording with its two clock reads (what `Lifecycle::serve` adds)",
+        ),
+    ] {
+        let (k1, k2) = (format!("{name}/1t"), format!("{name}/2t"));
+        println!(
+            "| {label} | {} | {} | {} | {} | {} / {} |",
+            fmt_ns(median(&k1)),
+            fmt_ns(median(&k1)),
+            fmt_ns(median(&k2)),
+            fmt_ns(median(&k2)),
+            fmt_disturbed(&k1),
+            fmt_disturbed(&k2)
+        );
+    }
     for (name, label) in [
         ("bare", "none (bare service)"),
-        ("podcycle", "podcycle `MetricsLayer`"),
+        (
+            "podcycle",
+            "podcycle `MetricsLayer` on its own (outside `Lifecycle::serve`: wraps the body)",
+        ),
         (
             "prometheus_lookup",
             "`prometheus`, `with_label_values` per request",

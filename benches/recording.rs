@@ -47,7 +47,7 @@ mod handoff;
 #[path = "../src/metrics/http.rs"]
 mod recording_core;
 
-use recording_core::{HttpMetrics, Incomplete};
+use recording_core::{HttpMetrics, Incomplete, RouteName};
 
 const VERSION: &str = "1.2.3";
 const ROUTE: &str = "/hello/{name}";
@@ -411,16 +411,31 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
                 black_box(clock.delta_as_nanos(started, clock.raw()));
             }
         });
+        // Control: each thread records into a core of its own, so nothing at all is shared; if
+        // this slows down with two threads as much as `core` does, the slowdown is the two CPUs
+        // (e.g. siblings on the host), not contention.
+        case!("core_own", || {
+            let core = HttpMetrics::leak(
+                VERSION,
+                &[],
+                podcycle::metrics::DEFAULT_BUCKETS,
+                tokio_util::sync::CancellationToken::new(),
+            );
+            move || {
+                let route = core.start(0, RouteName::Static(black_box(ROUTE)), true);
+                core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
+            }
+        });
         case!("core", || {
             move || {
-                let route = core.start(0, Some(black_box(ROUTE)), true);
+                let route = core.start(0, RouteName::Static(black_box(ROUTE)), true);
                 core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
             }
         });
         case!("core_clocked", || {
             move || {
                 let started = core.now();
-                let route = core.start(0, Some(black_box(ROUTE)), true);
+                let route = core.start(0, RouteName::Static(black_box(ROUTE)), true);
                 core.finish(0, route, 200, Incomplete::No, started);
             }
         });
@@ -621,6 +636,10 @@ fn summary(sizes: &[String]) {
         (
             "core",
             "podcycle recording alone (route id, active gauge, histogram; no clock)",
+        ),
+        (
+            "core_own",
+            "control: the same, each thread on a metrics core of its own (nothing shared)",
         ),
         (
             "core_clocked",

@@ -210,6 +210,30 @@ async fn served_requests_are_recorded_once_with_the_innermost_route_until_their_
     assert!(matches!(serving.await.unwrap(), Outcome::Drained));
 }
 
+#[tokio::test]
+async fn routers_built_and_dropped_one_after_another_keep_their_routes_apart() {
+    // Route templates are cached by address. Each router allocates its own templates and frees
+    // them when dropped, so the allocator may hand a later router's template the same address:
+    // the cache must never mistake one route for another.
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    for i in 0..30 {
+        let app = Router::new()
+            .route(&format!("/r{}/{{x}}", i % 3), get(|| async { "r" }))
+            .layer(lifecycle.metrics().layer());
+        let res = app
+            .oneshot(req("GET", &format!("/r{}/y", i % 3)))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    }
+    let text = lifecycle.metrics().render();
+    for r in 0..3 {
+        let (count, _) = count_and_sum(&text, &format!("http_route=\"/r{r}/{{x}}\""));
+        assert_eq!(count, 10, "/r{r}/{{x}}: {text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_aborts_and_drain_deadline_cuts_are_told_apart() {
     let lifecycle = Lifecycle::new(config()).unwrap();

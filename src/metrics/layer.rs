@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use bytes::Bytes;
 
 use super::handoff::{self, Found};
-use super::http::{method_index, HttpMetrics, Incomplete, Timer};
+use super::http::{method_index, HttpMetrics, Incomplete, RouteName, Timer};
 use crate::serve::BoxError;
 
 /// Maps a request path to its route template, for services without axum's `MatchedPath`.
@@ -101,8 +101,13 @@ where
         let core = self.layer.core;
         let found = handoff::find(core.id());
         let route = match self.layer.route_fn {
-            None => req.extensions().get::<MatchedPath>().map(|m| m.as_str()),
-            Some(f) => f(req.method(), req.uri().path()),
+            None => req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(RouteName::Unmatched, RouteName::Matched),
+            Some(f) => {
+                f(req.method(), req.uri().path()).map_or(RouteName::Unmatched, RouteName::Static)
+            }
         };
         let route = core.start(method, route, found != Found::Named);
         let timer = if found == Found::Closed {

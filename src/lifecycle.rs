@@ -279,7 +279,11 @@ impl Lifecycle {
     /// Waits for warm-ups, binds `PODCYCLE_ADDR`, serves `app` until shutdown and runs the
     /// shutdown sequence. Returns how it ended.
     ///
-    /// `app` is any tower `Service` for `Request<hyper::body::Incoming>`, e.g. an axum `Router`.
+    /// `app` is any tower `Service` for `Request<hyper::body::Incoming>`, e.g. an axum `Router`
+    /// (given its state once, as `axum::serve` does, so its handlers are not turned into routes
+    /// on every request). With a [`MetricsLayer`](crate::MetricsLayer) in `app`, the serving
+    /// stack, which already tracks every request for the drain, also times it; the layer only
+    /// names the route.
     pub async fn serve<S, B>(self, app: S) -> Outcome
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,

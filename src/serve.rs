@@ -306,8 +306,9 @@ where
             if let Some(t) = timer.as_mut() {
                 t.status = res.status().as_u16();
             }
-            if res.body().is_end_stream() {
-                // An empty body may never be polled: record now rather than at drop.
+            if timer.as_ref().is_some_and(|t| t.bodiless()) || res.body().is_end_stream() {
+                // hyper sends no body for these and may never poll it: record now rather than
+                // at drop (which would count the request as aborted).
                 if let Some(t) = timer.take() {
                     t.record(Incomplete::No);
                 }

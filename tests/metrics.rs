@@ -210,6 +210,66 @@ async fn served_requests_are_recorded_once_with_the_innermost_route_until_their_
     assert!(matches!(serving.await.unwrap(), Outcome::Drained));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_request_to_a_service_that_returns_a_body_is_not_counted_as_aborted() {
+    // hyper sends no body for HEAD and may drop it unpolled; a non-axum service may still
+    // return one. The request completed: it must not be recorded as `client_aborted`.
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"a body"),
+        )))
+    });
+    let app = tower::Layer::layer(
+        &lifecycle.metrics().layer().route_fn(|_, _| Some("/any")),
+        svc,
+    );
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"HEAD /x HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("response within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    drop(tcp);
+
+    // Once the connection is gone, whatever was going to be recorded has been.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = lifecycle.metrics().render();
+        if text.contains("http_server_request_duration_seconds_count{http_request_method=\"HEAD\"")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (completed, _) = count_and_sum(
+        &text,
+        "http_request_method=\"HEAD\",http_route=\"/any\",http_response_status_code=\"200\",version=\"2.0.0\",track=\"canary\"}",
+    );
+    assert_eq!(completed, 1, "{text}");
+    assert!(!text.contains("client_aborted"), "{text}");
+    lifecycle.shutdown();
+    serving.await.unwrap();
+}
+
 #[tokio::test]
 async fn routers_built_and_dropped_one_after_another_keep_their_routes_apart() {
     // Route templates are cached by address. Each router allocates its own templates and frees

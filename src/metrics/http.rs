@@ -36,6 +36,9 @@ const METHODS: [&str; 10] = [
 ];
 pub(crate) const METHOD_COUNT: usize = METHODS.len();
 
+/// [`method_index`] of `HEAD`.
+const HEAD_INDEX: u8 = 1;
+
 /// The OpenTelemetry method index: known methods, everything else `_OTHER`.
 #[inline]
 pub(crate) fn method_index(m: &Method) -> u8 {
@@ -101,6 +104,13 @@ impl Timer {
     #[inline]
     pub(crate) fn core(&self) -> &'static HttpMetrics {
         self.core
+    }
+
+    /// Whether the response has no body on the wire (a `HEAD` request; 1xx, 204, 304), so that
+    /// the server may drop the body without polling it.
+    #[inline]
+    pub(crate) fn bodiless(&self) -> bool {
+        self.method == HEAD_INDEX || matches!(self.status, 100..=199 | 204 | 304)
     }
 
     #[inline]

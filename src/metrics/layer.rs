@@ -161,7 +161,7 @@ where
                 };
                 timer.status = res.status().as_u16();
                 // An empty body never gets polled: record now rather than at drop.
-                if res.body().is_end_stream() {
+                if timer.bodiless() || res.body().is_end_stream() {
                     timer.record(Incomplete::No);
                     return Poll::Ready(Ok(res.map(axum::body::Body::new)));
                 }

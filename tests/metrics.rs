@@ -267,7 +267,7 @@ async fn a_head_request_to_a_service_that_returns_a_body_is_not_counted_as_abort
     assert_eq!(completed, 1, "{text}");
     assert!(!text.contains("client_aborted"), "{text}");
     lifecycle.shutdown();
-    serving.await.unwrap();
+    assert!(matches!(serving.await.unwrap(), Outcome::Drained));
 }
 
 #[tokio::test]

@@ -242,7 +242,11 @@ impl Cells {
     }
 
     fn buckets(&self) -> impl Iterator<Item = &AtomicU64> {
-        (0..self.buckets).map(|i| self.bucket(i))
+        self.lines
+            .iter()
+            .flat_map(|l| l.0.iter())
+            .skip(2)
+            .take(self.buckets)
     }
 
     /// Adds `other` into these cells (which any thread may do, under the series lock).
@@ -673,7 +677,7 @@ impl HttpMetrics {
         );
         let nb = self.bucket_labels.len();
         let mut buckets = vec![0u64; nb];
-        let mut num = itoa_buf();
+        let mut num = itoa::Buffer::new();
         let mut prefix = String::with_capacity(256);
         for s in rows {
             buckets.iter_mut().for_each(|b| *b = 0);
@@ -694,7 +698,8 @@ impl HttpMetrics {
                 cumulative += b;
                 out.push_str(&prefix);
                 out.push_str(&self.bucket_labels[i]);
-                out.push_str(num.line(cumulative));
+                out.push_str(num.format(cumulative));
+                out.push('\n');
             }
             out.push_str("http_server_request_duration_seconds_sum");
             out.push_str(&s.labels);
@@ -704,7 +709,8 @@ impl HttpMetrics {
             out.push_str("http_server_request_duration_seconds_count");
             out.push_str(&s.labels);
             out.push_str("} ");
-            out.push_str(num.line(count));
+            out.push_str(num.format(count));
+            out.push('\n');
         }
         drop(order);
         drop(series);
@@ -822,30 +828,6 @@ impl HttpMetrics {
         active_family.set_field_type(MetricType::GAUGE);
         active_family.set_metric(gauges);
         vec![duration, active_family]
-    }
-}
-
-/// A tiny integer formatter (avoids `fmt` machinery on the hot rendering loop).
-struct NumBuf([u8; 21]);
-
-fn itoa_buf() -> NumBuf {
-    NumBuf([0; 21])
-}
-
-impl NumBuf {
-    /// `n` and a newline.
-    fn line(&mut self, mut n: u64) -> &str {
-        let mut i = self.0.len() - 1;
-        self.0[i] = b'\n';
-        loop {
-            i -= 1;
-            self.0[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.0[i..]).unwrap_or("0")
     }
 }
 

@@ -6,8 +6,8 @@
 //! under [`Lifecycle::serve`](crate::Lifecycle::serve), the serving stack times and records the
 //! request, and the layer only names its route: while the serving stack polls the request's
 //! future it opens a thread-local slot; the layer, called synchronously inside that poll,
-//! writes the route id into it and passes the request and response through untouched (no
-//! wrapper future, no boxed body). When no slot is open (another server, a layer called from
+//! writes the route id into it and passes the response through with its body unwrapped (so
+//! axum does not box it again). When no slot is open (another server, a layer called from
 //! a spawned task), the layer records the request itself.
 
 use std::cell::Cell;

@@ -187,8 +187,8 @@ pin_project! {
     /// A response body that keeps its request measured until it ends.
     pub(crate) struct MetricsBody<B> {
         #[pin]
-        pub(crate) inner: B,
-        pub(crate) timer: Option<Timer>,
+        inner: B,
+        timer: Option<Timer>,
     }
 }
 

@@ -614,24 +614,25 @@ fn summary(sizes: &[String]) {
     println!("|---|---:|---:|---:|---:|---:|");
     let bare1 = median("bare/1t");
     let bare2 = median("bare/2t");
-    let one = median("clock/1t");
-    let two = median("clock/2t");
-    println!(
-        "| reference: two clock reads alone (`Instant::now` + `elapsed`) | {} | | {} | | {} / {} |",
-        fmt_ns(one),
-        fmt_ns(two),
-        fmt_disturbed("clock/1t"),
-        fmt_disturbed("clock/2t")
-    );
-    let one = median("clock_tsc/1t");
-    let two = median("clock_tsc/2t");
-    println!(
-        "| reference: two time-stamp counter reads (`quanta`, what podcycle uses) | {} | | {} | | {} / {} |",
-        fmt_ns(one),
-        fmt_ns(two),
-        fmt_disturbed("clock_tsc/1t"),
-        fmt_disturbed("clock_tsc/2t")
-    );
+    for (name, label) in [
+        (
+            "clock",
+            "two clock reads alone (`Instant::now` + `elapsed`)",
+        ),
+        (
+            "clock_tsc",
+            "two time-stamp counter reads (`quanta`, what podcycle uses)",
+        ),
+    ] {
+        let (k1, k2) = (format!("{name}/1t"), format!("{name}/2t"));
+        println!(
+            "| reference: {label} | {} | | {} | | {} / {} |",
+            fmt_ns(median(&k1)),
+            fmt_ns(median(&k2)),
+            fmt_disturbed(&k1),
+            fmt_disturbed(&k2)
+        );
+    }
     for (name, label) in [
         (
             "core",

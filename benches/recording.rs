@@ -422,20 +422,20 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
                 tokio_util::sync::CancellationToken::new(),
             );
             move || {
-                let route = core.start(0, RouteName::Static(black_box(ROUTE)), true);
+                let route = core.start(0, RouteName::Static(ROUTE), true);
                 core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
             }
         });
         case!("core", || {
             move || {
-                let route = core.start(0, RouteName::Static(black_box(ROUTE)), true);
+                let route = core.start(0, RouteName::Static(ROUTE), true);
                 core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
             }
         });
         case!("core_clocked", || {
             move || {
                 let started = core.now();
-                let route = core.start(0, RouteName::Static(black_box(ROUTE)), true);
+                let route = core.start(0, RouteName::Static(ROUTE), true);
                 core.finish(0, route, 200, Incomplete::No, started);
             }
         });

@@ -249,6 +249,31 @@ impl Cells {
             .take(self.buckets)
     }
 
+    /// One observation of `nanos`, by the shard's own thread (the only writer).
+    #[inline]
+    fn observe(&self, bounds_nanos: &[u64], nanos: u64) {
+        bump(self.count(), 1);
+        bump(self.sum_nanos(), nanos);
+        // The bucket: the first bound not below `nanos`. Scanned from the low end, where most
+        // requests land (one or two compares), rather than by binary search.
+        let i = bounds_nanos
+            .iter()
+            .position(|b| nanos <= *b)
+            .unwrap_or(bounds_nanos.len());
+        bump(self.bucket(i), 1);
+    }
+
+    /// One observation of `nanos` by any thread (into a series' shared totals).
+    fn add(&self, bounds_nanos: &[u64], nanos: u64) {
+        self.count().fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos().fetch_add(nanos, Ordering::Relaxed);
+        let i = bounds_nanos
+            .iter()
+            .position(|b| nanos <= *b)
+            .unwrap_or(bounds_nanos.len());
+        self.bucket(i).fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds `other` into these cells (which any thread may do, under the series lock).
     fn absorb(&self, other: &Cells) {
         let add = |a: &AtomicU64, b: &AtomicU64| {
@@ -346,6 +371,15 @@ struct LocalShard {
 #[repr(align(128))]
 struct ActiveCounts([AtomicI64; METHOD_COUNT]);
 
+impl ActiveCounts {
+    /// Moves `method`'s count by `delta` (only the shard's own thread writes it).
+    #[inline]
+    fn add(&self, method: u8, delta: i64) {
+        let a = &self.0[usize::from(method)];
+        a.store(a.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+    }
+}
+
 impl std::ops::Deref for ActiveCounts {
     type Target = [AtomicI64; METHOD_COUNT];
 
@@ -358,6 +392,14 @@ impl std::ops::Deref for ActiveCounts {
 struct Shards {
     last: usize,
     list: Vec<LocalShard>,
+}
+
+impl Shards {
+    /// The shard used last, if it belongs to the metrics core `owner`.
+    #[inline]
+    fn current(&mut self, owner: usize) -> Option<&mut LocalShard> {
+        self.list.get_mut(self.last).filter(|s| s.owner == owner)
+    }
 }
 
 thread_local! {
@@ -375,6 +417,18 @@ pub(crate) enum RouteName<'a> {
     Matched(&'a axum::extract::MatchedPath),
     /// No route matched.
     Unmatched,
+}
+
+impl RouteName<'_> {
+    /// The template's address, what a shard caches route ids by; 0 for [`RouteName::Unmatched`].
+    #[inline]
+    fn addr(&self) -> usize {
+        match self {
+            RouteName::Static(s) => s.as_ptr() as usize,
+            RouteName::Matched(m) => m.as_str().as_ptr() as usize,
+            RouteName::Unmatched => 0,
+        }
+    }
 }
 
 /// Route ids a shard caches before starting over (each entry may keep a template alive).
@@ -470,37 +524,39 @@ impl HttpMetrics {
         self.clock.raw()
     }
 
-    #[inline]
-    fn with_shard<R>(&'static self, f: impl FnOnce(&mut LocalShard) -> R) -> R {
-        SHARDS.with(|cell| {
-            let mut shards = cell.borrow_mut();
-            let shards = &mut *shards;
-            let last = shards.last;
-            if shards.list.get(last).is_some_and(|s| s.owner == self.id) {
-                return f(&mut shards.list[last]);
-            }
-            let idx = match shards.list.iter().position(|s| s.owner == self.id) {
-                Some(i) => i,
-                None => {
-                    let active: Arc<ActiveCounts> =
-                        Arc::new(ActiveCounts(std::array::from_fn(|_| AtomicI64::new(0))));
-                    self.active
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(active.clone());
-                    shards.list.push(LocalShard {
-                        owner: self.id,
-                        core: self,
-                        routes: HashMap::default(),
-                        series: HashMap::default(),
-                        active,
-                    });
-                    shards.list.len() - 1
-                }
-            };
-            shards.last = idx;
-            f(&mut shards.list[idx])
-        })
+    /// Runs `f` on this thread's shard of this core, creating it if needed; `None` only while
+    /// the thread is exiting (its thread-locals are gone) or re-entered from within `f`.
+    #[cold]
+    #[inline(never)]
+    fn with_shard<R>(&'static self, f: impl FnOnce(&mut LocalShard) -> R) -> Option<R> {
+        SHARDS
+            .try_with(|cell| {
+                let mut shards = cell.try_borrow_mut().ok()?;
+                let shards = &mut *shards;
+                let idx = match shards.list.iter().position(|s| s.owner == self.id) {
+                    Some(i) => i,
+                    None => {
+                        let active: Arc<ActiveCounts> =
+                            Arc::new(ActiveCounts(std::array::from_fn(|_| AtomicI64::new(0))));
+                        self.active
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(active.clone());
+                        shards.list.push(LocalShard {
+                            owner: self.id,
+                            core: self,
+                            routes: HashMap::default(),
+                            series: HashMap::default(),
+                            active,
+                        });
+                        shards.list.len() - 1
+                    }
+                };
+                shards.last = idx;
+                Some(f(&mut shards.list[idx]))
+            })
+            .ok()
+            .flatten()
     }
 
     /// Request start: resolves the route to an id and, when `count_active`, counts the request
@@ -512,10 +568,35 @@ impl HttpMetrics {
         route: RouteName<'_>,
         count_active: bool,
     ) -> u32 {
-        self.with_shard(|shard| {
+        // The fast path: this thread's shard of this core is the one used last and knows the
+        // route. Kept small (no closure calls, nothing that allocates) so that it inlines.
+        let addr = route.addr();
+        let id = self.id;
+        let hit = SHARDS.try_with(move |cell| {
+            let mut shards = cell.try_borrow_mut().ok()?;
+            let shard = shards.current(id)?;
+            let route = if addr == 0 {
+                UNMATCHED_ID
+            } else {
+                shard.routes.get(&addr)?.1
+            };
             if count_active {
-                let a = &shard.active[usize::from(method)];
-                a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                shard.active.add(method, 1);
+            }
+            Some(route)
+        });
+        match hit {
+            Ok(Some(route)) => route,
+            _ => self.start_cold(method, route, count_active),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_cold(&'static self, method: u8, route: RouteName<'_>, count_active: bool) -> u32 {
+        let resolved = self.with_shard(|shard| {
+            if count_active {
+                shard.active.add(method, 1);
             }
             let (name, keep) = match route {
                 RouteName::Static(s) => (s, None),
@@ -532,6 +613,17 @@ impl HttpMetrics {
             let id = self.route_id(name);
             shard.routes.insert(addr, (keep.cloned(), id));
             id
+        });
+        resolved.unwrap_or_else(|| {
+            // This thread is exiting: count into the shared totals instead.
+            if count_active {
+                self.retired_active[usize::from(method)].fetch_add(1, Ordering::Relaxed);
+            }
+            match route {
+                RouteName::Static(s) => self.route_id(s),
+                RouteName::Matched(m) => self.route_id(m.as_str()),
+                RouteName::Unmatched => UNMATCHED_ID,
+            }
         })
     }
 
@@ -575,9 +667,35 @@ impl HttpMetrics {
             | u64::from(status) << 16
             | u64::from(method) << 8
             | incomplete as u64;
-        self.with_shard(|shard| {
-            let a = &shard.active[usize::from(method)];
-            a.store(a.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        let id = self.id;
+        let bounds = &self.bounds_nanos;
+        // The fast path, as in `start`: this thread's current shard has the series.
+        let hit = SHARDS.try_with(move |cell| {
+            let mut shards = cell.try_borrow_mut().ok()?;
+            let shard = shards.current(id)?;
+            let cells = shard.series.get(&key)?;
+            cells.observe(bounds, nanos);
+            shard.active.add(method, -1);
+            Some(())
+        });
+        if !matches!(hit, Ok(Some(()))) {
+            self.observe_cold(key, method, route, status, incomplete, nanos);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn observe_cold(
+        &'static self,
+        key: u64,
+        method: u8,
+        route: u32,
+        status: u16,
+        incomplete: Incomplete,
+        nanos: u64,
+    ) {
+        let bounds = &self.bounds_nanos;
+        let done = self.with_shard(|shard| {
             let cells = match shard.series.get(&key) {
                 Some(c) => c,
                 None => {
@@ -585,19 +703,21 @@ impl HttpMetrics {
                     shard.series.entry(key).or_insert(c)
                 }
             };
-            bump(cells.count(), 1);
-            bump(cells.sum_nanos(), nanos);
-            // The bucket: the first bound not below `nanos`. Scanned from the low end, where most
-            // requests land (one or two compares), rather than by binary search.
-            let bounds = &self.bounds_nanos;
-            let i = bounds
-                .iter()
-                .position(|b| nanos <= *b)
-                .unwrap_or(bounds.len());
-            bump(cells.bucket(i), 1);
+            cells.observe(bounds, nanos);
+            shard.active.add(method, -1);
         });
+        if done.is_none() {
+            // This thread is exiting: record into the series' shared totals, under its lock.
+            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            self.series_entry(&mut series, key, method, route, status, incomplete)
+                .retired
+                .add(bounds, nanos);
+            drop(series);
+            self.retired_active[usize::from(method)].fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
+    /// A new shard's cells for the series `key`, added to the series (created if new).
     #[cold]
     fn new_cells(
         &self,
@@ -609,7 +729,23 @@ impl HttpMetrics {
     ) -> Arc<Cells> {
         let cells = Arc::new(Cells::new(self.bounds_nanos.len() + 1));
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = series.entry(key).or_insert_with(|| {
+        self.series_entry(&mut series, key, method, route, status, incomplete)
+            .shards
+            .push(cells.clone());
+        cells
+    }
+
+    /// The series `key`, created with its label sets if new.
+    fn series_entry<'s>(
+        &self,
+        series: &'s mut HashMap<u64, Series, FxBuild>,
+        key: u64,
+        method: u8,
+        route: u32,
+        status: u16,
+        incomplete: Incomplete,
+    ) -> &'s mut Series {
+        series.entry(key).or_insert_with(|| {
             let route_name = self
                 .routes
                 .lock()
@@ -649,9 +785,7 @@ impl HttpMetrics {
                 pairs,
                 shards: Vec::new(),
             }
-        });
-        entry.shards.push(cells.clone());
-        cells
+        })
     }
 
     /// The number of histogram series (label sets) recorded so far.
@@ -923,6 +1057,41 @@ mod tests {
         m.render(&mut out);
         assert!(out.contains("http_route=\"/t\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\"} 200\n"), "{out}");
         assert!(out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 200\n"), "{out}");
+    }
+
+    #[test]
+    fn a_request_recorded_while_its_thread_exits_is_counted() {
+        // A response body owned by a thread-local is dropped during thread exit, possibly after
+        // this thread's shards are gone: the request still counts, and nothing panics.
+        struct Late(&'static HttpMetrics, u32);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                self.0
+                    .observe(2, self.1, 200, Incomplete::ClientAborted, ms(1));
+            }
+        }
+        thread_local! {
+            static LATE: RefCell<Option<Late>> = const { RefCell::new(None) };
+        }
+        let m = core();
+        std::thread::spawn(move || {
+            // Registered before the shards' thread-local, so destroyed after it.
+            LATE.with(|_| {});
+            let r = m.start(2, RouteName::Static("/late"), true);
+            LATE.with(|l| *l.borrow_mut() = Some(Late(m, r)));
+        })
+        .join()
+        .expect("no panic while the thread exits");
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("http_route=\"/late\",http_response_status_code=\"200\",version=\"1.2.3\",track=\"canary\",error_type=\"client_aborted\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("http_server_active_requests{http_request_method=\"POST\""),
+            "active back to 0: {out}"
+        );
     }
 
     #[test]

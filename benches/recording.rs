@@ -46,6 +46,9 @@ mod handoff;
 #[allow(dead_code, unused_imports, unreachable_pub)]
 #[path = "../src/metrics/http.rs"]
 mod recording_core;
+#[allow(dead_code, unused_imports, unreachable_pub)]
+#[path = "../src/metrics/table.rs"]
+mod table;
 
 use recording_core::{HttpMetrics, Incomplete, RouteName};
 

@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use http::Method;
 
+use super::table::U64Table;
+
 /// The OpenTelemetry HTTP histogram boundaries, extended for long chat answers.
 pub const DEFAULT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0,
@@ -291,10 +293,10 @@ impl Drop for LocalShard {
     fn drop(&mut self) {
         let core = self.core;
         let mut series = core.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, cells) in self.series.drain() {
+        for (key, cells) in self.series.iter() {
             if let Some(s) = series.get_mut(&key) {
-                s.retired.absorb(&cells);
-                s.shards.retain(|c| !Arc::ptr_eq(c, &cells));
+                s.retired.absorb(cells);
+                s.shards.retain(|c| !Arc::ptr_eq(c, cells));
             }
         }
         drop(series);
@@ -361,8 +363,9 @@ struct LocalShard {
     owner: usize,
     core: &'static HttpMetrics,
     /// Route ids by the address of the template the layer saw (kept alive, see [`RouteName`]).
-    routes: HashMap<usize, (Option<axum::extract::MatchedPath>, u32), FxBuild>,
-    series: HashMap<u64, Arc<Cells>, FxBuild>,
+    routes: U64Table<(Option<axum::extract::MatchedPath>, u32)>,
+    /// This thread's cells by packed series key (see [`HttpMetrics::observe`]).
+    series: U64Table<Arc<Cells>>,
     active: Arc<ActiveCounts>,
 }
 
@@ -422,10 +425,10 @@ pub(crate) enum RouteName<'a> {
 impl RouteName<'_> {
     /// The template's address, what a shard caches route ids by; 0 for [`RouteName::Unmatched`].
     #[inline]
-    fn addr(&self) -> usize {
+    fn addr(&self) -> u64 {
         match self {
-            RouteName::Static(s) => s.as_ptr() as usize,
-            RouteName::Matched(m) => m.as_str().as_ptr() as usize,
+            RouteName::Static(s) => s.as_ptr() as u64,
+            RouteName::Matched(m) => m.as_str().as_ptr() as u64,
             RouteName::Unmatched => 0,
         }
     }
@@ -545,8 +548,8 @@ impl HttpMetrics {
                         shards.list.push(LocalShard {
                             owner: self.id,
                             core: self,
-                            routes: HashMap::default(),
-                            series: HashMap::default(),
+                            routes: U64Table::new(),
+                            series: U64Table::new(),
                             active,
                         });
                         shards.list.len() - 1
@@ -578,7 +581,7 @@ impl HttpMetrics {
             let route = if addr == 0 {
                 UNMATCHED_ID
             } else {
-                shard.routes.get(&addr)?.1
+                shard.routes.get(addr)?.1
             };
             if count_active {
                 shard.active.add(method, 1);
@@ -603,8 +606,8 @@ impl HttpMetrics {
                 RouteName::Matched(m) => (m.as_str(), Some(m)),
                 RouteName::Unmatched => return UNMATCHED_ID,
             };
-            let addr = name.as_ptr() as usize;
-            if let Some((_, id)) = shard.routes.get(&addr) {
+            let addr = name.as_ptr() as u64;
+            if let Some((_, id)) = shard.routes.get(addr) {
                 return *id;
             }
             if shard.routes.len() >= ROUTE_CACHE_LIMIT {
@@ -673,7 +676,7 @@ impl HttpMetrics {
         let hit = SHARDS.try_with(move |cell| {
             let mut shards = cell.try_borrow_mut().ok()?;
             let shard = shards.current(id)?;
-            let cells = shard.series.get(&key)?;
+            let cells = shard.series.get(key)?;
             cells.observe(bounds, nanos);
             shard.active.add(method, -1);
             Some(())
@@ -696,11 +699,11 @@ impl HttpMetrics {
     ) {
         let bounds = &self.bounds_nanos;
         let done = self.with_shard(|shard| {
-            let cells = match shard.series.get(&key) {
+            let cells = match shard.series.get(key) {
                 Some(c) => c,
                 None => {
                     let c = self.new_cells(key, method, route, status, incomplete);
-                    shard.series.entry(key).or_insert(c)
+                    shard.series.insert(key, c)
                 }
             };
             cells.observe(bounds, nanos);

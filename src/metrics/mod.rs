@@ -31,6 +31,7 @@
 mod handoff;
 mod http;
 mod layer;
+mod table;
 
 use std::fmt;
 use std::sync::atomic::Ordering;

@@ -209,7 +209,6 @@ struct Line([AtomicU64; 16]);
 pub(crate) struct Cells {
     /// `count`, `sum_nanos`, then one counter per bucket.
     lines: Box<[Line]>,
-    buckets: usize,
 }
 
 impl Cells {
@@ -219,7 +218,6 @@ impl Cells {
             lines: (0..lines)
                 .map(|_| Line(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
-            buckets,
         }
     }
 
@@ -241,14 +239,6 @@ impl Cells {
     #[inline]
     fn bucket(&self, i: usize) -> &AtomicU64 {
         self.cell(i + 2)
-    }
-
-    fn buckets(&self) -> impl Iterator<Item = &AtomicU64> {
-        self.lines
-            .iter()
-            .flat_map(|l| l.0.iter())
-            .skip(2)
-            .take(self.buckets)
     }
 
     /// One observation of `nanos`, by the shard's own thread (the only writer).
@@ -276,15 +266,22 @@ impl Cells {
         self.bucket(i).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds these cells into `totals` (laid out as the cells are: count, sum, buckets, padding).
+    #[inline]
+    fn add_to(&self, totals: &mut [u64]) {
+        for (t, line) in totals.chunks_exact_mut(16).zip(self.lines.iter()) {
+            for (t, cell) in t.iter_mut().zip(line.0.iter()) {
+                *t = t.wrapping_add(cell.load(Ordering::Relaxed));
+            }
+        }
+    }
+
     /// Adds `other` into these cells (which any thread may do, under the series lock).
     fn absorb(&self, other: &Cells) {
-        let add = |a: &AtomicU64, b: &AtomicU64| {
-            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
-        };
-        add(self.count(), other.count());
-        add(self.sum_nanos(), other.sum_nanos());
-        for (a, b) in self.buckets().zip(other.buckets()) {
-            add(a, b);
+        for (a, b) in self.lines.iter().zip(other.lines.iter()) {
+            for (a, b) in a.0.iter().zip(b.0.iter()) {
+                a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -355,6 +352,18 @@ struct Series {
     /// The same labels, unescaped, for the `prometheus` Collector.
     pairs: Vec<(&'static str, String)>,
     shards: Vec<Arc<Cells>>,
+}
+
+impl Series {
+    /// This series' totals over all shards into `totals` (from [`HttpMetrics::totals_buffer`]):
+    /// count, sum in nanoseconds, then each bucket's own (not cumulative) count.
+    fn totals(&self, totals: &mut [u64]) {
+        totals.fill(0);
+        self.retired.add_to(totals);
+        for shard in &self.shards {
+            shard.add_to(totals);
+        }
+    }
 }
 
 /// This thread's view of one `HttpMetrics`. When the thread exits, its counts are folded
@@ -450,6 +459,25 @@ pub(crate) fn escape_label(v: &str) -> String {
         }
     }
     s
+}
+
+/// Writes `nanos` as seconds in exact decimal (`0.033`, `12`, `1.000000001`): two integers,
+/// where formatting the `f64` quotient took as long as the rest of a series' lines.
+fn push_seconds(out: &mut String, nanos: u64, num: &mut itoa::Buffer) {
+    const NANOS_PER_SEC: u64 = 1_000_000_000;
+    out.push_str(num.format(nanos / NANOS_PER_SEC));
+    let mut frac = nanos % NANOS_PER_SEC;
+    if frac != 0 {
+        let mut digits = 9;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let frac = num.format(frac);
+        out.push('.');
+        out.push_str(&"00000000"[..digits - frac.len()]);
+        out.push_str(frac);
+    }
 }
 
 fn format_float(f: f64) -> String {
@@ -791,6 +819,12 @@ impl HttpMetrics {
         })
     }
 
+    /// A buffer for [`Series::totals`]: one slot per cell, padding included; the slots past
+    /// the buckets stay 0.
+    fn totals_buffer(&self) -> Vec<u64> {
+        vec![0; (self.bounds_nanos.len() + 3).div_ceil(16) * 16]
+    }
+
     /// The number of histogram series (label sets) recorded so far.
     pub(crate) fn series_count(&self) -> usize {
         self.series.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -812,36 +846,27 @@ impl HttpMetrics {
             "# HELP http_server_request_duration_seconds Duration of HTTP server requests.\n\
              # TYPE http_server_request_duration_seconds histogram\n",
         );
-        let nb = self.bucket_labels.len();
-        let mut buckets = vec![0u64; nb];
+        let mut totals = self.totals_buffer();
         let mut num = itoa::Buffer::new();
         let mut prefix = String::with_capacity(256);
         for s in rows {
-            buckets.iter_mut().for_each(|b| *b = 0);
-            let mut count = 0u64;
-            let mut sum = 0u64;
-            for c in std::iter::once(&s.retired).chain(s.shards.iter().map(|c| &**c)) {
-                count += c.count().load(Ordering::Relaxed);
-                sum = sum.wrapping_add(c.sum_nanos().load(Ordering::Relaxed));
-                for (b, cell) in buckets.iter_mut().zip(c.buckets()) {
-                    *b += cell.load(Ordering::Relaxed);
-                }
-            }
+            s.totals(&mut totals);
+            let (count, sum, buckets) = (totals[0], totals[1], &totals[2..]);
             let mut cumulative = 0u64;
             prefix.clear();
             prefix.push_str("http_server_request_duration_seconds_bucket");
             prefix.push_str(&s.labels);
-            for (i, b) in buckets.iter().enumerate() {
+            for (label, b) in self.bucket_labels.iter().zip(buckets) {
                 cumulative += b;
                 out.push_str(&prefix);
-                out.push_str(&self.bucket_labels[i]);
+                out.push_str(label);
                 out.push_str(num.format(cumulative));
                 out.push('\n');
             }
             out.push_str("http_server_request_duration_seconds_sum");
             out.push_str(&s.labels);
             out.push_str("} ");
-            let _ = write!(out, "{}", sum as f64 / 1e9);
+            push_seconds(out, sum, &mut num);
             out.push('\n');
             out.push_str("http_server_request_duration_seconds_count");
             out.push_str(&s.labels);
@@ -898,17 +923,11 @@ impl HttpMetrics {
         };
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let mut metrics = Vec::with_capacity(series.len());
+        let mut totals = self.totals_buffer();
         for s in series.values() {
             let nb = self.bucket_labels.len();
-            let mut buckets = vec![0u64; nb];
-            let (mut count, mut sum) = (0u64, 0u64);
-            for c in std::iter::once(&s.retired).chain(s.shards.iter().map(|c| &**c)) {
-                count += c.count().load(Ordering::Relaxed);
-                sum = sum.wrapping_add(c.sum_nanos().load(Ordering::Relaxed));
-                for (b, cell) in buckets.iter_mut().zip(c.buckets()) {
-                    *b += cell.load(Ordering::Relaxed);
-                }
-            }
+            s.totals(&mut totals);
+            let (count, sum, buckets) = (totals[0], totals[1], &totals[2..]);
             let mut cumulative = 0u64;
             let mut proto_buckets = Vec::with_capacity(nb - 1);
             for (i, b) in buckets.iter().take(nb - 1).enumerate() {
@@ -1116,6 +1135,26 @@ mod tests {
             .find("http_route=\"/b\"")
             .expect("old series rendered");
         assert!(a < b, "sorted by labels: {second}");
+    }
+
+    #[test]
+    fn seconds_are_written_as_exact_decimals() {
+        let mut num = itoa::Buffer::new();
+        for (nanos, text) in [
+            (0, "0"),
+            (33_000_000, "0.033"),
+            (1, "0.000000001"),
+            (1_000_000_000, "1"),
+            (12_500_000_000, "12.5"),
+            (1_000_000_001, "1.000000001"),
+            (120_000_000_100, "120.0000001"),
+            (u64::MAX, "18446744073.709551615"),
+        ] {
+            let mut out = String::new();
+            push_seconds(&mut out, nanos, &mut num);
+            assert_eq!(out, text);
+            assert_eq!(out.parse::<f64>().ok(), Some(nanos as f64 / 1e9), "{text}");
+        }
     }
 
     #[test]

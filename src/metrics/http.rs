@@ -246,24 +246,15 @@ impl Cells {
     fn observe(&self, bounds_nanos: &[u64], nanos: u64) {
         bump(self.count(), 1);
         bump(self.sum_nanos(), nanos);
-        // The bucket: the first bound not below `nanos`. Scanned from the low end, where most
-        // requests land (one or two compares), rather than by binary search.
-        let i = bounds_nanos
-            .iter()
-            .position(|b| nanos <= *b)
-            .unwrap_or(bounds_nanos.len());
-        bump(self.bucket(i), 1);
+        bump(self.bucket(bucket_index(bounds_nanos, nanos)), 1);
     }
 
     /// One observation of `nanos` by any thread (into a series' shared totals).
     fn add(&self, bounds_nanos: &[u64], nanos: u64) {
         self.count().fetch_add(1, Ordering::Relaxed);
         self.sum_nanos().fetch_add(nanos, Ordering::Relaxed);
-        let i = bounds_nanos
-            .iter()
-            .position(|b| nanos <= *b)
-            .unwrap_or(bounds_nanos.len());
-        self.bucket(i).fetch_add(1, Ordering::Relaxed);
+        self.bucket(bucket_index(bounds_nanos, nanos))
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds these cells into `totals` (laid out as the cells are: count, sum, buckets, padding).
@@ -305,6 +296,16 @@ impl Drop for LocalShard {
             }
         }
     }
+}
+
+/// The bucket of `nanos`: the first bound not below it, or the `+Inf` bucket. Scanned from the
+/// low end, where most requests land (one or two compares), rather than by binary search.
+#[inline]
+fn bucket_index(bounds_nanos: &[u64], nanos: u64) -> usize {
+    bounds_nanos
+        .iter()
+        .position(|b| nanos <= *b)
+        .unwrap_or(bounds_nanos.len())
 }
 
 #[inline]
@@ -432,6 +433,15 @@ pub(crate) enum RouteName<'a> {
 }
 
 impl RouteName<'_> {
+    /// The template, if a route matched.
+    fn name(&self) -> Option<&str> {
+        match self {
+            RouteName::Static(s) => Some(s),
+            RouteName::Matched(m) => Some(m.as_str()),
+            RouteName::Unmatched => None,
+        }
+    }
+
     /// The template's address, what a shard caches route ids by; 0 for [`RouteName::Unmatched`].
     #[inline]
     fn addr(&self) -> u64 {
@@ -629,12 +639,10 @@ impl HttpMetrics {
             if count_active {
                 shard.active.add(method, 1);
             }
-            let (name, keep) = match route {
-                RouteName::Static(s) => (s, None),
-                RouteName::Matched(m) => (m.as_str(), Some(m)),
-                RouteName::Unmatched => return UNMATCHED_ID,
+            let Some(name) = route.name() else {
+                return UNMATCHED_ID;
             };
-            let addr = name.as_ptr() as u64;
+            let addr = route.addr();
             if let Some((_, id)) = shard.routes.get(addr) {
                 return *id;
             }
@@ -642,7 +650,11 @@ impl HttpMetrics {
                 shard.routes.clear();
             }
             let id = self.route_id(name);
-            shard.routes.insert(addr, (keep.cloned(), id));
+            let keep = match route {
+                RouteName::Matched(m) => Some(m.clone()),
+                _ => None,
+            };
+            shard.routes.insert(addr, (keep, id));
             id
         });
         resolved.unwrap_or_else(|| {
@@ -650,11 +662,9 @@ impl HttpMetrics {
             if count_active {
                 self.retired_active[usize::from(method)].fetch_add(1, Ordering::Relaxed);
             }
-            match route {
-                RouteName::Static(s) => self.route_id(s),
-                RouteName::Matched(m) => self.route_id(m.as_str()),
-                RouteName::Unmatched => UNMATCHED_ID,
-            }
+            route
+                .name()
+                .map_or(UNMATCHED_ID, |name| self.route_id(name))
         })
     }
 

@@ -658,7 +658,8 @@ impl HttpMetrics {
             id
         });
         resolved.unwrap_or_else(|| {
-            // This thread is exiting: count into the shared totals instead.
+            // No shard (the thread is exiting, or recording re-entered): count into the shared
+            // totals.
             if count_active {
                 self.retired_active[usize::from(method)].fetch_add(1, Ordering::Relaxed);
             }
@@ -748,7 +749,8 @@ impl HttpMetrics {
             shard.active.add(method, -1);
         });
         if done.is_none() {
-            // This thread is exiting: record into the series' shared totals, under its lock.
+            // No shard (the thread is exiting, or recording re-entered): record into the
+            // series' shared totals, under its lock.
             let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
             self.series_entry(&mut series, key, method, route, status, incomplete)
                 .retired

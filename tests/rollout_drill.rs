@@ -2,6 +2,10 @@
 //! two chatbot replicas under steady load lose no request of any kind, cut no stream, and every
 //! replica exits 0 a little after its shutdown delay.
 //!
+//! A run during which the machine stalled (the load generator's own timing shows the host took
+//! the CPUs away) and that failed is run again, up to three times; a run that failed without a
+//! stall fails the test at once.
+//!
 //! Replicas are this test binary run again (its ignored `replica` test runs the chatbot), the
 //! same code as `cargo run --example drill`. Needs `haproxy` (Debian package `haproxy`): in CI
 //! (`CI` set) a missing HAProxy fails the test; elsewhere it says clearly that it skipped.
@@ -33,7 +37,7 @@ fn replica() {
     std::process::exit(i32::from(code));
 }
 
-fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy) -> Options {
+fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy, attempt: usize) -> Options {
     let replica = ReplicaCommand {
         program: std::env::current_exe().unwrap(),
         args: [
@@ -47,7 +51,7 @@ fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy) -> Options {
         .to_vec(),
     };
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "rollout-drill-{}-{}",
+        "rollout-drill-{}-{}-{attempt}",
         strategy.name(),
         std::process::id()
     ));
@@ -64,6 +68,9 @@ fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy) -> Options {
     }
 }
 
+/// Runs of one strategy at most, when the machine stalls (see below).
+const ATTEMPTS: usize = 3;
+
 #[test]
 fn podcycle_loses_no_request_in_a_rolling_update_or_a_blue_green_switch() {
     let Some(haproxy) = support::tool("haproxy") else {
@@ -75,91 +82,119 @@ fn podcycle_loses_no_request_in_a_rolling_update_or_a_blue_green_switch() {
         .build()
         .unwrap();
     for strategy in [Strategy::Rolling, Strategy::BlueGreen] {
-        let opts = short_drill(haproxy.clone(), strategy);
-        let report = rt
-            .block_on(drill::run(&opts))
-            .unwrap_or_else(|e| panic!("{} drill did not complete: {e}", strategy.name()));
-        let text = drill::report::text(&report);
-        println!("{text}");
-        let evidence = || {
-            format!(
-                "{text}\nfirst failures: {:#?}\nHAProxy log: {:#?}\nlogs in {}",
-                report.failures,
-                report.haproxy_log,
-                opts.dir.display()
-            )
-        };
-
-        // The load really ran through the whole drill, and both versions served.
-        let expected = opts.rate * (opts.before + opts.after).as_secs_f64();
-        assert!(
-            report.requests as f64 > expected,
-            "only {} requests: {}",
-            report.requests,
-            evidence()
-        );
-        for version in [VERSION_A, VERSION_B] {
-            let ok = report
-                .by_version
-                .get(version)
-                .and_then(|m| m.get("ok"))
-                .copied()
-                .unwrap_or(0);
-            assert!(ok > 100, "version {version} served {ok}: {}", evidence());
-        }
-        assert!(report.streams.total > 10, "{}", evidence());
-
-        // Zero failed requests of every kind, zero truncated streams.
-        assert_eq!(
-            report.not_sent,
-            0,
-            "the load generator could not send its load (the machine stalled): {}",
-            evidence()
-        );
-        assert_eq!(report.failed, 0, "{}", evidence());
-        for (outcome, n) in &report.outcomes {
-            if *outcome != "ok" {
-                assert_eq!(*n, 0, "{outcome}: {}", evidence());
+        for attempt in 1..=ATTEMPTS {
+            let opts = short_drill(haproxy.clone(), strategy, attempt);
+            let report = rt
+                .block_on(drill::run(&opts))
+                .unwrap_or_else(|e| panic!("{} drill did not complete: {e}", strategy.name()));
+            let text = drill::report::text(&report);
+            println!("{text}");
+            match check(&report, &opts) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&opts.dir);
+                    break;
+                }
+                // On a shared VM the host sometimes takes the CPUs away for seconds (the
+                // generator's own timing shows it): such a run did not apply its load and its
+                // failures say nothing about podcycle, so it runs again. A run that failed
+                // without a stall fails the test at once, and so does the last attempt.
+                Err(why) if report.machine_stalled() && attempt < ATTEMPTS => {
+                    println!(
+                        "the machine stalled during {} attempt {attempt} ({why}); running it again",
+                        strategy.name()
+                    );
+                }
+                Err(why) => panic!(
+                    "{why}\n{text}\nfirst failures: {:#?}\nHAProxy log: {:#?}\nlogs in {}",
+                    report.failures,
+                    report.haproxy_log,
+                    opts.dir.display()
+                ),
             }
         }
-        assert_eq!(report.streams.truncated, 0, "{}", evidence());
-        assert_eq!(
-            report.streams.done + report.streams.reconnect,
-            report.streams.total,
-            "{}",
-            evidence()
-        );
-
-        // Every replica exited 0, after its delay and well before its drain timeout.
-        assert_eq!(report.replicas.len(), 2 * opts.replicas, "{}", evidence());
-        for r in &report.replicas {
-            assert_eq!(
-                r.exit_code,
-                Some(0),
-                "{} exited {:?}: {}",
-                r.name,
-                r.exit,
-                evidence()
-            );
-            let took = r.shutdown_seconds.expect("shutdown time");
-            let delay = opts.shutdown_delay.as_secs_f64();
-            assert!(
-                took >= delay && took < delay + 3.0,
-                "{} took {took:.2}s from SIGTERM to exit (delay {delay}s): {}",
-                r.name,
-                evidence()
-            );
-        }
-        // HAProxy took each old replica out on its failing /readyz before it stopped serving.
-        for r in report.rolled() {
-            let lag = r.removal_lag_seconds.expect("HAProxy saw it DOWN");
-            assert!(
-                lag < opts.shutdown_delay.as_secs_f64(),
-                "{} left HAProxy {lag:.2}s after SIGTERM, not within the delay: {}",
-                r.name,
-                evidence()
-            );
-        }
-        let _ = std::fs::remove_dir_all(&opts.dir);
     }
+}
+
+/// Returns `Err(what)` unless `report` shows `what` must hold: no failed request of any kind, no
+/// cut stream, and every replica out of HAProxy within its delay and exited 0 soon after.
+fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String> {
+    macro_rules! ensure {
+        ($cond:expr, $($why:tt)+) => {
+            let holds: bool = $cond;
+            if !holds {
+                return Err(format!($($why)+));
+            }
+        };
+    }
+    // The load really ran through the whole drill, and both versions served.
+    let expected = opts.rate * (opts.before + opts.after).as_secs_f64();
+    ensure!(
+        report.requests as f64 > expected,
+        "only {} requests",
+        report.requests
+    );
+    for version in [VERSION_A, VERSION_B] {
+        let ok = report
+            .by_version
+            .get(version)
+            .and_then(|m| m.get("ok"))
+            .copied()
+            .unwrap_or(0);
+        ensure!(ok > 100, "version {version} served {ok}");
+    }
+    ensure!(
+        report.streams.total > 10,
+        "only {} streams",
+        report.streams.total
+    );
+
+    // Zero failed requests of every kind, zero truncated streams.
+    ensure!(
+        report.not_sent == 0,
+        "the load generator could not send {} requests (the machine stalled)",
+        report.not_sent
+    );
+    ensure!(report.failed == 0, "{} requests failed", report.failed);
+    for (outcome, n) in &report.outcomes {
+        ensure!(*outcome == "ok" || *n == 0, "{outcome}: {n}");
+    }
+    ensure!(
+        report.streams.truncated == 0,
+        "{} streams truncated",
+        report.streams.truncated
+    );
+    ensure!(
+        report.streams.done + report.streams.reconnect == report.streams.total,
+        "streams: {} done + {} reconnect of {}",
+        report.streams.done,
+        report.streams.reconnect,
+        report.streams.total
+    );
+
+    // Every replica exited 0, after its delay and well before its drain timeout.
+    ensure!(
+        report.replicas.len() == 2 * opts.replicas,
+        "{} replicas recorded",
+        report.replicas.len()
+    );
+    for r in &report.replicas {
+        ensure!(r.exit_code == Some(0), "{} exited {:?}", r.name, r.exit);
+        let took = r.shutdown_seconds.expect("shutdown time");
+        let delay = opts.shutdown_delay.as_secs_f64();
+        ensure!(
+            took >= delay && took < delay + 3.0,
+            "{} took {took:.2}s from SIGTERM to exit (delay {delay}s)",
+            r.name
+        );
+    }
+    // HAProxy took each old replica out on its failing /readyz before it stopped serving.
+    for r in report.rolled() {
+        let lag = r.removal_lag_seconds.expect("HAProxy saw it DOWN");
+        ensure!(
+            lag < opts.shutdown_delay.as_secs_f64(),
+            "{} left HAProxy {lag:.2}s after SIGTERM, not within the delay",
+            r.name
+        );
+    }
+    Ok(())
 }

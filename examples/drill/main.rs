@@ -182,6 +182,8 @@ async fn drive(cli: Cli) -> ExitCode {
     }
     let mut all: Vec<RunReport> = Vec::new();
     let mut broken = false;
+    // Whether a broken podcycle run was one during which the machine stalled.
+    let mut stalled = false;
     for &strategy in &cli.strategies {
         for run in 1..=cli.runs {
             let mut this_run: Vec<RunReport> = Vec::new();
@@ -218,6 +220,7 @@ async fn drive(cli: Cli) -> ExitCode {
                                 || !report.all_exited_zero())
                         {
                             broken = true;
+                            stalled |= report.machine_stalled();
                         }
                         this_run.push(report);
                     }
@@ -280,6 +283,11 @@ async fn drive(cli: Cli) -> ExitCode {
         eprintln!(
             "drill: a podcycle run lost requests, could not send its load, or had a replica exit non-zero (see above)"
         );
+        if stalled {
+            eprintln!(
+                "drill: the machine stalled during such a run (the generator was held up): run the drill again on a quieter machine"
+            );
+        }
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

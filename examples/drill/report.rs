@@ -203,7 +203,19 @@ pub(crate) struct RunReport {
     pub(crate) machine: Machine,
 }
 
+/// The load generator's worst dispatch lag beyond which a run counts as stalled: the machine
+/// (another tenant, the hypervisor) held the generator up, so the run did not apply its load as
+/// scheduled and says little about the servers.
+pub(crate) const STALL_LAG_SECONDS: f64 = 0.25;
+
 impl RunReport {
+    /// Whether the machine stalled during the run: the generator could not send part of its load,
+    /// or was itself held up longer than [`STALL_LAG_SECONDS`]. Judged from the generator's own
+    /// timing, not from the servers' answers.
+    pub(crate) fn machine_stalled(&self) -> bool {
+        self.not_sent > 0 || self.generator.max_dispatch_lag > STALL_LAG_SECONDS
+    }
+
     /// Whether every replica the rollout stopped, and every cleanup, exited 0.
     pub(crate) fn all_exited_zero(&self) -> bool {
         self.replicas.iter().all(|r| r.exit_code == Some(0))
@@ -569,7 +581,7 @@ pub(crate) fn text(r: &RunReport) -> String {
         m.cpu_pressure_seconds, m.cpu_steal_seconds, m.listen_overflows, m.syn_retransmits
     );
     let g = &r.generator;
-    if g.max_dispatch_lag > 0.25 {
+    if g.max_dispatch_lag > STALL_LAG_SECONDS {
         let _ = writeln!(
             o,
             "   WARNING: the load generator itself was held up {:.0} ms: the machine stalled during this run",

@@ -122,18 +122,6 @@ impl<V> U64Table<V> {
     }
 }
 
-impl<V> Default for U64Table<V> {
-    fn default() -> Self {
-        U64Table::new()
-    }
-}
-
-impl<V> std::fmt::Debug for U64Table<V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("U64Table").field("len", &self.len).finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -18,12 +18,11 @@ mod watchdog;
 
 pub use checks::{CheckResult, Probe};
 pub use config::{Config, ConfigError, OnWarmupFailure, StopAccepting, GRACE_MARGIN};
-pub use error::Error;
+pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;
 pub use metrics::{Metrics, MetricsLayer};
 pub use phase::Phase;
 pub use probes::Probes;
-pub use serve::BoxError;
 pub use shutdown::Outcome;
 pub use state::ShutdownReason;
 pub use warmup::Warmup;

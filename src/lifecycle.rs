@@ -17,11 +17,11 @@ use tower::Service;
 
 use crate::checks::Probe;
 use crate::config::{Config, OnWarmupFailure};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
-use crate::serve::{accept_loop, BoxError};
+use crate::serve::accept_loop;
 use crate::shutdown::{delay_and_drain, run_hooks, Outcome};
 use crate::state::{Shared, ShutdownReason};
 use crate::warmup::{Progress, Warmup};

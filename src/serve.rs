@@ -20,14 +20,12 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use crate::config::StopAccepting;
+use crate::error::BoxError;
 use crate::metrics::{
     end_of_frame, method_index, open_route_slot, HttpMetrics, Incomplete, Timer, NO_ROUTE,
 };
 use crate::phase::Phase;
 use crate::state::{ConnState, RequestGuard, Shared};
-
-/// Boxed error type used for service and body errors.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
 /// A keep-alive client sending back to back gets its next response with `Connection: close`

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::handoff::{self, Found};
 use super::http::{method_index, HttpMetrics, Incomplete, RouteName, Timer};
-use crate::serve::BoxError;
+use crate::error::BoxError;
 
 /// Maps a request path to its route template, for services without axum's `MatchedPath`.
 /// Return `None` for "no route matched".

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
@@ -35,6 +36,14 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 /// every request, does the timing and the layer only names the route, so the response passes
 /// through unwrapped; elsewhere the layer times the request itself. Responses come out as
 /// axum's `Body` (a no-op for axum handlers, whose bodies already are).
+///
+/// Which of the two happens is decided when the layer wraps a service ([`Layer::layer`], which
+/// `Router::layer` calls for each route): from then on, the lifecycle's serving stack times
+/// every request, and records those whose route a layer named. Getting a layer from
+/// [`Metrics::layer`](crate::metrics::Metrics::layer) without using it changes nothing; a
+/// service wrapped but served elsewhere still times itself. Once set, this stays set for the
+/// lifecycle: a request that no layer sees costs the serving stack one clock read, and is
+/// not recorded.
 #[derive(Clone, Copy)]
 pub struct MetricsLayer {
     pub(crate) core: &'static HttpMetrics,
@@ -60,7 +69,10 @@ impl MetricsLayer {
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
+    /// Wraps `inner`, and tells the lifecycle's serving stack to time requests (see
+    /// [`MetricsLayer`]).
     fn layer(&self, inner: S) -> Self::Service {
+        self.core.layered.store(true, Ordering::Relaxed);
         MetricsService {
             inner,
             layer: *self,
@@ -165,5 +177,32 @@ where
                 res.map(|body| axum::body::Body::new(RecordingBody::new(body, Some(timer))))
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::metrics::DEFAULT_BUCKETS;
+
+    #[test]
+    fn the_serving_stack_times_requests_once_a_layer_wraps_a_service() {
+        let core = HttpMetrics::leak(
+            "1",
+            &[],
+            DEFAULT_BUCKETS,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let layer = MetricsLayer {
+            core,
+            route_fn: None,
+        };
+        assert!(!core.layered.load(Ordering::Relaxed), "a layer alone");
+        let _svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+        assert!(core.layered.load(Ordering::Relaxed), "wrapping a service");
     }
 }

@@ -192,11 +192,9 @@ impl Metrics {
         self.core
     }
 
-    /// The layer recording application requests. Add it with `Router::layer`.
+    /// The layer recording application requests. Add it with `Router::layer`. Getting it has
+    /// no effect of its own; wrapping a service with it does (see [`MetricsLayer`]).
     pub fn layer(&self) -> MetricsLayer {
-        self.core
-            .layered
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         MetricsLayer {
             core: self.core,
             route_fn: None,

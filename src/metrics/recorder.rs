@@ -46,7 +46,8 @@ pub(crate) struct HttpMetrics {
     store: Store,
     renderer: Renderer,
     pub(crate) force_closing: tokio_util::sync::CancellationToken,
-    /// Set once a layer exists: podcycle's serving stack times requests only then.
+    /// Set once a [`MetricsLayer`](super::MetricsLayer) of this core wraps a service:
+    /// podcycle's serving stack times requests only then (see `MetricsLayer`'s docs).
     pub(crate) layered: AtomicBool,
     clock: quanta::Clock,
 }

@@ -1,13 +1,23 @@
 #![doc = include_str!("docs/crate.md")]
 #![forbid(unsafe_code)]
 
+// Layers, top to bottom; a module imports only from layers below it:
+//   lifecycle
+//   serve, admin
+//   metrics, shutdown, probes
+//   health, state
+//   warmup, checks, watchdog
+//   config, phase, connections, error, panic
 mod admin;
 mod checks;
 mod config;
+mod connections;
 mod error;
+mod health;
 pub mod judge;
 mod lifecycle;
 pub mod metrics;
+mod panic;
 mod phase;
 pub mod probes;
 mod serve;
@@ -16,8 +26,10 @@ mod state;
 mod warmup;
 mod watchdog;
 
-pub use checks::{CheckResult, Probe};
-pub use config::{Config, ConfigError, OnWarmupFailure, StopAccepting, GRACE_MARGIN};
+pub use checks::Check;
+pub use config::{
+    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
+};
 pub use error::Error;
 pub use lifecycle::Lifecycle;
 pub use metrics::{Metrics, MetricsLayer};

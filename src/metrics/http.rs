@@ -21,11 +21,7 @@ use http::Method;
 
 use super::table::U64Table;
 
-/// The OpenTelemetry HTTP histogram boundaries, extended for long chat answers.
-pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0,
-    60.0, 120.0,
-];
+pub use crate::config::DEFAULT_BUCKETS;
 
 /// The label value for requests no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";

@@ -5,7 +5,6 @@ mod admin;
 mod checks;
 mod config;
 mod error;
-pub mod judge;
 mod lifecycle;
 pub mod metrics;
 mod phase;

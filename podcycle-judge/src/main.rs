@@ -1,14 +1,14 @@
 //! `podcycle-judge`: compares a canary with the stable version from
 //! Prometheus and exits 0 (pass), 1 (fail) or 2 (inconclusive).
-//!
-//! Moving this file to podcycle's `src/bin/podcycle-judge.rs` needs no change:
-//! the scratch crate that compiled it names its library `podcycle`. (Were it
-//! not, the only line to change would be `use podcycle::judge;`.)
+
+#![forbid(unsafe_code)]
+
+mod cli;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use podcycle::judge::{self, cli, Event, PrometheusSource, Verdict};
+use podcycle_judge::{self as judge, Event, PrometheusSource, Verdict};
 
 /// Exit code when the judge could not run at all (bad arguments, bad
 /// configuration): the same as inconclusive, never a pass.

@@ -6,7 +6,7 @@
 mod support;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/chatbot/service.rs"]
+#[path = "../../examples/chatbot/service.rs"]
 mod service;
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@
 //! * `simulation_study` (ignored; prints the table):
 //!   `cargo test --release --test judge_simulation -- --ignored --nocapture`
 
-use podcycle::judge::{ArmCounts, Histogram, Judge, JudgeConfig, Snapshot, Verdict};
+use podcycle_judge::{ArmCounts, Histogram, Judge, JudgeConfig, Snapshot, Verdict};
 
 // ---------------------------------------------------------------- random ---
 

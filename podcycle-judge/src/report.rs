@@ -4,11 +4,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::judge::engine::{fmt_e, trim, Verdict};
-use crate::judge::snapshot::{format_seconds, humanize};
+use crate::engine::{fmt_e, trim, Verdict};
+use crate::snapshot::{format_seconds, humanize};
 
-/// Every statistic of a judgement, as [`Judge::report`](crate::judge::Judge::report)
-/// and [`run`](crate::judge::run) give it.
+/// Every statistic of a judgement, as [`Judge::report`](crate::Judge::report)
+/// and [`run`](crate::run) give it.
 ///
 /// Serialises to the JSON written by `podcycle-judge --json`; `Display`
 /// gives the human summary. Numbers that do not exist yet (a ratio without

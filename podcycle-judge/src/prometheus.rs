@@ -29,8 +29,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::judge::run::SnapshotSource;
-use crate::judge::snapshot::{ArmCounts, Histogram, Snapshot};
+use crate::run::SnapshotSource;
+use crate::snapshot::{ArmCounts, Histogram, Snapshot};
 
 /// Largest response body accepted from Prometheus.
 const MAX_BODY: usize = 64 * 1024 * 1024;

@@ -5,11 +5,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::judge::config::{ErrorsConfig, LatencyConfig, RunConfig};
-use crate::judge::prometheus::PrometheusConfig;
+use podcycle_judge::{ErrorsConfig, LatencyConfig, PrometheusConfig, RunConfig};
 
 /// The `--help` text.
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 podcycle-judge: compare a canary with the stable version from Prometheus and decide
 as soon as the evidence allows (anytime-valid sequential tests).
 
@@ -59,7 +58,7 @@ unreachable Prometheus, no traffic). No data is never a pass.
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Judge with these options.
     Run(Box<CliOptions>),
     /// Print [`USAGE`].
@@ -70,7 +69,7 @@ pub enum Command {
 
 /// Options of a judging run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CliOptions {
+pub(crate) struct CliOptions {
     /// Where and what to read.
     pub prometheus: PrometheusConfig,
     /// The judge and its schedule.
@@ -83,7 +82,7 @@ pub struct CliOptions {
 
 /// A command-line mistake; the message says which argument and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError {
+pub(crate) struct ArgError {
     message: String,
 }
 
@@ -109,14 +108,14 @@ impl std::error::Error for ArgError {}
 /// argument at fault.
 ///
 /// ```
-/// use podcycle::judge::cli::{parse_args, Command};
+/// use podcycle_judge::cli::{parse_args, Command};
 ///
 /// let args = ["--prometheus", "http://prom:9090", "--stable", "v1", "--canary=v2", "--alpha", "0.01"];
 /// let Ok(Command::Run(options)) = parse_args(args) else { panic!() };
 /// assert_eq!(options.run.judge.alpha, 0.01);
 /// assert!(parse_args(["--stable", "v1"]).is_err());
 /// ```
-pub fn parse_args<I, T>(args: I) -> Result<Command, ArgError>
+pub(crate) fn parse_args<I, T>(args: I) -> Result<Command, ArgError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
@@ -294,13 +293,13 @@ fn positive_duration(name: &str, v: &str) -> Result<Duration, ArgError> {
 /// Parses `500ms`, `30s`, `1.5s`, `10m`, `1h`, `1m30s`.
 ///
 /// ```
-/// use podcycle::judge::cli::parse_duration;
+/// use podcycle_judge::cli::parse_duration;
 /// use std::time::Duration;
 ///
 /// assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
 /// assert!(parse_duration("30").is_err());
 /// ```
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".to_owned());

@@ -4,13 +4,13 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::judge::config::{ConfigError, JudgeConfig, LatencyConfig};
-use crate::judge::report::{
+use crate::config::{ConfigError, JudgeConfig, LatencyConfig};
+use crate::report::{
     ArmReport, ComparisonReport, CountsReport, GuardrailReport, GuardrailStatus, MetricStatus,
     Report,
 };
-use crate::judge::snapshot::{format_seconds, ArmCounts, Histogram, Snapshot};
-use crate::judge::stats::{ratio, Comparison, PairCounts, Parameter};
+use crate::snapshot::{format_seconds, ArmCounts, Histogram, Snapshot};
+use crate::stats::{ratio, Comparison, PairCounts, Parameter};
 
 /// The outcome of a judgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -56,7 +56,7 @@ impl fmt::Display for Verdict {
 /// when nothing was decided. [`report`](Judge::report) gives every statistic.
 ///
 /// ```
-/// use podcycle::judge::{ArmCounts, Judge, JudgeConfig, Snapshot, Verdict};
+/// use podcycle_judge::{ArmCounts, Judge, JudgeConfig, Snapshot, Verdict};
 ///
 /// let config = JudgeConfig { latency: None, ..JudgeConfig::default() };
 /// let mut judge = Judge::new(config)?;
@@ -71,7 +71,7 @@ impl fmt::Display for Verdict {
 ///     }
 /// }
 /// assert_eq!(verdict, Some(Verdict::Fail));
-/// # Ok::<(), podcycle::judge::ConfigError>(())
+/// # Ok::<(), podcycle_judge::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Judge {
@@ -366,7 +366,7 @@ impl Judge {
     }
 
     /// Every statistic so far. `elapsed_seconds`, `failed_reads` and the arm
-    /// versions are left for the caller (see [`run`](crate::judge::run)).
+    /// versions are left for the caller (see [`run`](crate::run)).
     pub fn report(&self) -> Report {
         let mut comparisons = Vec::new();
         if let Some(c) = &self.errors {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Cumulative counters of both arms at one moment, as a
-/// [`SnapshotSource`](crate::judge::SnapshotSource) reads them.
+/// [`SnapshotSource`](crate::SnapshotSource) reads them.
 ///
 /// The judge works on the increments between consecutive snapshots; the
 /// first snapshot is only the baseline. A counter that goes down is taken as

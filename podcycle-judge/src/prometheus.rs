@@ -27,6 +27,7 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use podcycle::metrics::schema;
 use serde_json::Value;
 
 use crate::run::SnapshotSource;
@@ -71,8 +72,8 @@ impl PrometheusConfig {
             url: url.into(),
             stable: stable.into(),
             canary: canary.into(),
-            version_label: "version".to_owned(),
-            metric: "http_server_request_duration_seconds".to_owned(),
+            version_label: schema::VERSION.to_owned(),
+            metric: schema::HTTP_REQUEST_DURATION.to_owned(),
             route: None,
             selector: None,
             headers: Vec::new(),
@@ -106,10 +107,10 @@ impl PrometheusConfig {
         }
         let mut matchers = vec![format!("{}=\"{}\"", self.version_label, escape(version))];
         if buckets {
-            matchers.push("error_type=\"\"".to_owned());
+            matchers.push(format!("{}=\"\"", schema::ERROR_TYPE));
         }
         if let Some(route) = &self.route {
-            matchers.push(format!("http_route=\"{}\"", escape(route)));
+            matchers.push(format!("{}=\"{}\"", schema::HTTP_ROUTE, escape(route)));
         }
         if let Some(selector) = &self.selector {
             let selector = selector
@@ -412,11 +413,13 @@ struct ArmTracker {
 impl ArmTracker {
     fn update(&mut self, counts: &[Sample], buckets: &[Sample]) -> ArmCounts {
         for (labels, _) in self.counts.update(counts) {
-            let is_error = labels.get("error_type").is_some_and(|v| !v.is_empty());
+            let is_error = labels
+                .get(schema::ERROR_TYPE)
+                .is_some_and(|v| !v.is_empty());
             self.errors.insert(series_key(labels), is_error);
         }
         for (labels, _) in self.buckets.update(buckets) {
-            if let Some(le) = labels.get("le").and_then(|v| parse_value(v)) {
+            if let Some(le) = labels.get(schema::LE).and_then(|v| parse_value(v)) {
                 self.les.insert(series_key(labels), le);
             }
         }
@@ -740,16 +743,16 @@ mod tests {
     }
 
     fn count(version: &str, error: Option<&str>, pod: &str, value: f64) -> Sample {
-        let mut l = labels(&[("version", version), ("pod", pod)]);
+        let mut l = labels(&[(schema::VERSION, version), ("pod", pod)]);
         if let Some(e) = error {
-            l.insert("error_type".to_owned(), e.to_owned());
+            l.insert(schema::ERROR_TYPE.to_owned(), e.to_owned());
         }
         Sample { labels: l, value }
     }
 
     fn bucket(pod: &str, le: &str, value: f64) -> Sample {
         Sample {
-            labels: labels(&[("pod", pod), ("le", le)]),
+            labels: labels(&[("pod", pod), (schema::LE, le)]),
             value,
         }
     }

@@ -144,14 +144,16 @@
 
 mod config;
 mod engine;
+mod format;
 mod prometheus;
 mod report;
 mod run;
 mod snapshot;
 mod stats;
+mod verdict;
 
 pub use config::{ConfigError, ErrorsConfig, JudgeConfig, LatencyConfig, RunConfig};
-pub use engine::{Judge, Verdict};
+pub use engine::Judge;
 pub use prometheus::{
     parse_query_response, PrometheusConfig, PrometheusError, PrometheusSource, QueryResult, Sample,
 };
@@ -161,3 +163,4 @@ pub use report::{
 };
 pub use run::{run, Event, SnapshotSource};
 pub use snapshot::{ArmCounts, Bucket, Histogram, Snapshot};
+pub use verdict::Verdict;

@@ -4,8 +4,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::engine::{fmt_e, trim, Verdict};
-use crate::snapshot::{format_seconds, humanize};
+use crate::format::{fmt_e, format_seconds, humanize, trim};
+use crate::verdict::Verdict;
 
 /// Every statistic of a judgement, as [`Judge::report`](crate::Judge::report)
 /// and [`run`](crate::run) give it.

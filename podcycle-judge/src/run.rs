@@ -136,8 +136,8 @@ where
 mod tests {
     use super::*;
     use crate::config::JudgeConfig;
-    use crate::engine::Verdict;
     use crate::snapshot::ArmCounts;
+    use crate::verdict::Verdict;
     use std::time::Duration;
 
     /// Counters growing by fixed amounts, failing on chosen looks.

@@ -51,7 +51,7 @@ OUTPUT:
     -h, --help                 print this help
     -V, --version              print the version
 
-Durations: 500ms, 30s, 10m, 1h, 1m30s.
+Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s.
 Exit status: 0 pass, 1 fail, 2 inconclusive (or unable to judge: bad arguments,
 unreachable Prometheus, no traffic). No data is never a pass.
 ";
@@ -290,58 +290,10 @@ fn positive_duration(name: &str, v: &str) -> Result<Duration, ArgError> {
     }
 }
 
-/// Parses `500ms`, `30s`, `1.5s`, `10m`, `1h`, `1m30s`.
-///
-/// ```
-/// use podcycle_judge::cli::parse_duration;
-/// use std::time::Duration;
-///
-/// assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-/// assert!(parse_duration("30").is_err());
-/// ```
+/// Parses `500ms`, `30s`, `1.5s`, `10m`, `1h`, `1m30s`, `1m 30s` (`humantime`'s
+/// syntax, the same as podcycle's `PODCYCLE_*` durations).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err("empty duration".to_owned());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {text:?}: expected a number at {rest:?}"
-            ));
-        }
-        let number: f64 = rest[..digits].parse().map_err(|_| {
-            format!(
-                "invalid duration {text:?}: bad number {:?}",
-                &rest[..digits]
-            )
-        })?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "" => {
-                return Err(format!(
-                    "invalid duration {text:?}: missing unit (ms, s, m or h), e.g. {number}s"
-                ))
-            }
-            u => return Err(format!("invalid duration {text:?}: unknown unit {u:?}")),
-        };
-        total += number * scale;
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| format!("invalid duration {text:?}: too long"))
+    humantime::parse_duration(text.trim()).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -499,7 +451,7 @@ mod tests {
             ),
             (
                 &["--interval", "30"],
-                "--interval: invalid duration \"30\": missing unit",
+                "--interval: invalid duration \"30\": time unit needed",
             ),
             (&["--interval", "0s"], "--interval must be longer than zero"),
             (&["--max-p99", "fast"], "--max-p99: invalid duration"),
@@ -535,6 +487,7 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration(" 1h "), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         for bad in ["", "s", "10x", "1..5s", "-1s", "1e3s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

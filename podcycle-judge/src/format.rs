@@ -24,7 +24,7 @@ pub(crate) fn trim(x: f64) -> String {
     s.to_owned()
 }
 
-/// Formats seconds the way a person reads a latency: `250ms`, `1.5s`.
+/// Formats seconds the way a person reads a latency: `250ms`, `12.5ms`, `1s 500ms`.
 pub(crate) fn format_seconds(seconds: f64) -> String {
     if !seconds.is_finite() {
         return "+Inf".to_owned();
@@ -41,28 +41,11 @@ pub(crate) fn format_seconds(seconds: f64) -> String {
     }
 }
 
-/// `90s` -> `1m30s`; sub-second parts kept with millisecond resolution.
+/// `90s` -> `1m 30s`, `1.5s` -> `1s 500ms`: the duration truncated to
+/// milliseconds, in `humantime`'s format (the one `--interval` accepts).
 pub(crate) fn humanize(d: Duration) -> String {
-    let total_ms = d.as_millis();
-    let (h, rem) = (total_ms / 3_600_000, total_ms % 3_600_000);
-    let (m, rem) = (rem / 60_000, rem % 60_000);
-    let (s, ms) = (rem / 1000, rem % 1000);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if ms > 0 {
-        if s > 0 || out.is_empty() {
-            let frac = format!("{:03}", ms);
-            out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
-        }
-    } else if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 #[cfg(test)]
@@ -71,10 +54,12 @@ mod tests {
 
     #[test]
     fn durations_read_well() {
-        assert_eq!(humanize(Duration::from_secs(90)), "1m30s");
-        assert_eq!(humanize(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1s 500ms");
+        assert_eq!(humanize(Duration::from_nanos(30_002_345_678)), "30s 2ms");
         assert_eq!(humanize(Duration::ZERO), "0s");
         assert_eq!(format_seconds(0.25), "250ms");
-        assert_eq!(format_seconds(2.5), "2.5s");
+        assert_eq!(format_seconds(2.5), "2s 500ms");
+        assert_eq!(format_seconds(0.0125), "12.5ms");
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use podcycle_judge::{self as judge, Event, PrometheusSource, Verdict};
 
@@ -57,8 +58,8 @@ fn main() -> ExitCode {
             p.canary,
             p.stable,
             p.url,
-            humantime(options.run.interval),
-            humantime(options.run.max_duration),
+            humantime::format_duration(options.run.interval),
+            humantime::format_duration(options.run.max_duration),
             options.run.judge.alpha
         );
         for q in source.queries() {
@@ -72,7 +73,12 @@ fn main() -> ExitCode {
         match event {
             Event::Observed(report) => eprintln!("{}", report.progress_line()),
             Event::ReadFailed { elapsed, error } => {
-                eprintln!("[{}] read failed: {error}", humantime(elapsed));
+                eprintln!(
+                    "[{}] read failed: {error}",
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                    ))
+                );
             }
         }
     }));
@@ -101,20 +107,4 @@ fn main() -> ExitCode {
     // Nothing useful to do if stdout is closed; the exit code still tells.
     let _ = writeln!(stdout, "podcycle-judge: {report}");
     ExitCode::from(code)
-}
-
-/// `90s` -> `1m30s`.
-fn humantime(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 != 0 {
-        return format!("{:.3}s", d.as_secs_f64());
-    }
-    let s = ms / 1000;
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
 }

@@ -152,17 +152,13 @@ fn is_metric_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// Percent-encodes a query-string value (everything but unreserved bytes).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// The query string of an instant query: `query=<promql>&time=<unix seconds>`,
+/// form-encoded as Prometheus' API (Go's `url.ParseQuery`) reads it.
+fn query_string(promql: &str, time: f64) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", promql)
+        .append_pair("time", &format!("{time:.3}"))
+        .finish()
 }
 
 /// Why a look at Prometheus failed.
@@ -527,7 +523,7 @@ impl PrometheusSource {
 
     /// Runs one instant query evaluated at `time` (Unix seconds).
     pub async fn query(&self, promql: &str, time: f64) -> Result<QueryResult, PrometheusError> {
-        let uri = format!("{}?query={}&time={time:.3}", self.endpoint, encode(promql));
+        let uri = format!("{}?{}", self.endpoint, query_string(promql, time));
         let mut request = Request::get(uri.as_str());
         for (name, value) in &self.headers {
             request = request.header(name, value);
@@ -719,7 +715,10 @@ mod tests {
         assert!(c.contains("version=\"v2\\\"x\""), "{c}");
         config.version_label = "bad label".to_owned();
         assert!(config.queries().is_err());
-        assert_eq!(encode("a b{c=\"/\"}"), "a%20b%7Bc%3D%22%2F%22%7D");
+        let encoded = query_string("a b{c=\"/&?\"}", 1.5);
+        assert_eq!(encoded, "query=a+b%7Bc%3D%22%2F%26%3F%22%7D&time=1.500");
+        let decoded: Vec<_> = form_urlencoded::parse(encoded.as_bytes()).collect();
+        assert_eq!(decoded[0].1, "a b{c=\"/&?\"}");
     }
 
     #[test]
@@ -826,10 +825,9 @@ mod tests {
                     }
                     let head = String::from_utf8_lossy(&head);
                     let target = head.split_whitespace().nth(1).unwrap_or("");
-                    let query = target
-                        .split(['?', '&'])
-                        .find_map(|kv| kv.strip_prefix("query="))
-                        .map(decode)
+                    let params = target.split_once('?').map_or("", |(_, q)| q);
+                    let query = form_urlencoded::parse(params.as_bytes())
+                        .find_map(|(k, v)| (k == "query").then(|| v.into_owned()))
                         .unwrap_or_default();
                     let look = served.fetch_add(1, Ordering::SeqCst) / 4;
                     let (status, body) = answer(&query, look);
@@ -848,23 +846,6 @@ mod tests {
             }
         });
         addr
-    }
-
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
     }
 
     fn vector(series: &[(&str, f64)]) -> String {

@@ -1,306 +1,245 @@
-//! Command-line arguments of `podcycle-judge`.
+//! Command-line arguments of `podcycle-judge`, parsed by clap.
+//!
+//! Every mistake is a [`clap::Error`] that names the argument at fault; the
+//! binary prints it and exits 2 ("cannot judge"), never 0.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use podcycle::metrics::schema;
 use podcycle_judge::{ErrorsConfig, LatencyConfig, PrometheusConfig, RunConfig};
 
-/// The `--help` text.
-pub(crate) const USAGE: &str = "\
-podcycle-judge: compare a canary with the stable version from Prometheus and decide
-as soon as the evidence allows (anytime-valid sequential tests).
+const READ: &str = "What to read";
+const DECIDE: &str = "When to decide";
+const COMPARE: &str = "Comparisons (canary against stable)";
+const GUARD: &str = "Guardrails (canary alone, once it has --min-requests)";
+const OUTPUT: &str = "Output";
 
-USAGE:
-    podcycle-judge --prometheus URL --stable VERSION --canary VERSION [OPTIONS]
+/// The command line as clap sees it; [`parse`] turns it into [`CliOptions`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "podcycle-judge",
+    version,
+    about = "Compare a canary with the stable version from Prometheus and decide as soon as the \
+             evidence allows (anytime-valid sequential tests).",
+    after_help = "Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s.\n\
+                  Exit status: 0 pass, 1 fail, 2 inconclusive (or unable to judge: bad arguments,\n\
+                  unreachable Prometheus, no traffic). No data is never a pass."
+)]
+struct Args {
+    /// Prometheus base URL, plain http (e.g. http://prometheus:9090)
+    #[arg(long, value_name = "URL", value_parser = non_empty, help_heading = READ)]
+    prometheus: String,
+    /// Version label value of the stable arm
+    #[arg(long, value_name = "VERSION", value_parser = non_empty, help_heading = READ)]
+    stable: String,
+    /// Version label value of the canary arm
+    #[arg(long, value_name = "VERSION", value_parser = non_empty, help_heading = READ)]
+    canary: String,
+    /// Only requests whose http_route is ROUTE (e.g. /v1/chat)
+    #[arg(long, value_name = "ROUTE", value_parser = non_empty, help_heading = READ)]
+    route: Option<String>,
+    /// Extra PromQL label matchers, e.g. 'namespace="shop"'
+    #[arg(long, value_name = "MATCHERS", value_parser = non_empty, help_heading = READ)]
+    selector: Option<String>,
+    /// Label carrying the version
+    #[arg(long, value_name = "NAME", default_value = schema::VERSION, value_parser = non_empty,
+          help_heading = READ)]
+    version_label: String,
+    /// Histogram name
+    #[arg(long, value_name = "NAME", default_value = schema::HTTP_REQUEST_DURATION,
+          value_parser = non_empty, help_heading = READ)]
+    metric: String,
+    /// Extra HTTP header for Prometheus (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header, help_heading = READ)]
+    headers: Vec<(String, String)>,
+    /// Time allowed for one query
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration,
+          help_heading = READ)]
+    query_timeout: Duration,
 
-WHAT TO READ:
-    --prometheus URL           Prometheus base URL, plain http (e.g. http://prometheus:9090)
-    --stable VERSION           version label value of the stable arm
-    --canary VERSION           version label value of the canary arm
-    --route ROUTE              only requests whose http_route is ROUTE (e.g. /v1/chat)
-    --selector MATCHERS        extra PromQL label matchers, e.g. 'namespace=\"shop\"'
-    --version-label NAME       label carrying the version [default: version]
-    --metric NAME              histogram name [default: http_server_request_duration_seconds]
-    --header 'NAME: VALUE'     extra HTTP header for Prometheus (repeatable)
-    --query-timeout DURATION   time allowed for one query [default: 10s]
+    /// Time between looks
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration,
+          help_heading = DECIDE)]
+    interval: Duration,
+    /// Deadline; undecided by then is inconclusive
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = positive_duration,
+          help_heading = DECIDE)]
+    max_duration: Duration,
+    /// Requests each arm needs before a pass
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = whole,
+          allow_negative_numbers = true, help_heading = DECIDE)]
+    min_requests: u64,
+    /// Chance of a wrong fail, and of a wrong pass
+    #[arg(long, value_name = "A", default_value_t = 0.05, value_parser = number(0.0, 1.0, OPEN),
+          allow_negative_numbers = true, help_heading = DECIDE)]
+    alpha: f64,
 
-WHEN TO DECIDE:
-    --interval DURATION        time between looks [default: 30s]
-    --max-duration DURATION    deadline; undecided by then is inconclusive [default: 10m]
-    --min-requests N           requests each arm needs before a pass [default: 200]
-    --alpha A                  chance of a wrong fail, and of a wrong pass [default: 0.05]
+    /// Canary error ratio may exceed stable's by X
+    #[arg(long, value_name = "X", default_value_t = 0.002, value_parser = number(0.0, 1.0, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    error_margin: f64,
+    /// ... and be (1+R) times stable's
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = number(0.0, 1e6, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    error_margin_relative: f64,
+    /// Stable quantile that picks the bucket bound
+    #[arg(long, value_name = "Q", default_value_t = 0.95, value_parser = number(0.0, 1.0, OPEN),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    latency_quantile: f64,
+    /// Canary share of requests slower than that bound may be (1+R) times stable's share
+    #[arg(long, value_name = "R", default_value_t = 0.5, value_parser = number(0.0, 50.0, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    latency_margin: f64,
+    /// Skip the error comparison
+    #[arg(long, help_heading = COMPARE)]
+    no_errors: bool,
+    /// Skip the latency comparison
+    #[arg(long, help_heading = COMPARE)]
+    no_latency: bool,
 
-COMPARISONS (canary against stable):
-    --error-margin X           canary error ratio may exceed stable's by X [default: 0.002]
-    --error-margin-relative R  ... and be (1+R) times stable's [default: 0]
-    --latency-quantile Q       stable quantile that picks the bucket bound [default: 0.95]
-    --latency-margin R         canary share of requests slower than that bound may be
-                               (1+R) times stable's share [default: 0.5]
-    --no-errors                skip the error comparison
-    --no-latency               skip the latency comparison
+    /// Fail when the canary's error ratio exceeds X
+    #[arg(long, value_name = "X", value_parser = number(0.0, 1.0, CLOSED),
+          allow_negative_numbers = true, help_heading = GUARD)]
+    max_error_ratio: Option<f64>,
+    /// Fail when the canary's p99 latency exceeds DURATION
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration, help_heading = GUARD)]
+    max_p99: Option<Duration>,
 
-GUARDRAILS (canary alone, once it has --min-requests):
-    --max-error-ratio X        fail when the canary's error ratio exceeds X
-    --max-p99 DURATION         fail when the canary's p99 latency exceeds DURATION
-
-OUTPUT:
-    --json PATH                write the full report as JSON to PATH
-    --quiet                    no progress lines on stderr
-    -h, --help                 print this help
-    -V, --version              print the version
-
-Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s.
-Exit status: 0 pass, 1 fail, 2 inconclusive (or unable to judge: bad arguments,
-unreachable Prometheus, no traffic). No data is never a pass.
-";
-
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Command {
-    /// Judge with these options.
-    Run(Box<CliOptions>),
-    /// Print [`USAGE`].
-    Help,
-    /// Print the version.
-    Version,
+    /// Write the full report as JSON to PATH
+    #[arg(long, value_name = "PATH", value_parser = non_empty, help_heading = OUTPUT)]
+    json: Option<String>,
+    /// No progress lines on stderr
+    #[arg(short, long, help_heading = OUTPUT)]
+    quiet: bool,
 }
 
 /// Options of a judging run.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CliOptions {
     /// Where and what to read.
-    pub prometheus: PrometheusConfig,
+    pub(crate) prometheus: PrometheusConfig,
     /// The judge and its schedule.
-    pub run: RunConfig,
+    pub(crate) run: RunConfig,
     /// Where to write the JSON report.
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
     /// No progress lines.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
-/// A command-line mistake; the message says which argument and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ArgError {
-    message: String,
-}
-
-impl ArgError {
-    fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ArgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (see --help)", self.message)
-    }
-}
-
-impl std::error::Error for ArgError {}
-
-/// Parses the arguments after the program name.
+/// Parses the command line, program name first.
 ///
-/// Accepts `--name value` and `--name=value`. Every error names the
+/// `--help` and `--version` come back as errors of kind
+/// [`ErrorKind::DisplayHelp`] and [`ErrorKind::DisplayVersion`] (for
+/// stdout, [`clap::Error::use_stderr`] false); every other error names the
 /// argument at fault.
-///
-/// ```
-/// use podcycle_judge::cli::{parse_args, Command};
-///
-/// let args = ["--prometheus", "http://prom:9090", "--stable", "v1", "--canary=v2", "--alpha", "0.01"];
-/// let Ok(Command::Run(options)) = parse_args(args) else { panic!() };
-/// assert_eq!(options.run.judge.alpha, 0.01);
-/// assert!(parse_args(["--stable", "v1"]).is_err());
-/// ```
-pub(crate) fn parse_args<I, T>(args: I) -> Result<Command, ArgError>
+pub(crate) fn parse<I, T>(args: I) -> Result<CliOptions, clap::Error>
 where
     I: IntoIterator<Item = T>,
-    T: Into<OsString>,
+    T: Into<OsString> + Clone,
 {
-    let mut args = args.into_iter().map(Into::into);
-    let mut url = None;
-    let mut stable = None;
-    let mut canary = None;
-    let mut prometheus = PrometheusConfig::new("", "", "");
-    let mut run = RunConfig::default();
-    let mut errors = ErrorsConfig::default();
-    let mut latency = LatencyConfig::default();
-    let (mut no_errors, mut no_latency) = (false, false);
-    let mut json = None;
-    let mut quiet = false;
-
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| ArgError::new(format!("argument {a:?} is not valid UTF-8")))?;
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let flag = |inline: &Option<String>| -> Result<(), ArgError> {
-            match inline {
-                Some(_) => Err(ArgError::new(format!("{name} takes no value"))),
-                None => Ok(()),
-            }
-        };
-        let mut value = || -> Result<String, ArgError> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            match args.next() {
-                Some(v) => v
-                    .into_string()
-                    .map_err(|_| ArgError::new(format!("the value of {name} is not valid UTF-8"))),
-                None => Err(ArgError::new(format!("{name} needs a value"))),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--prometheus" => url = Some(non_empty(&name, value()?)?),
-            "--stable" => stable = Some(non_empty(&name, value()?)?),
-            "--canary" => canary = Some(non_empty(&name, value()?)?),
-            "--route" => prometheus.route = Some(non_empty(&name, value()?)?),
-            "--selector" => prometheus.selector = Some(non_empty(&name, value()?)?),
-            "--version-label" => prometheus.version_label = non_empty(&name, value()?)?,
-            "--metric" => prometheus.metric = non_empty(&name, value()?)?,
-            "--header" => {
-                let v = value()?;
-                let (k, val) = v
-                    .split_once(':')
-                    .filter(|(k, _)| !k.trim().is_empty())
-                    .ok_or_else(|| {
-                        ArgError::new(format!("{name} expects 'NAME: VALUE', got {v:?}"))
-                    })?;
-                prometheus
-                    .headers
-                    .push((k.trim().to_owned(), val.trim().to_owned()));
-            }
-            "--query-timeout" => prometheus.timeout = positive_duration(&name, &value()?)?,
-            "--interval" => run.interval = positive_duration(&name, &value()?)?,
-            "--max-duration" => run.max_duration = positive_duration(&name, &value()?)?,
-            "--min-requests" => {
-                let v = value()?;
-                run.judge.min_requests = v.trim().parse().map_err(|_| {
-                    ArgError::new(format!("{name} expects a whole number, got {v:?}"))
-                })?;
-            }
-            "--alpha" => run.judge.alpha = number(&name, &value()?, 0.0, 1.0, false)?,
-            "--error-margin" => errors.margin = number(&name, &value()?, 0.0, 1.0, true)?,
-            "--error-margin-relative" => {
-                errors.relative_margin = number(&name, &value()?, 0.0, 1e6, true)?;
-            }
-            "--latency-quantile" => latency.quantile = number(&name, &value()?, 0.0, 1.0, false)?,
-            "--latency-margin" => latency.margin = number(&name, &value()?, 0.0, 50.0, true)?,
-            "--no-errors" => {
-                flag(&inline)?;
-                no_errors = true;
-            }
-            "--no-latency" => {
-                flag(&inline)?;
-                no_latency = true;
-            }
-            "--max-error-ratio" => {
-                run.judge.max_error_ratio = Some(number(&name, &value()?, 0.0, 1.0, true)?);
-            }
-            "--max-p99" => run.judge.max_p99 = Some(positive_duration(&name, &value()?)?),
-            "--json" => json = Some(PathBuf::from(non_empty(&name, value()?)?)),
-            "--quiet" | "-q" => {
-                flag(&inline)?;
-                quiet = true;
-            }
-            other if other.starts_with('-') => {
-                return Err(ArgError::new(format!("unknown option {other}")));
-            }
-            other => return Err(ArgError::new(format!("unexpected argument {other:?}"))),
-        }
+    let args = Args::try_parse_from(args)?;
+    let invalid = |message: String| Args::command().error(ErrorKind::ValueValidation, message);
+    if args.stable == args.canary {
+        return Err(Args::command().error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "--stable and --canary are both {:?}; they must differ",
+                args.stable
+            ),
+        ));
     }
-
-    let missing: Vec<&str> = [
-        ("--prometheus", url.is_none()),
-        ("--stable", stable.is_none()),
-        ("--canary", canary.is_none()),
-    ]
-    .into_iter()
-    .filter_map(|(n, m)| m.then_some(n))
-    .collect();
-    if !missing.is_empty() {
-        return Err(ArgError::new(format!("missing {}", missing.join(", "))));
-    }
-    prometheus.url = url.unwrap_or_default();
-    prometheus.stable = stable.unwrap_or_default();
-    prometheus.canary = canary.unwrap_or_default();
-    if prometheus.stable == prometheus.canary {
-        return Err(ArgError::new(format!(
-            "--stable and --canary are both {:?}; they must differ",
-            prometheus.stable
-        )));
-    }
-    run.judge.errors = (!no_errors).then_some(errors);
-    run.judge.latency = (!no_latency).then_some(latency);
-    run.validate().map_err(|e| ArgError::new(e.to_string()))?;
-    Ok(Command::Run(Box::new(CliOptions {
+    let mut prometheus = PrometheusConfig::new(args.prometheus, args.stable, args.canary);
+    prometheus.route = args.route;
+    prometheus.selector = args.selector;
+    prometheus.version_label = args.version_label;
+    prometheus.metric = args.metric;
+    prometheus.headers = args.headers;
+    prometheus.timeout = args.query_timeout;
+    let mut run = RunConfig {
+        interval: args.interval,
+        max_duration: args.max_duration,
+        ..RunConfig::default()
+    };
+    run.judge.min_requests = args.min_requests;
+    run.judge.alpha = args.alpha;
+    run.judge.errors = (!args.no_errors).then_some(ErrorsConfig {
+        margin: args.error_margin,
+        relative_margin: args.error_margin_relative,
+    });
+    run.judge.latency = (!args.no_latency).then_some(LatencyConfig {
+        quantile: args.latency_quantile,
+        margin: args.latency_margin,
+    });
+    run.judge.max_error_ratio = args.max_error_ratio;
+    run.judge.max_p99 = args.max_p99;
+    run.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(CliOptions {
         prometheus,
         run,
-        json,
-        quiet,
-    })))
+        json: args.json.map(PathBuf::from),
+        quiet: args.quiet,
+    })
 }
 
-fn non_empty(name: &str, v: String) -> Result<String, ArgError> {
+fn non_empty(v: &str) -> Result<String, String> {
     if v.trim().is_empty() {
-        Err(ArgError::new(format!("{name} needs a non-empty value")))
+        Err("needs a non-empty value".to_owned())
     } else {
-        Ok(v)
+        Ok(v.to_owned())
     }
 }
 
-/// A number in `[lo, hi]` (or `(lo, hi)` when not `inclusive`).
-fn number(name: &str, v: &str, lo: f64, hi: f64, inclusive: bool) -> Result<f64, ArgError> {
-    let x: f64 = v
-        .trim()
+fn header(v: &str) -> Result<(String, String), String> {
+    match v.split_once(':') {
+        Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), val.trim().to_owned())),
+        _ => Err("expects 'NAME: VALUE'".to_owned()),
+    }
+}
+
+fn whole(v: &str) -> Result<u64, String> {
+    v.trim()
         .parse()
-        .map_err(|_| ArgError::new(format!("{name} expects a number, got {v:?}")))?;
-    let ok = if inclusive {
-        x >= lo && x <= hi
-    } else {
-        x > lo && x < hi
-    };
-    if ok {
-        Ok(x)
-    } else if inclusive {
-        Err(ArgError::new(format!(
-            "{name} must be in [{lo}, {hi}], got {v}"
-        )))
-    } else {
-        Err(ArgError::new(format!(
-            "{name} must be between {lo} and {hi} (exclusive), got {v}"
-        )))
+        .map_err(|_| "expects a whole number".to_owned())
+}
+
+const OPEN: bool = false;
+const CLOSED: bool = true;
+
+/// A parser of numbers in `[lo, hi]` (`CLOSED`) or `(lo, hi)` (`OPEN`).
+fn number(lo: f64, hi: f64, closed: bool) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |v| {
+        let x: f64 = v
+            .trim()
+            .parse()
+            .map_err(|_| "expects a number".to_owned())?;
+        match (closed, x >= lo && x <= hi, x > lo && x < hi) {
+            (true, true, _) | (false, _, true) => Ok(x),
+            (true, false, _) => Err(format!("must be in [{lo}, {hi}]")),
+            (false, _, false) => Err(format!("must be between {lo} and {hi} (exclusive)")),
+        }
     }
 }
 
-fn positive_duration(name: &str, v: &str) -> Result<Duration, ArgError> {
-    match parse_duration(v) {
-        Ok(d) if d.is_zero() => Err(ArgError::new(format!("{name} must be longer than zero"))),
+/// A duration longer than zero, in humantime's syntax (`500ms`, `1.5s`,
+/// `1m30s`, `1m 30s`), as podcycle reads its `PODCYCLE_*` durations.
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
         Ok(d) => Ok(d),
-        Err(e) => Err(ArgError::new(format!("{name}: {e}"))),
+        Err(e) => Err(format!("invalid duration: {e}")),
     }
-}
-
-/// Parses `500ms`, `30s`, `1.5s`, `10m`, `1h`, `1m30s`, `1m 30s` (`humantime`'s
-/// syntax, the same as podcycle's `PODCYCLE_*` durations).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BASE: [&str; 6] = [
+    const BASE: [&str; 7] = [
+        "podcycle-judge",
         "--prometheus",
         "http://prom:9090",
         "--stable",
@@ -309,23 +248,21 @@ mod tests {
         "v2",
     ];
 
-    fn parse(extra: &[&str]) -> Result<CliOptions, ArgError> {
-        match parse_args(BASE.iter().chain(extra).copied())? {
-            Command::Run(o) => Ok(*o),
-            other => panic!("{other:?}"),
-        }
+    fn parse_extra(extra: &[&str]) -> Result<CliOptions, clap::Error> {
+        parse(BASE.iter().chain(extra).copied())
     }
 
-    fn err(args: &[&str]) -> String {
-        parse_args(args.iter().copied()).unwrap_err().to_string()
+    fn err(args: &[&str]) -> clap::Error {
+        parse(["podcycle-judge"].iter().chain(args).copied()).unwrap_err()
     }
 
     #[test]
     fn defaults() {
-        let o = parse(&[]).unwrap();
-        assert_eq!(o.prometheus.url, "http://prom:9090");
-        assert_eq!(o.prometheus.stable, "v1");
-        assert_eq!(o.prometheus.canary, "v2");
+        let o = parse_extra(&[]).unwrap();
+        assert_eq!(
+            o.prometheus,
+            PrometheusConfig::new("http://prom:9090", "v1", "v2")
+        );
         assert_eq!(o.run, RunConfig::default());
         assert_eq!(o.json, None);
         assert!(!o.quiet);
@@ -333,7 +270,7 @@ mod tests {
 
     #[test]
     fn every_option() {
-        let o = parse(&[
+        let o = parse_extra(&[
             "--route=/v1/chat",
             "--selector",
             "namespace=\"shop\"",
@@ -402,38 +339,76 @@ mod tests {
         assert_eq!(j.max_p99, Some(Duration::from_millis(750)));
         assert_eq!(o.json, Some(PathBuf::from("out.json")));
         assert!(o.quiet);
-        let o = parse(&["--no-latency"]).unwrap();
+        let o = parse_extra(&["--no-latency", "-q"]).unwrap();
         assert_eq!(o.run.judge.latency, None);
         assert!(o.run.judge.errors.is_some());
+        assert!(o.quiet);
     }
 
     #[test]
     fn help_and_version_win() {
-        assert_eq!(parse_args(["--help"]), Ok(Command::Help));
-        assert_eq!(parse_args(["--stable", "x", "-h"]), Ok(Command::Help));
-        assert_eq!(parse_args(["-V"]), Ok(Command::Version));
+        for (args, kind) in [
+            (&["--help"][..], ErrorKind::DisplayHelp),
+            (&["--stable", "x", "-h"], ErrorKind::DisplayHelp),
+            (&["-V"], ErrorKind::DisplayVersion),
+            (&["--version"], ErrorKind::DisplayVersion),
+        ] {
+            let e = err(args);
+            assert_eq!(e.kind(), kind, "{args:?}");
+            // To stdout, exit 0: not a mistake.
+            assert!(!e.use_stderr(), "{args:?}");
+        }
+        let help = err(&["--help"]).to_string();
+        for flag in [
+            "--prometheus <URL>",
+            "--header <NAME: VALUE>",
+            "--max-p99 <DURATION>",
+            "[default: http_server_request_duration_seconds]",
+            "[default: 30s]",
+            "[default: 0.002]",
+            "Exit status: 0 pass, 1 fail, 2 inconclusive",
+        ] {
+            assert!(help.contains(flag), "{flag}: {help}");
+        }
     }
 
     #[test]
     fn argument_errors_name_the_argument() {
         let cases: &[(&[&str], &str)] = &[
-            (&[], "missing --prometheus, --stable, --canary"),
-            (&["--prometheus", "http://p"], "missing --stable, --canary"),
-            (&["--stable"], "--stable needs a value"),
-            (&["--bogus"], "unknown option --bogus"),
-            (&["stray"], "unexpected argument \"stray\""),
+            (
+                &[],
+                "--prometheus <URL>\n  --stable <VERSION>\n  --canary <VERSION>",
+            ),
+            (
+                &["--prometheus", "http://p"],
+                "not provided:\n  --stable <VERSION>\n  --canary <VERSION>",
+            ),
+            (
+                &["--stable"],
+                "a value is required for '--stable <VERSION>'",
+            ),
+            (&["--bogus"], "unexpected argument '--bogus'"),
+            (&["stray"], "unexpected argument 'stray'"),
             (
                 &["--prometheus", "http://p", "--stable", "v", "--canary", "v"],
-                "must differ",
+                "--stable and --canary are both \"v\"; they must differ",
             ),
-            (&["--stable", ""], "--stable needs a non-empty value"),
-            (&["--quiet=yes"], "--quiet takes no value"),
-            (&["--header", "no-colon"], "--header expects 'NAME: VALUE'"),
+            (
+                &["--stable", ""],
+                "for '--stable <VERSION>': needs a non-empty value",
+            ),
+            (&["--quiet=yes"], "unexpected value 'yes' for '--quiet'"),
+            (
+                &["--header", "no-colon"],
+                "for '--header <NAME: VALUE>': expects 'NAME: VALUE'",
+            ),
         ];
         for (args, expected) in cases {
             let e = err(args);
+            assert!(e.use_stderr(), "{args:?}");
+            let e = e.to_string();
             assert!(e.contains(expected), "{args:?}: {e}");
-            assert!(e.ends_with("(see --help)"), "{e}");
+            assert!(e.contains("--help"), "{e}");
         }
     }
 
@@ -442,23 +417,32 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (
                 &["--alpha", "1"],
-                "--alpha must be between 0 and 1 (exclusive), got 1",
+                "'1' for '--alpha <A>': must be between 0 and 1 (exclusive)",
             ),
-            (&["--alpha", "x"], "--alpha expects a number, got \"x\""),
+            (&["--alpha", "x"], "'x' for '--alpha <A>': expects a number"),
             (
                 &["--min-requests", "-3"],
-                "--min-requests expects a whole number",
+                "'-3' for '--min-requests <N>': expects a whole number",
             ),
             (
                 &["--interval", "30"],
-                "--interval: invalid duration \"30\": time unit needed",
+                "'30' for '--interval <DURATION>': invalid duration: time unit needed",
             ),
-            (&["--interval", "0s"], "--interval must be longer than zero"),
-            (&["--max-p99", "fast"], "--max-p99: invalid duration"),
-            (&["--error-margin", "2"], "--error-margin must be in [0, 1]"),
+            (
+                &["--interval", "0s"],
+                "'0s' for '--interval <DURATION>': must be longer than zero",
+            ),
+            (
+                &["--max-p99", "fast"],
+                "'fast' for '--max-p99 <DURATION>': invalid duration",
+            ),
+            (
+                &["--error-margin", "2"],
+                "'2' for '--error-margin <X>': must be in [0, 1]",
+            ),
             (
                 &["--latency-quantile", "95"],
-                "--latency-quantile must be between 0 and 1",
+                "for '--latency-quantile <Q>': must be between 0 and 1",
             ),
             (&["--no-errors", "--no-latency"], "nothing to compare"),
             (
@@ -467,7 +451,9 @@ mod tests {
             ),
         ];
         for (args, expected) in cases {
-            let e = parse(args).unwrap_err().to_string();
+            let e = parse_extra(args).unwrap_err();
+            assert!(e.use_stderr(), "{args:?}");
+            let e = e.to_string();
             assert!(e.contains(expected), "{args:?}: {e}");
         }
     }
@@ -476,20 +462,29 @@ mod tests {
     #[test]
     fn non_utf8_arguments_are_errors() {
         use std::os::unix::ffi::OsStringExt;
-        let bad = OsString::from_vec(vec![b'-', b'-', 0xff]);
-        assert!(parse_args([bad]).unwrap_err().to_string().contains("UTF-8"));
+        let bad = OsString::from_vec(vec![
+            b'-', b'-', b's', b't', b'a', b'b', b'l', b'e', b'=', 0xff,
+        ]);
+        let e = parse(["podcycle-judge".into(), bad]).unwrap_err();
+        assert!(e.use_stderr());
+        assert!(e.to_string().contains("UTF-8"), "{e}");
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration(" 1h "), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
-        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-        for bad in ["", "s", "10x", "1..5s", "-1s", "1e3s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        let ok = [
+            ("500ms", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("10m", Duration::from_secs(600)),
+            (" 1h ", Duration::from_secs(3600)),
+            ("1h2m3s", Duration::from_secs(3723)),
+            ("1m 30s", Duration::from_secs(90)),
+        ];
+        for (text, d) in ok {
+            assert_eq!(positive_duration(text), Ok(d), "{text}");
+        }
+        for bad in ["", "s", "10x", "1..5s", "-1s", "1e3s", "0s"] {
+            assert!(positive_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -16,19 +16,17 @@ use podcycle_judge::{self as judge, Event, PrometheusSource, Verdict};
 const CANNOT_JUDGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let options = match cli::parse_args(std::env::args_os().skip(1)) {
-        Ok(cli::Command::Run(options)) => *options,
-        Ok(cli::Command::Help) => {
-            print!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(cli::Command::Version) => {
-            println!("podcycle-judge {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
+    let options = match cli::parse(std::env::args_os()) {
+        Ok(options) => options,
         Err(e) => {
-            eprintln!("podcycle-judge: {e}");
-            return ExitCode::from(CANNOT_JUDGE);
+            // --help and --version go to stdout and exit 0; a mistake goes
+            // to stderr and exits 2: cannot judge, never a pass.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(CANNOT_JUDGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let mut source = match PrometheusSource::new(&options.prometheus) {

@@ -14,7 +14,6 @@ mod config;
 mod connections;
 mod error;
 mod health;
-pub mod judge;
 mod lifecycle;
 pub mod metrics;
 mod panic;

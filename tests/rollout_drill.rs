@@ -15,8 +15,6 @@ mod support;
 #[allow(dead_code)]
 #[path = "../examples/drill/drill.rs"]
 mod drill;
-#[path = "../examples/chatbot/service.rs"]
-mod service;
 
 use std::time::Duration;
 
@@ -29,8 +27,8 @@ fn replica() {
         return;
     }
     let code = drill::run_replica(|| async {
-        match service::Mode::from_env() {
-            Ok(mode) => service::run(mode).await,
+        match chatbot::Mode::from_env() {
+            Ok(mode) => chatbot::run(mode).await,
             Err(e) => podcycle::Outcome::Failed(e),
         }
     });

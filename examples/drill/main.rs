@@ -15,8 +15,6 @@
 #![forbid(unsafe_code)]
 
 mod drill;
-#[path = "../chatbot/service.rs"]
-mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,8 +133,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--replica") {
         return ExitCode::from(drill::run_replica(|| async {
-            match service::Mode::from_env() {
-                Ok(mode) => service::run(mode).await,
+            match chatbot::Mode::from_env() {
+                Ok(mode) => chatbot::run(mode).await,
                 Err(e) => podcycle::Outcome::Failed(e),
             }
         }));

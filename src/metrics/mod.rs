@@ -31,6 +31,7 @@
 mod handoff;
 mod http;
 mod layer;
+pub mod schema;
 mod table;
 
 use std::fmt;

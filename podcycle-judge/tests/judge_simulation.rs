@@ -9,9 +9,9 @@
 //! * `identical_arms_rarely_fail` (runs in every `cargo test`): identical
 //!   arms, false-fail rate at most alpha; a real regression is caught.
 //! * `simulation_study` (ignored; prints the table):
-//!   `cargo test --release --test judge_simulation -- --ignored --nocapture`
+//!   `cargo test --release -p podcycle-judge --test judge_simulation -- --ignored --nocapture`
 
-use podcycle::judge::{ArmCounts, Histogram, Judge, JudgeConfig, Snapshot, Verdict};
+use podcycle_judge::{ArmCounts, Histogram, Judge, JudgeConfig, Snapshot, Verdict};
 
 // ---------------------------------------------------------------- random ---
 

@@ -6,13 +6,13 @@ use std::future::Future;
 
 use tokio::time::Instant;
 
-use crate::judge::config::{ConfigError, RunConfig};
-use crate::judge::engine::Judge;
-use crate::judge::report::Report;
-use crate::judge::snapshot::Snapshot;
+use crate::config::{ConfigError, RunConfig};
+use crate::engine::Judge;
+use crate::report::Report;
+use crate::snapshot::Snapshot;
 
 /// Where snapshots come from: a Prometheus server
-/// ([`PrometheusSource`](crate::judge::PrometheusSource)) or, in tests,
+/// ([`PrometheusSource`](crate::PrometheusSource)) or, in tests,
 /// synthetic counters.
 pub trait SnapshotSource {
     /// Why a read failed.
@@ -56,7 +56,7 @@ pub enum Event<'a, E> {
 /// # Example
 ///
 /// ```
-/// use podcycle::judge::{run, ArmCounts, RunConfig, Snapshot, SnapshotSource, Verdict};
+/// use podcycle_judge::{run, ArmCounts, RunConfig, Snapshot, SnapshotSource, Verdict};
 /// use std::convert::Infallible;
 ///
 /// /// Two identical arms: 1500 requests per look, no errors, no latency data.
@@ -135,9 +135,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::config::JudgeConfig;
-    use crate::judge::engine::Verdict;
-    use crate::judge::snapshot::ArmCounts;
+    use crate::config::JudgeConfig;
+    use crate::snapshot::ArmCounts;
+    use crate::verdict::Verdict;
     use std::time::Duration;
 
     /// Counters growing by fixed amounts, failing on chosen looks.

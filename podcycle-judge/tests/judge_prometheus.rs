@@ -5,10 +5,6 @@
 
 mod support;
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/chatbot/service.rs"]
-mod service;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +18,7 @@ fn child() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let outcome = rt.block_on(service::run(service::Mode::Podcycle));
+    let outcome = rt.block_on(chatbot::run(chatbot::Mode::Podcycle));
     std::process::exit(i32::from(outcome.exit_code()));
 }
 

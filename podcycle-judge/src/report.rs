@@ -4,11 +4,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::judge::engine::{fmt_e, trim, Verdict};
-use crate::judge::snapshot::{format_seconds, humanize};
+use crate::format::{fmt_e, format_seconds, humanize, trim};
+use crate::verdict::Verdict;
 
-/// Every statistic of a judgement, as [`Judge::report`](crate::judge::Judge::report)
-/// and [`run`](crate::judge::run) give it.
+/// Every statistic of a judgement, as [`Judge::report`](crate::Judge::report)
+/// and [`run`](crate::run) give it.
 ///
 /// Serialises to the JSON written by `podcycle-judge --json`; `Display`
 /// gives the human summary. Numbers that do not exist yet (a ratio without
@@ -191,7 +191,7 @@ impl Report {
     }
 
     /// One progress line, e.g.
-    /// `[1m30s] stable 4500 req 0.20% err | canary 4490 req 1.02% err | errors e_fail 52/40 e_pass 0.01/20 FAIL | ...`.
+    /// `[1m 30s] stable 4500 req 0.20% err | canary 4490 req 1.02% err | errors e_fail 52/40 e_pass 0.01/20 FAIL | ...`.
     pub fn progress_line(&self) -> String {
         let elapsed = self
             .elapsed_seconds
@@ -428,7 +428,7 @@ mod tests {
     fn summary_and_progress_read_well() {
         let text = report().to_string();
         assert!(
-            text.starts_with("FAIL after 3 intervals (1m30s), 1 failed reads\n"),
+            text.starts_with("FAIL after 3 intervals (1m 30s), 1 failed reads\n"),
             "{text}"
         );
         assert!(
@@ -443,7 +443,7 @@ mod tests {
         let line = report().progress_line();
         assert_eq!(
             line,
-            "[1m30s] stable 4500 req 0.20% err | canary 4500 req 1.00% err | errors e_fail 52/40 \
+            "[1m 30s] stable 4500 req 0.20% err | canary 4500 req 1.00% err | errors e_fail 52/40 \
              e_pass 1.00/20 FAIL | max_p99 violated => FAIL"
         );
     }

@@ -1,51 +1,14 @@
 //! The pure decision engine: snapshots in, verdict out. No I/O, no clock.
 
-use std::fmt;
-
-use serde::Serialize;
-
-use crate::judge::config::{ConfigError, JudgeConfig, LatencyConfig};
-use crate::judge::report::{
+use crate::config::{ConfigError, JudgeConfig, LatencyConfig};
+use crate::format::{fmt_e, format_seconds, trim};
+use crate::report::{
     ArmReport, ComparisonReport, CountsReport, GuardrailReport, GuardrailStatus, MetricStatus,
     Report,
 };
-use crate::judge::snapshot::{format_seconds, ArmCounts, Histogram, Snapshot};
-use crate::judge::stats::{ratio, Comparison, PairCounts, Parameter};
-
-/// The outcome of a judgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Evidence that the canary is no worse than the stable by more than the
-    /// margins, and no guardrail violated.
-    Pass,
-    /// Evidence that the canary is worse than the stable by more than a
-    /// margin, or a guardrail violated.
-    Fail,
-    /// Neither by the deadline, or too little traffic. Never a pass.
-    Inconclusive,
-}
-
-impl Verdict {
-    /// Process exit code: 0 pass, 1 fail, 2 inconclusive.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Fail => 1,
-            Verdict::Inconclusive => 2,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::Inconclusive => "INCONCLUSIVE",
-        })
-    }
-}
+use crate::snapshot::{ArmCounts, Histogram, Snapshot};
+use crate::stats::{ratio, Comparison, PairCounts, Parameter};
+use crate::verdict::Verdict;
 
 /// Compares a canary with the stable from successive [`Snapshot`]s.
 ///
@@ -56,7 +19,7 @@ impl fmt::Display for Verdict {
 /// when nothing was decided. [`report`](Judge::report) gives every statistic.
 ///
 /// ```
-/// use podcycle::judge::{ArmCounts, Judge, JudgeConfig, Snapshot, Verdict};
+/// use podcycle_judge::{ArmCounts, Judge, JudgeConfig, Snapshot, Verdict};
 ///
 /// let config = JudgeConfig { latency: None, ..JudgeConfig::default() };
 /// let mut judge = Judge::new(config)?;
@@ -71,7 +34,7 @@ impl fmt::Display for Verdict {
 ///     }
 /// }
 /// assert_eq!(verdict, Some(Verdict::Fail));
-/// # Ok::<(), podcycle::judge::ConfigError>(())
+/// # Ok::<(), podcycle_judge::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Judge {
@@ -366,7 +329,7 @@ impl Judge {
     }
 
     /// Every statistic so far. `elapsed_seconds`, `failed_reads` and the arm
-    /// versions are left for the caller (see [`run`](crate::judge::run)).
+    /// versions are left for the caller (see [`run`](crate::run)).
     pub fn report(&self) -> Report {
         let mut comparisons = Vec::new();
         if let Some(c) = &self.errors {
@@ -531,28 +494,6 @@ fn choose_boundary(stable: &Histogram, quantile: f64) -> Option<f64> {
         .map(|(_, le)| le)
         // Every stable request at or below the smallest bound.
         .or_else(|| finite.map(|b| b.le).next())
-}
-
-/// E-values for people: `3.2`, `41`, `1.2e6`.
-pub(crate) fn fmt_e(e: f64) -> String {
-    if !e.is_finite() {
-        "inf".to_owned()
-    } else if e >= 1e5 {
-        format!("{e:.1e}")
-    } else if e >= 10.0 {
-        format!("{e:.0}")
-    } else if e >= 0.01 || e == 0.0 {
-        format!("{e:.2}")
-    } else {
-        format!("{e:.1e}")
-    }
-}
-
-/// `1.5000` -> `1.5`.
-pub(crate) fn trim(x: f64) -> String {
-    let s = format!("{x:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_owned()
 }
 
 #[cfg(test)]

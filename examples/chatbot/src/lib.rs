@@ -3,8 +3,20 @@
 //! answers as server-sent events that end cleanly when the pod drains, and records
 //! version-labelled metrics.
 //!
+//! ```no_run
+//! #[tokio::main]
+//! async fn main() -> podcycle::Outcome {
+//!     match chatbot::Mode::from_env() {
+//!         Ok(mode) => chatbot::run(mode).await,
+//!         Err(e) => podcycle::Outcome::Failed(e),
+//!     }
+//! }
+//! ```
+//!
+//! The `chatbot` binary is that `main` with logging:
+//!
 //! ```text
-//! cargo run --release --example chatbot
+//! cargo run --release -p chatbot
 //! curl -s localhost:9090/readyz?verbose
 //! curl -s localhost:8080/v1/chat -H 'content-type: application/json' \
 //!      -d '{"question":"How do I size terminationGracePeriodSeconds?"}'
@@ -15,21 +27,10 @@
 //! `CHATBOT_WARMUP_DELAY` (2s), `CHATBOT_KNOWLEDGE_DIR` (built-in articles when unset),
 //! `CHATBOT_FAULT_ERROR_RATE` (0), `CHATBOT_FAULT_LATENCY` (0s), `CHATBOT_TOKEN_DELAY` (30ms),
 //! `CHATBOT_MAX_QUESTION_CHARS` (2000), `CHATBOT_MAX_BODY_BYTES` (16384), and `CHATBOT_MODE`
-//! (`podcycle`; `plain` and `graceful` are the rollout drill's baselines).
+//! (`podcycle`; `plain` and `graceful` are the rollout drill's baselines, see [`Mode`]).
 #![forbid(unsafe_code)]
 
+mod retrieval;
 mod service;
 
-#[tokio::main]
-async fn main() -> podcycle::Outcome {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match service::Mode::from_env() {
-        Ok(mode) => service::run(mode).await,
-        Err(e) => podcycle::Outcome::Failed(e),
-    }
-}
+pub use service::{run, Mode};

@@ -1,33 +1,32 @@
 //! `podcycle-judge`: compares a canary with the stable version from
 //! Prometheus and exits 0 (pass), 1 (fail) or 2 (inconclusive).
-//!
-//! Moving this file to podcycle's `src/bin/podcycle-judge.rs` needs no change:
-//! the scratch crate that compiled it names its library `podcycle`. (Were it
-//! not, the only line to change would be `use podcycle::judge;`.)
+
+#![forbid(unsafe_code)]
+
+mod cli;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use podcycle::judge::{self, cli, Event, PrometheusSource, Verdict};
+use podcycle_judge::{self as judge, Event, PrometheusSource, Verdict};
 
 /// Exit code when the judge could not run at all (bad arguments, bad
 /// configuration): the same as inconclusive, never a pass.
 const CANNOT_JUDGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let options = match cli::parse_args(std::env::args_os().skip(1)) {
-        Ok(cli::Command::Run(options)) => *options,
-        Ok(cli::Command::Help) => {
-            print!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(cli::Command::Version) => {
-            println!("podcycle-judge {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
+    let options = match cli::parse(std::env::args_os()) {
+        Ok(options) => options,
         Err(e) => {
-            eprintln!("podcycle-judge: {e}");
-            return ExitCode::from(CANNOT_JUDGE);
+            // --help and --version go to stdout and exit 0; a mistake goes
+            // to stderr and exits 2: cannot judge, never a pass.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(CANNOT_JUDGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let mut source = match PrometheusSource::new(&options.prometheus) {
@@ -57,8 +56,8 @@ fn main() -> ExitCode {
             p.canary,
             p.stable,
             p.url,
-            humantime(options.run.interval),
-            humantime(options.run.max_duration),
+            humantime::format_duration(options.run.interval),
+            humantime::format_duration(options.run.max_duration),
             options.run.judge.alpha
         );
         for q in source.queries() {
@@ -72,7 +71,12 @@ fn main() -> ExitCode {
         match event {
             Event::Observed(report) => eprintln!("{}", report.progress_line()),
             Event::ReadFailed { elapsed, error } => {
-                eprintln!("[{}] read failed: {error}", humantime(elapsed));
+                eprintln!(
+                    "[{}] read failed: {error}",
+                    humantime::format_duration(Duration::from_millis(
+                        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                    ))
+                );
             }
         }
     }));
@@ -101,20 +105,4 @@ fn main() -> ExitCode {
     // Nothing useful to do if stdout is closed; the exit code still tells.
     let _ = writeln!(stdout, "podcycle-judge: {report}");
     ExitCode::from(code)
-}
-
-/// `90s` -> `1m30s`.
-fn humantime(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 != 0 {
-        return format!("{:.3}s", d.as_secs_f64());
-    }
-    let s = ms / 1000;
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
 }

@@ -27,10 +27,11 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use podcycle::metrics::schema;
 use serde_json::Value;
 
-use crate::judge::run::SnapshotSource;
-use crate::judge::snapshot::{ArmCounts, Histogram, Snapshot};
+use crate::run::SnapshotSource;
+use crate::snapshot::{ArmCounts, Histogram, Snapshot};
 
 /// Largest response body accepted from Prometheus.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -71,8 +72,8 @@ impl PrometheusConfig {
             url: url.into(),
             stable: stable.into(),
             canary: canary.into(),
-            version_label: "version".to_owned(),
-            metric: "http_server_request_duration_seconds".to_owned(),
+            version_label: schema::VERSION.to_owned(),
+            metric: schema::HTTP_REQUEST_DURATION.to_owned(),
             route: None,
             selector: None,
             headers: Vec::new(),
@@ -106,10 +107,10 @@ impl PrometheusConfig {
         }
         let mut matchers = vec![format!("{}=\"{}\"", self.version_label, escape(version))];
         if buckets {
-            matchers.push("error_type=\"\"".to_owned());
+            matchers.push(format!("{}=\"\"", schema::ERROR_TYPE));
         }
         if let Some(route) = &self.route {
-            matchers.push(format!("http_route=\"{}\"", escape(route)));
+            matchers.push(format!("{}=\"{}\"", schema::HTTP_ROUTE, escape(route)));
         }
         if let Some(selector) = &self.selector {
             let selector = selector
@@ -151,17 +152,13 @@ fn is_metric_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// Percent-encodes a query-string value (everything but unreserved bytes).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// The query string of an instant query: `query=<promql>&time=<unix seconds>`,
+/// form-encoded as Prometheus' API (Go's `url.ParseQuery`) reads it.
+fn query_string(promql: &str, time: f64) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", promql)
+        .append_pair("time", &format!("{time:.3}"))
+        .finish()
 }
 
 /// Why a look at Prometheus failed.
@@ -412,11 +409,13 @@ struct ArmTracker {
 impl ArmTracker {
     fn update(&mut self, counts: &[Sample], buckets: &[Sample]) -> ArmCounts {
         for (labels, _) in self.counts.update(counts) {
-            let is_error = labels.get("error_type").is_some_and(|v| !v.is_empty());
+            let is_error = labels
+                .get(schema::ERROR_TYPE)
+                .is_some_and(|v| !v.is_empty());
             self.errors.insert(series_key(labels), is_error);
         }
         for (labels, _) in self.buckets.update(buckets) {
-            if let Some(le) = labels.get("le").and_then(|v| parse_value(v)) {
+            if let Some(le) = labels.get(schema::LE).and_then(|v| parse_value(v)) {
                 self.les.insert(series_key(labels), le);
             }
         }
@@ -524,7 +523,7 @@ impl PrometheusSource {
 
     /// Runs one instant query evaluated at `time` (Unix seconds).
     pub async fn query(&self, promql: &str, time: f64) -> Result<QueryResult, PrometheusError> {
-        let uri = format!("{}?query={}&time={time:.3}", self.endpoint, encode(promql));
+        let uri = format!("{}?{}", self.endpoint, query_string(promql, time));
         let mut request = Request::get(uri.as_str());
         for (name, value) in &self.headers {
             request = request.header(name, value);
@@ -716,7 +715,10 @@ mod tests {
         assert!(c.contains("version=\"v2\\\"x\""), "{c}");
         config.version_label = "bad label".to_owned();
         assert!(config.queries().is_err());
-        assert_eq!(encode("a b{c=\"/\"}"), "a%20b%7Bc%3D%22%2F%22%7D");
+        let encoded = query_string("a b{c=\"/&?\"}", 1.5);
+        assert_eq!(encoded, "query=a+b%7Bc%3D%22%2F%26%3F%22%7D&time=1.500");
+        let decoded: Vec<_> = form_urlencoded::parse(encoded.as_bytes()).collect();
+        assert_eq!(decoded[0].1, "a b{c=\"/&?\"}");
     }
 
     #[test]
@@ -740,16 +742,16 @@ mod tests {
     }
 
     fn count(version: &str, error: Option<&str>, pod: &str, value: f64) -> Sample {
-        let mut l = labels(&[("version", version), ("pod", pod)]);
+        let mut l = labels(&[(schema::VERSION, version), ("pod", pod)]);
         if let Some(e) = error {
-            l.insert("error_type".to_owned(), e.to_owned());
+            l.insert(schema::ERROR_TYPE.to_owned(), e.to_owned());
         }
         Sample { labels: l, value }
     }
 
     fn bucket(pod: &str, le: &str, value: f64) -> Sample {
         Sample {
-            labels: labels(&[("pod", pod), ("le", le)]),
+            labels: labels(&[("pod", pod), (schema::LE, le)]),
             value,
         }
     }
@@ -823,10 +825,9 @@ mod tests {
                     }
                     let head = String::from_utf8_lossy(&head);
                     let target = head.split_whitespace().nth(1).unwrap_or("");
-                    let query = target
-                        .split(['?', '&'])
-                        .find_map(|kv| kv.strip_prefix("query="))
-                        .map(decode)
+                    let params = target.split_once('?').map_or("", |(_, q)| q);
+                    let query = form_urlencoded::parse(params.as_bytes())
+                        .find_map(|(k, v)| (k == "query").then(|| v.into_owned()))
                         .unwrap_or_default();
                     let look = served.fetch_add(1, Ordering::SeqCst) / 4;
                     let (status, body) = answer(&query, look);
@@ -845,23 +846,6 @@ mod tests {
             }
         });
         addr
-    }
-
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
     }
 
     fn vector(series: &[(&str, f64)]) -> String {

@@ -25,7 +25,6 @@
 //!     println!("  {} ({:.2})", source.title, source.score);
 //! }
 //! ```
-#![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -259,7 +258,8 @@ impl Index {
         }
     }
 
-    /// The indexed articles, in the order given to [`Index::build`].
+    /// The indexed articles, in the order given to [`Index::build`] (for tests).
+    #[cfg(test)]
     #[must_use]
     pub(crate) fn articles(&self) -> &[Article] {
         &self.articles
@@ -1039,160 +1039,160 @@ pub(crate) fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Article>, String> {
 const BUILTIN: &[(&str, &str)] = &[
     (
         "alerting-during-deploys",
-        include_str!("knowledge/alerting-during-deploys.md"),
+        include_str!("../knowledge/alerting-during-deploys.md"),
     ),
     (
         "app-version-downward-api",
-        include_str!("knowledge/app-version-downward-api.md"),
+        include_str!("../knowledge/app-version-downward-api.md"),
     ),
     (
         "argo-analysis-nan-no-data",
-        include_str!("knowledge/argo-analysis-nan-no-data.md"),
+        include_str!("../knowledge/argo-analysis-nan-no-data.md"),
     ),
     (
         "argo-rollouts-canary-analysis",
-        include_str!("knowledge/argo-rollouts-canary-analysis.md"),
+        include_str!("../knowledge/argo-rollouts-canary-analysis.md"),
     ),
     (
         "blue-green-switch-and-rollback",
-        include_str!("knowledge/blue-green-switch-and-rollback.md"),
+        include_str!("../knowledge/blue-green-switch-and-rollback.md"),
     ),
     (
         "canary-by-replica-ratio",
-        include_str!("knowledge/canary-by-replica-ratio.md"),
+        include_str!("../knowledge/canary-by-replica-ratio.md"),
     ),
     (
         "canary-error-ratio-promql",
-        include_str!("knowledge/canary-error-ratio-promql.md"),
+        include_str!("../knowledge/canary-error-ratio-promql.md"),
     ),
     (
         "canary-p95-latency-promql",
-        include_str!("knowledge/canary-p95-latency-promql.md"),
+        include_str!("../knowledge/canary-p95-latency-promql.md"),
     ),
     (
         "chat-api-reference",
-        include_str!("knowledge/chat-api-reference.md"),
+        include_str!("../knowledge/chat-api-reference.md"),
     ),
     (
         "chatbot-configuration",
-        include_str!("knowledge/chatbot-configuration.md"),
+        include_str!("../knowledge/chatbot-configuration.md"),
     ),
     (
         "drain-timeout-long-requests",
-        include_str!("knowledge/drain-timeout-long-requests.md"),
+        include_str!("../knowledge/drain-timeout-long-requests.md"),
     ),
-    ("exit-codes", include_str!("knowledge/exit-codes.md")),
+    ("exit-codes", include_str!("../knowledge/exit-codes.md")),
     (
         "fault-injection-bad-canary",
-        include_str!("knowledge/fault-injection-bad-canary.md"),
+        include_str!("../knowledge/fault-injection-bad-canary.md"),
     ),
     (
         "graceful-shutdown-timeline",
-        include_str!("knowledge/graceful-shutdown-timeline.md"),
+        include_str!("../knowledge/graceful-shutdown-timeline.md"),
     ),
     (
         "keep-alive-connections",
-        include_str!("knowledge/keep-alive-connections.md"),
+        include_str!("../knowledge/keep-alive-connections.md"),
     ),
     (
         "lifecycle-metrics",
-        include_str!("knowledge/lifecycle-metrics.md"),
+        include_str!("../knowledge/lifecycle-metrics.md"),
     ),
     (
         "liveness-probe-best-practices",
-        include_str!("knowledge/liveness-probe-best-practices.md"),
+        include_str!("../knowledge/liveness-probe-best-practices.md"),
     ),
     (
         "no-prestop-sleep-needed",
-        include_str!("knowledge/no-prestop-sleep-needed.md"),
+        include_str!("../knowledge/no-prestop-sleep-needed.md"),
     ),
     (
         "pod-disruption-budget",
-        include_str!("knowledge/pod-disruption-budget.md"),
+        include_str!("../knowledge/pod-disruption-budget.md"),
     ),
     (
         "podcycle-environment-variables",
-        include_str!("knowledge/podcycle-environment-variables.md"),
+        include_str!("../knowledge/podcycle-environment-variables.md"),
     ),
     (
         "probes-readiness-liveness-startup",
-        include_str!("knowledge/probes-readiness-liveness-startup.md"),
+        include_str!("../knowledge/probes-readiness-liveness-startup.md"),
     ),
     (
         "prometheus-scrape-setup",
-        include_str!("knowledge/prometheus-scrape-setup.md"),
+        include_str!("../knowledge/prometheus-scrape-setup.md"),
     ),
     (
         "readyz-endpoint-checks",
-        include_str!("knowledge/readyz-endpoint-checks.md"),
+        include_str!("../knowledge/readyz-endpoint-checks.md"),
     ),
     (
         "recreate-vs-rolling-update",
-        include_str!("knowledge/recreate-vs-rolling-update.md"),
+        include_str!("../knowledge/recreate-vs-rolling-update.md"),
     ),
     (
         "requests-after-unready",
-        include_str!("knowledge/requests-after-unready.md"),
+        include_str!("../knowledge/requests-after-unready.md"),
     ),
     (
         "resources-and-probe-timeouts",
-        include_str!("knowledge/resources-and-probe-timeouts.md"),
+        include_str!("../knowledge/resources-and-probe-timeouts.md"),
     ),
     (
         "rolling-update-maxsurge-maxunavailable",
-        include_str!("knowledge/rolling-update-maxsurge-maxunavailable.md"),
+        include_str!("../knowledge/rolling-update-maxsurge-maxunavailable.md"),
     ),
     (
         "rollout-status-and-rollback",
-        include_str!("knowledge/rollout-status-and-rollback.md"),
+        include_str!("../knowledge/rollout-status-and-rollback.md"),
     ),
     (
         "running-locally-and-sigterm",
-        include_str!("knowledge/running-locally-and-sigterm.md"),
+        include_str!("../knowledge/running-locally-and-sigterm.md"),
     ),
     (
         "shutdown-hooks-background-tasks",
-        include_str!("knowledge/shutdown-hooks-background-tasks.md"),
+        include_str!("../knowledge/shutdown-hooks-background-tasks.md"),
     ),
     (
         "sizing-termination-grace-period",
-        include_str!("knowledge/sizing-termination-grace-period.md"),
+        include_str!("../knowledge/sizing-termination-grace-period.md"),
     ),
     (
         "sse-streaming-during-drains",
-        include_str!("knowledge/sse-streaming-during-drains.md"),
+        include_str!("../knowledge/sse-streaming-during-drains.md"),
     ),
     (
         "startup-probe-sizing",
-        include_str!("knowledge/startup-probe-sizing.md"),
+        include_str!("../knowledge/startup-probe-sizing.md"),
     ),
     (
         "troubleshooting-502-during-deploy",
-        include_str!("knowledge/troubleshooting-502-during-deploy.md"),
+        include_str!("../knowledge/troubleshooting-502-during-deploy.md"),
     ),
     (
         "troubleshooting-crashloopbackoff-warm-up",
-        include_str!("knowledge/troubleshooting-crashloopbackoff-warm-up.md"),
+        include_str!("../knowledge/troubleshooting-crashloopbackoff-warm-up.md"),
     ),
     (
         "troubleshooting-grace-period-config-error",
-        include_str!("knowledge/troubleshooting-grace-period-config-error.md"),
+        include_str!("../knowledge/troubleshooting-grace-period-config-error.md"),
     ),
     (
         "troubleshooting-stuck-terminating-pods",
-        include_str!("knowledge/troubleshooting-stuck-terminating-pods.md"),
+        include_str!("../knowledge/troubleshooting-stuck-terminating-pods.md"),
     ),
     (
         "tuning-shutdown-delay",
-        include_str!("knowledge/tuning-shutdown-delay.md"),
+        include_str!("../knowledge/tuning-shutdown-delay.md"),
     ),
     (
         "version-labelled-metrics",
-        include_str!("knowledge/version-labelled-metrics.md"),
+        include_str!("../knowledge/version-labelled-metrics.md"),
     ),
     (
         "warm-up-knowledge-base-and-model",
-        include_str!("knowledge/warm-up-knowledge-base-and-model.md"),
+        include_str!("../knowledge/warm-up-knowledge-base-and-model.md"),
     ),
 ];
 
@@ -1410,11 +1410,8 @@ mod tests {
     #[test]
     fn builtin_list_matches_knowledge_directory() {
         let dir = match option_env!("CARGO_MANIFEST_DIR") {
-            Some(root) => Path::new(root).join("examples/chatbot/knowledge"),
-            None => match Path::new(file!()).parent() {
-                Some(parent) => parent.join("knowledge"),
-                None => return,
-            },
+            Some(root) => Path::new(root).join("knowledge"),
+            None => return,
         };
         if !dir.is_dir() {
             eprintln!("skipping: knowledge directory {} not found", dir.display());

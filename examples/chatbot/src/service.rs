@@ -2,15 +2,12 @@
 //! (the example), and the two baselines the rollout drill compares it with (a plain
 //! `axum::serve` that dies on SIGTERM, and `axum::serve(...).with_graceful_shutdown`).
 
-#[allow(dead_code)]
-#[path = "retrieval.rs"]
-mod retrieval;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::retrieval::{self, Answer, Index};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
@@ -20,7 +17,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use podcycle::{Lifecycle, Outcome, Warmup};
-use retrieval::{Answer, Index};
 use serde::{Deserialize, Serialize};
 
 /// The chatbot's own settings.
@@ -365,7 +361,7 @@ fn load_articles(settings: &Settings) -> Result<Vec<retrieval::Article>, String>
 
 /// Which server the chatbot runs as (`CHATBOT_MODE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// podcycle: warm-up-gated probes, propagation delay, drain, metrics (the default).
     Podcycle,
     /// Baseline: `axum::serve`, no signal handling: SIGTERM kills the process.
@@ -376,7 +372,8 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    pub(crate) fn from_env() -> Result<Mode, String> {
+    /// The mode `CHATBOT_MODE` names (`podcycle` when unset), or what is wrong with it.
+    pub fn from_env() -> Result<Mode, String> {
         match std::env::var("CHATBOT_MODE").as_deref() {
             Err(_) | Ok("podcycle") => Ok(Mode::Podcycle),
             Ok("plain") => Ok(Mode::Plain),
@@ -428,7 +425,7 @@ fn router(state: AppState) -> Router {
 }
 
 /// Runs the chatbot in `mode` until it is told to stop.
-pub(crate) async fn run(mode: Mode) -> Outcome {
+pub async fn run(mode: Mode) -> Outcome {
     let settings = match Settings::from_env() {
         Ok(s) => Arc::new(s),
         Err(e) => return Outcome::Failed(format!("chatbot configuration: {e}")),

@@ -10,7 +10,7 @@
 //! # Example
 //!
 //! ```
-//! use podcycle::judge::{ArmCounts, Judge, JudgeConfig, Snapshot, Verdict};
+//! use podcycle_judge::{ArmCounts, Judge, JudgeConfig, Snapshot, Verdict};
 //!
 //! let mut judge = Judge::new(JudgeConfig { latency: None, ..JudgeConfig::default() })?;
 //! let arm = |requests, errors| ArmCounts { requests, errors, ..ArmCounts::default() };
@@ -25,7 +25,7 @@
 //! let verdict = verdict.unwrap_or_else(|| judge.finish());
 //! assert_eq!(verdict, Verdict::Pass);
 //! println!("{}", judge.report());
-//! # Ok::<(), podcycle::judge::ConfigError>(())
+//! # Ok::<(), podcycle_judge::ConfigError>(())
 //! ```
 //!
 //! # What is compared
@@ -132,7 +132,7 @@
 //! median 1.5 minutes (errors) and 1 minute (latency), where the fixed
 //! Mann-Whitney test needs its full 10 minutes and the threshold check never
 //! sees the slowdown. Run it with
-//! `cargo test --release --test judge_simulation -- --ignored --nocapture`.
+//! `cargo test --release -p podcycle-judge --test judge_simulation -- --ignored --nocapture`.
 //!
 //! # Counters
 //!
@@ -140,17 +140,20 @@
 //! and its current value is the increment; [`PrometheusSource`] does this
 //! per series (pod), so a restarted pod neither loses nor invents requests.
 
-pub mod cli;
+#![forbid(unsafe_code)]
+
 mod config;
 mod engine;
+mod format;
 mod prometheus;
 mod report;
 mod run;
 mod snapshot;
 mod stats;
+mod verdict;
 
 pub use config::{ConfigError, ErrorsConfig, JudgeConfig, LatencyConfig, RunConfig};
-pub use engine::{Judge, Verdict};
+pub use engine::Judge;
 pub use prometheus::{
     parse_query_response, PrometheusConfig, PrometheusError, PrometheusSource, QueryResult, Sample,
 };
@@ -160,3 +163,4 @@ pub use report::{
 };
 pub use run::{run, Event, SnapshotSource};
 pub use snapshot::{ArmCounts, Bucket, Histogram, Snapshot};
+pub use verdict::Verdict;

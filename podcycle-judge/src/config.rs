@@ -3,12 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-/// Options of a [`Judge`](crate::judge::Judge).
+/// Options of a [`Judge`](crate::Judge).
 ///
 /// The defaults compare both errors and latency at `alpha = 0.05`:
 ///
 /// ```
-/// use podcycle::judge::{JudgeConfig, LatencyConfig};
+/// use podcycle_judge::{JudgeConfig, LatencyConfig};
 ///
 /// let config = JudgeConfig {
 ///     latency: Some(LatencyConfig { quantile: 0.99, ..LatencyConfig::default() }),
@@ -97,7 +97,7 @@ impl Default for LatencyConfig {
     }
 }
 
-/// Options of [`run`](crate::judge::run): the judge plus its schedule.
+/// Options of [`run`](crate::run): the judge plus its schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     /// What and how to judge.

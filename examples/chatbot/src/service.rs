@@ -360,7 +360,7 @@ fn load_articles(settings: &Settings) -> Result<Vec<retrieval::Article>, String>
 }
 
 /// Which server the chatbot runs as (`CHATBOT_MODE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     /// podcycle: warm-up-gated probes, propagation delay, drain, metrics (the default).
     Podcycle,
@@ -372,15 +372,28 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, podcycle first.
+    pub const ALL: [Mode; 3] = [Mode::Podcycle, Mode::Plain, Mode::Graceful];
+
+    /// The mode's name, as `CHATBOT_MODE` spells it: `podcycle`, `plain` or `graceful`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Podcycle => "podcycle",
+            Mode::Plain => "plain",
+            Mode::Graceful => "graceful",
+        }
+    }
+
     /// The mode `CHATBOT_MODE` names (`podcycle` when unset), or what is wrong with it.
     pub fn from_env() -> Result<Mode, String> {
-        match std::env::var("CHATBOT_MODE").as_deref() {
-            Err(_) | Ok("podcycle") => Ok(Mode::Podcycle),
-            Ok("plain") => Ok(Mode::Plain),
-            Ok("graceful") => Ok(Mode::Graceful),
-            Ok(other) => Err(format!(
-                "invalid CHATBOT_MODE={other:?}: expected podcycle, plain or graceful"
-            )),
+        match std::env::var("CHATBOT_MODE") {
+            Err(_) => Ok(Mode::Podcycle),
+            Ok(value) => Mode::ALL
+                .into_iter()
+                .find(|mode| mode.name() == value)
+                .ok_or_else(|| {
+                    format!("invalid CHATBOT_MODE={value:?}: expected podcycle, plain or graceful")
+                }),
         }
     }
 }

@@ -20,7 +20,7 @@ const UP_WITHIN: Duration = Duration::from_secs(10);
 
 /// Runs one drill and returns its report. HAProxy and every replica are stopped on return,
 /// error or not (their handles kill on drop).
-pub(crate) async fn run(opts: &Options) -> Result<RunReport, String> {
+pub async fn run(opts: &Options) -> Result<RunReport, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
     let machine = report::Machine::now();
     let clock = Clock(Instant::now());
@@ -211,7 +211,7 @@ async fn blue_green(
 
 /// HAProxy weight of one canary among `n` stable replicas of weight 100 for `percent` of the
 /// traffic.
-pub(crate) fn canary_weight(n: usize, percent: u32) -> u32 {
+pub fn canary_weight(n: usize, percent: u32) -> u32 {
     let p = f64::from(percent.clamp(1, 99)) / 100.0;
     ((100.0 * n as f64 * p / (1.0 - p)).round() as u32).clamp(1, 256)
 }

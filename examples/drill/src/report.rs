@@ -13,26 +13,28 @@ use super::replicas::ReplicaRecord;
 use super::{Event, Options};
 
 /// Width of a chart bucket, seconds.
-pub(crate) const BUCKET: f64 = 0.25;
+pub const BUCKET: f64 = 0.25;
 
 /// Machine-wide counters that explain a bad run on a shared machine: CPU pressure (PSI), CPU
 /// stolen by the hypervisor, and the kernel's TCP listen-queue overflows and SYN retransmits
 /// (for the whole network namespace, not only the drill).
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct Machine {
+pub struct Machine {
     /// Seconds some runnable task waited for a CPU (`/proc/pressure/cpu`, "some" total).
-    pub(crate) cpu_pressure_seconds: f64,
+    pub cpu_pressure_seconds: f64,
     /// Seconds of CPU stolen by the hypervisor (`/proc/stat`).
-    pub(crate) cpu_steal_seconds: f64,
+    pub cpu_steal_seconds: f64,
     /// `TcpExt` counters from `/proc/net/netstat`.
-    pub(crate) listen_overflows: u64,
-    pub(crate) listen_drops: u64,
-    pub(crate) syn_retransmits: u64,
+    pub listen_overflows: u64,
+    /// `ListenDrops` from `TcpExt`.
+    pub listen_drops: u64,
+    /// `TCPSynRetrans` from `TcpExt`.
+    pub syn_retransmits: u64,
 }
 
 impl Machine {
     /// The counters now (zeros where the kernel does not have them).
-    pub(crate) fn now() -> Machine {
+    pub fn now() -> Machine {
         let mut m = Machine::default();
         if let Ok(psi) = std::fs::read_to_string("/proc/pressure/cpu") {
             if let Some(total) = psi
@@ -75,7 +77,7 @@ impl Machine {
     }
 
     /// What changed since `before`.
-    pub(crate) fn since(&self, before: &Machine) -> Machine {
+    pub fn since(&self, before: &Machine) -> Machine {
         Machine {
             cpu_pressure_seconds: round3(self.cpu_pressure_seconds - before.cpu_pressure_seconds),
             cpu_steal_seconds: round3(self.cpu_steal_seconds - before.cpu_steal_seconds),
@@ -90,139 +92,181 @@ impl Machine {
 
 /// The drill's phases on its clock, seconds.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
-pub(crate) struct Windows {
-    pub(crate) load_start: f64,
-    pub(crate) rollout_start: f64,
-    pub(crate) rollout_end: f64,
-    pub(crate) load_stop: f64,
+pub struct Windows {
+    /// Load started.
+    pub load_start: f64,
+    /// The rollout started.
+    pub rollout_start: f64,
+    /// The rollout ended.
+    pub rollout_end: f64,
+    /// Load stopped.
+    pub load_stop: f64,
 }
 
 /// The settings a run used.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Settings {
-    pub(crate) replicas: usize,
-    pub(crate) rate: f64,
-    pub(crate) connections: usize,
-    pub(crate) stream_every: u64,
-    pub(crate) before_seconds: f64,
-    pub(crate) after_seconds: f64,
-    pub(crate) canary_hold_seconds: f64,
-    pub(crate) canary_percent: u32,
-    pub(crate) check_interval_ms: u128,
-    pub(crate) shutdown_delay_ms: u128,
-    pub(crate) drain_timeout_ms: u128,
-    pub(crate) warmup_delay_ms: u128,
-    pub(crate) token_delay_ms: u128,
+pub struct Settings {
+    /// Replicas of each version.
+    pub replicas: usize,
+    /// Requests per second.
+    pub rate: f64,
+    /// Keep-alive connections of the generator.
+    pub connections: usize,
+    /// Every n-th request is a stream (0: none).
+    pub stream_every: u64,
+    /// Steady load before the rollout.
+    pub before_seconds: f64,
+    /// Steady load after the rollout.
+    pub after_seconds: f64,
+    /// Canary at its small weight before promotion.
+    pub canary_hold_seconds: f64,
+    /// The canary's share of traffic, percent.
+    pub canary_percent: u32,
+    /// HAProxy's health check interval.
+    pub check_interval_ms: u128,
+    /// `PODCYCLE_SHUTDOWN_DELAY` of the replicas.
+    pub shutdown_delay_ms: u128,
+    /// `PODCYCLE_DRAIN_TIMEOUT` of the replicas.
+    pub drain_timeout_ms: u128,
+    /// `CHATBOT_WARMUP_DELAY` of the replicas.
+    pub warmup_delay_ms: u128,
+    /// `CHATBOT_TOKEN_DELAY` of the replicas.
+    pub token_delay_ms: u128,
 }
 
 /// Latency percentiles of successful `POST /v1/chat` requests, milliseconds, measured from
 /// each request's due time.
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct Percentiles {
-    pub(crate) count: usize,
-    pub(crate) p50: f64,
-    pub(crate) p95: f64,
-    pub(crate) p99: f64,
-    pub(crate) max: f64,
+pub struct Percentiles {
+    /// Requests measured.
+    pub count: usize,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
 }
 
 /// Streams by how they ended.
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct Streams {
-    pub(crate) total: u64,
+pub struct Streams {
+    /// Streams started or attempted.
+    pub total: u64,
     /// Ended with `event: done`.
-    pub(crate) done: u64,
+    pub done: u64,
     /// Ended with `event: reconnect` (the replica was draining): a clean end.
-    pub(crate) reconnect: u64,
+    pub reconnect: u64,
     /// Started but cut before a final event.
-    pub(crate) truncated: u64,
+    pub truncated: u64,
     /// Failed before they started (5xx, reset, ...).
-    pub(crate) failed_to_start: u64,
+    pub failed_to_start: u64,
 }
 
 /// One failed request, for evidence.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Failure {
-    pub(crate) t: f64,
-    pub(crate) kind: &'static str,
-    pub(crate) outcome: &'static str,
-    pub(crate) status: u16,
-    pub(crate) served_by: Option<String>,
-    pub(crate) error: String,
+pub struct Failure {
+    /// When it was due, on the drill's clock.
+    pub t: f64,
+    /// `chat` or `stream`.
+    pub kind: &'static str,
+    /// Its outcome's name.
+    pub outcome: &'static str,
+    /// HTTP status, 0 when there was none.
+    pub status: u16,
+    /// `x-served-by`: HAProxy's `backend/server`.
+    pub served_by: Option<String>,
+    /// What the client saw.
+    pub error: String,
 }
 
 /// Requests per chart bucket.
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct Timeline {
-    pub(crate) bucket_seconds: f64,
+pub struct Timeline {
+    /// Width of a bucket, seconds.
+    pub bucket_seconds: f64,
     /// Drill-clock time of the first bucket.
-    pub(crate) start: f64,
+    pub start: f64,
     /// Successful responses per bucket, by version.
-    pub(crate) ok_by_version: BTreeMap<String, Vec<u32>>,
+    pub ok_by_version: BTreeMap<String, Vec<u32>>,
     /// Failed requests per bucket of the time they failed, by version (`none` when HAProxy had
     /// no server to pick).
-    pub(crate) failed_by_version: BTreeMap<String, Vec<u32>>,
+    pub failed_by_version: BTreeMap<String, Vec<u32>>,
     /// Failed requests per bucket of the time they failed.
-    pub(crate) failed: Vec<u32>,
+    pub failed: Vec<u32>,
 }
 
 /// One run, everything measured.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct RunReport {
-    pub(crate) strategy: &'static str,
-    pub(crate) mode: &'static str,
-    pub(crate) run: usize,
-    pub(crate) settings: Settings,
-    pub(crate) windows: Windows,
+pub struct RunReport {
+    /// `rolling`, `blue-green` or `canary`.
+    pub strategy: &'static str,
+    /// `podcycle`, `plain` or `graceful`.
+    pub mode: &'static str,
+    /// Run number (1-based).
+    pub run: usize,
+    /// The settings the run used.
+    pub settings: Settings,
+    /// The drill's phases.
+    pub windows: Windows,
     /// Requests sent.
-    pub(crate) requests: u64,
+    pub requests: u64,
     /// Requests sent that did not succeed, every kind.
-    pub(crate) failed: u64,
+    pub failed: u64,
     /// Requests the generator could not send (out of connections after a machine stall): not
     /// failures of the servers, but the run did not apply its full load.
-    pub(crate) not_sent: u64,
-    pub(crate) outcomes: BTreeMap<&'static str, u64>,
+    pub not_sent: u64,
+    /// Requests by outcome.
+    pub outcomes: BTreeMap<&'static str, u64>,
     /// Outcomes by version: `x-app-version`, or for HAProxy's own errors the version of the
     /// replica it had picked (`x-served-by`); `none` when it had none.
-    pub(crate) by_version: BTreeMap<String, BTreeMap<&'static str, u64>>,
-    pub(crate) streams: Streams,
+    pub by_version: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Streams by how they ended.
+    pub streams: Streams,
     /// `before`, `during`, `after` the rollout.
-    pub(crate) latency_ms: BTreeMap<&'static str, Percentiles>,
-    pub(crate) replicas: Vec<ReplicaRecord>,
-    pub(crate) events: Vec<Event>,
+    pub latency_ms: BTreeMap<&'static str, Percentiles>,
+    /// Every replica, old and new.
+    pub replicas: Vec<ReplicaRecord>,
+    /// What happened, in time order.
+    pub events: Vec<Event>,
     /// The first 100 failures.
-    pub(crate) failures: Vec<Failure>,
-    pub(crate) haproxy_log: LogSummary,
+    pub failures: Vec<Failure>,
+    /// HAProxy's log of failed requests and server state changes.
+    pub haproxy_log: LogSummary,
     /// HAProxy's counters per backend and server (`show stat`, selected columns).
-    pub(crate) haproxy_stats: Vec<BTreeMap<String, String>>,
-    pub(crate) generator: LoadStats,
-    pub(crate) timeline: Timeline,
+    pub haproxy_stats: Vec<BTreeMap<String, String>>,
+    /// What the load generator did.
+    pub generator: LoadStats,
+    /// Requests per chart bucket.
+    pub timeline: Timeline,
     /// `/proc/loadavg` at the end of the run (the machine may be shared).
-    pub(crate) loadavg: String,
+    pub loadavg: String,
     /// Machine-wide counters over the run.
-    pub(crate) machine: Machine,
+    pub machine: Machine,
 }
 
 /// The load generator's worst dispatch lag beyond which a run counts as stalled: the machine
 /// (another tenant, the hypervisor) held the generator up, so the run did not apply its load as
 /// scheduled and says little about the servers.
-pub(crate) const STALL_LAG_SECONDS: f64 = 0.25;
+pub const STALL_LAG_SECONDS: f64 = 0.25;
 
 impl RunReport {
     /// Whether the machine stalled during the run: the generator could not send part of its load,
     /// or was itself held up longer than [`STALL_LAG_SECONDS`]. Judged from the generator's own
     /// timing, not from the servers' answers.
-    pub(crate) fn machine_stalled(&self) -> bool {
+    pub fn machine_stalled(&self) -> bool {
         self.not_sent > 0 || self.generator.max_dispatch_lag > STALL_LAG_SECONDS
     }
 
     /// Whether every replica the rollout stopped, and every cleanup, exited 0.
-    pub(crate) fn all_exited_zero(&self) -> bool {
+    pub fn all_exited_zero(&self) -> bool {
         self.replicas.iter().all(|r| r.exit_code == Some(0))
     }
 
     /// Replicas stopped by the rollout (not the cleanup at the end).
-    pub(crate) fn rolled(&self) -> impl Iterator<Item = &ReplicaRecord> {
+    pub fn rolled(&self) -> impl Iterator<Item = &ReplicaRecord> {
         self.replicas.iter().filter(|r| !r.cleanup)
     }
 }
@@ -252,7 +296,7 @@ const STAT_COLUMNS: &[&str] = &[
 
 /// Builds the report of a run.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn build(
+pub fn build(
     opts: &Options,
     samples: Vec<Sample>,
     generator: LoadStats,
@@ -459,7 +503,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// `12345` → `12,345`.
-pub(crate) fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -476,7 +520,7 @@ fn secs(x: Option<f64>) -> String {
 }
 
 /// The printed report of one run.
-pub(crate) fn text(r: &RunReport) -> String {
+pub fn text(r: &RunReport) -> String {
     let mut o = String::new();
     let w = &r.windows;
     let _ = writeln!(
@@ -610,7 +654,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// The side-by-side table: one column per mode, summed over runs, for one strategy.
-pub(crate) fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
+pub fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
     let mut modes: Vec<&'static str> = Vec::new();
     for r in reports {
         if !modes.contains(&r.mode) {
@@ -812,7 +856,7 @@ fn mark(e: &Event) -> Option<(&'static str, String)> {
 
 /// An SVG chart: one panel per run (stacked), each with successful requests/s per version,
 /// failures per bucket, and the rollout's events as labelled vertical lines.
-pub(crate) fn chart(title: &str, reports: &[&RunReport]) -> String {
+pub fn chart(title: &str, reports: &[&RunReport]) -> String {
     const W: f64 = 1100.0;
     const LEFT: f64 = 64.0;
     const RIGHT: f64 = 24.0;

@@ -4,17 +4,15 @@
 //! with podcycle and with two baselines built from the same chatbot code.
 //!
 //! ```text
-//! cargo run --release --example drill                          # rolling: podcycle and baselines
-//! cargo run --release --example drill -- --strategy rolling --mode podcycle --runs 10
-//! cargo run --release --example drill -- --help
+//! cargo run --release -p drill                          # rolling: podcycle and baselines
+//! cargo run --release -p drill -- --strategy rolling --mode podcycle --runs 10
+//! cargo run --release -p drill -- --help
 //! ```
 //!
 //! Prints a report per run and a side-by-side table per strategy; writes JSON and SVG charts to
 //! `--out` (default `target/drill/`). Exits 1 when a podcycle run lost a request, could not
 //! send its load, or a podcycle replica did not exit 0 (the baselines are expected to lose some).
 #![forbid(unsafe_code)]
-
-mod drill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +24,7 @@ use drill::{Mode, Options, ReplicaCommand, Strategy};
 const HELP: &str = "\
 rollout drill: HAProxy + chatbot replicas + load + a scripted rollout, podcycle vs baselines
 
-USAGE: cargo run --release --example drill -- [OPTIONS]
+USAGE: cargo run --release -p drill -- [OPTIONS]
 
   --mode M            podcycle | plain | graceful | all (default all; comma lists work)
   --strategy S        rolling | blue-green | canary | all (default rolling)
@@ -93,7 +91,7 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         };
         let b = &mut cli.base;
         match flag.as_str() {
-            "--mode" => cli.modes = Mode::parse_list(value)?,
+            "--mode" => cli.modes = drill::parse_modes(value)?,
             "--strategy" => cli.strategies = Strategy::parse_list(value)?,
             "--replicas" => b.replicas = num()?.clamp(1, 16) as usize,
             "--rate" => {

@@ -20,10 +20,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server slot: `blue/s1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Slot {
-    pub(crate) backend: &'static str,
+pub struct Slot {
+    /// The backend: `blue` or `green`.
+    pub backend: &'static str,
     /// 1-based.
-    pub(crate) server: usize,
+    pub server: usize,
 }
 
 impl std::fmt::Display for Slot {
@@ -32,24 +33,27 @@ impl std::fmt::Display for Slot {
     }
 }
 
-pub(crate) const BACKENDS: [&str; 2] = ["blue", "green"];
+/// HAProxy's two backends: blue/green switches between them, the other strategies use blue.
+pub const BACKENDS: [&str; 2] = ["blue", "green"];
 
 /// One row of `show servers state`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ServerState {
-    pub(crate) slot: String,
+pub struct ServerState {
+    /// `backend/server`.
+    pub slot: String,
     /// 0 stopped, 1 starting, 2 running, 3 stopping.
-    pub(crate) op: u32,
+    pub op: u32,
     /// Bit mask; 0x01 forced maintenance, 0x08 forced drain.
-    pub(crate) admin: u32,
-    pub(crate) weight: u32,
+    pub admin: u32,
+    /// The server's current weight.
+    pub weight: u32,
     /// 3 = passed.
-    pub(crate) check_result: u32,
+    pub check_result: u32,
 }
 
 impl ServerState {
     /// `UP`, `DOWN`, `MAINT`, `DRAIN`, ...
-    pub(crate) fn label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         if self.admin & 0x01 != 0 {
             "MAINT"
         } else if self.admin & 0x08 != 0 {
@@ -66,21 +70,25 @@ impl ServerState {
 }
 
 /// The HAProxy child process and its admin socket.
-pub(crate) struct Haproxy {
+#[derive(Debug)]
+pub struct Haproxy {
     child: tokio::process::Child,
     socket: PathBuf,
     map: PathBuf,
     log: PathBuf,
     /// The frontend clients connect to.
-    pub(crate) addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 /// Timings of the health checks and the proxy.
 #[derive(Clone, Debug)]
-pub(crate) struct HaproxyConfig {
-    pub(crate) slots: usize,
-    pub(crate) check_interval: Duration,
-    pub(crate) frontend_port: u16,
+pub struct HaproxyConfig {
+    /// Server slots per backend.
+    pub slots: usize,
+    /// Health check interval (`inter`, with `fall 1 rise 1`).
+    pub check_interval: Duration,
+    /// The port of the frontend clients connect to.
+    pub frontend_port: u16,
 }
 
 fn ms(d: Duration) -> u128 {
@@ -88,7 +96,7 @@ fn ms(d: Duration) -> u128 {
 }
 
 /// The configuration file.
-pub(crate) fn config_text(dir: &Path, socket: &Path, c: &HaproxyConfig) -> String {
+pub fn config_text(dir: &Path, socket: &Path, c: &HaproxyConfig) -> String {
     let map = dir.join("active.map");
     let mut text = format!(
         "# Written by the rollout drill.
@@ -148,11 +156,7 @@ backend {backend}
 
 impl Haproxy {
     /// Writes the config to `dir` and starts `haproxy -f <cfg> -db`, logging to `dir/haproxy.log`.
-    pub(crate) async fn start(
-        bin: &Path,
-        dir: &Path,
-        config: &HaproxyConfig,
-    ) -> Result<Haproxy, String> {
+    pub async fn start(bin: &Path, dir: &Path, config: &HaproxyConfig) -> Result<Haproxy, String> {
         // HAProxy wants absolute paths, and a unix socket path must stay short (108 bytes).
         let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let cfg = dir.join("haproxy.cfg");
@@ -208,12 +212,12 @@ impl Haproxy {
     }
 
     /// One runtime API command; returns HAProxy's answer.
-    pub(crate) async fn command(&self, line: &str) -> Result<String, String> {
+    pub async fn command(&self, line: &str) -> Result<String, String> {
         command(&self.socket, line).await
     }
 
     /// The admin socket, for a concurrent watcher (see [`command`]).
-    pub(crate) fn socket(&self) -> &Path {
+    pub fn socket(&self) -> &Path {
         &self.socket
     }
 
@@ -233,7 +237,7 @@ impl Haproxy {
     }
 
     /// Points `slot` at a replica and enables it with `weight`.
-    pub(crate) async fn attach(
+    pub async fn attach(
         &self,
         slot: Slot,
         app_port: u16,
@@ -252,17 +256,18 @@ impl Haproxy {
     }
 
     /// Puts `slot` back in maintenance (the endpoint is gone).
-    pub(crate) async fn detach(&self, slot: Slot) -> Result<(), String> {
+    pub async fn detach(&self, slot: Slot) -> Result<(), String> {
         self.expect(&format!("disable server {slot}"), &[]).await
     }
 
-    pub(crate) async fn set_weight(&self, slot: Slot, weight: u32) -> Result<(), String> {
+    /// Sets `slot`'s weight (the canary's share).
+    pub async fn set_weight(&self, slot: Slot, weight: u32) -> Result<(), String> {
         self.expect(&format!("set weight {slot} {weight}"), &[])
             .await
     }
 
     /// Routes every new request to `backend`.
-    pub(crate) async fn switch(&self, backend: &str) -> Result<(), String> {
+    pub async fn switch(&self, backend: &str) -> Result<(), String> {
         self.expect(
             &format!("set map {} active {backend}", self.map.display()),
             &[],
@@ -271,13 +276,13 @@ impl Haproxy {
     }
 
     /// `show servers state`, every backend.
-    pub(crate) async fn states(&self) -> Result<Vec<ServerState>, String> {
+    pub async fn states(&self) -> Result<Vec<ServerState>, String> {
         let out = self.command("show servers state").await?;
         Ok(parse_states(&out))
     }
 
     /// Waits until HAProxy has `slot` UP with a passed health check.
-    pub(crate) async fn wait_up(&self, slot: Slot, within: Duration) -> Result<(), String> {
+    pub async fn wait_up(&self, slot: Slot, within: Duration) -> Result<(), String> {
         let name = slot.to_string();
         let deadline = Instant::now() + within;
         loop {
@@ -302,7 +307,7 @@ impl Haproxy {
 
     /// Waits until HAProxy no longer has `slot` UP (its health check failed); returns false
     /// when it still had it UP after `within`.
-    pub(crate) async fn wait_down(&self, slot: Slot, within: Duration) -> Result<bool, String> {
+    pub async fn wait_down(&self, slot: Slot, within: Duration) -> Result<bool, String> {
         let name = slot.to_string();
         let deadline = Instant::now() + within;
         loop {
@@ -319,7 +324,7 @@ impl Haproxy {
     }
 
     /// `show stat` as rows of named columns (frontend, backends, servers).
-    pub(crate) async fn stat(&self) -> Result<Vec<BTreeMap<String, String>>, String> {
+    pub async fn stat(&self) -> Result<Vec<BTreeMap<String, String>>, String> {
         let out = self.command("show stat").await?;
         let mut lines = out.lines();
         let header: Vec<String> = lines
@@ -343,12 +348,12 @@ impl Haproxy {
     }
 
     /// The log file (HAProxy's own messages and one `DRILL` line per failed request).
-    pub(crate) fn log_path(&self) -> &Path {
+    pub fn log_path(&self) -> &Path {
         &self.log
     }
 
     /// Stops HAProxy (hard stop) and waits for it, bounded.
-    pub(crate) async fn stop(mut self) {
+    pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = tokio::process::Command::new("kill")
                 .arg("-TERM")
@@ -366,7 +371,7 @@ impl Haproxy {
 }
 
 /// One runtime API command on the admin socket at `socket` (one connection per command).
-pub(crate) async fn command(socket: &Path, line: &str) -> Result<String, String> {
+pub async fn command(socket: &Path, line: &str) -> Result<String, String> {
     let exchange = async {
         let mut s = tokio::net::UnixStream::connect(socket).await?;
         s.write_all(format!("{line}\n").as_bytes()).await?;
@@ -388,7 +393,8 @@ impl Drop for Haproxy {
     }
 }
 
-pub(crate) fn parse_states(out: &str) -> Vec<ServerState> {
+/// Parses the output of `show servers state` into one [`ServerState`] per server.
+pub fn parse_states(out: &str) -> Vec<ServerState> {
     out.lines()
         .filter(|l| !l.starts_with('#') && l.split(' ').count() > 12)
         .filter_map(|l| {
@@ -408,16 +414,17 @@ pub(crate) fn parse_states(out: &str) -> Vec<ServerState> {
 /// HAProxy's log of failed requests, counted by `status termination-state`, and its
 /// server state messages.
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub(crate) struct LogSummary {
+pub struct LogSummary {
     /// `"503 SC--"` → count; see HAProxy's "Session state at disconnection".
-    pub(crate) failed_requests: BTreeMap<String, u64>,
+    pub failed_requests: BTreeMap<String, u64>,
     /// Up to 40 `DRILL` lines, for evidence.
-    pub(crate) samples: Vec<String>,
+    pub samples: Vec<String>,
     /// Server UP/DOWN messages.
-    pub(crate) server_events: Vec<String>,
+    pub server_events: Vec<String>,
 }
 
-pub(crate) fn read_log(path: &Path) -> LogSummary {
+/// Reads HAProxy's log at `path` (empty when it cannot be read).
+pub fn read_log(path: &Path) -> LogSummary {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut summary = LogSummary::default();
     for line in text.lines() {
@@ -442,7 +449,7 @@ pub(crate) fn read_log(path: &Path) -> LogSummary {
 }
 
 /// The last `n` lines of a file, for error messages.
-pub(crate) fn tail(path: &Path, n: usize) -> String {
+pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

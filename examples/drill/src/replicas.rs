@@ -18,60 +18,80 @@ use super::Mode;
 /// How to start a replica: a program and its arguments. The drill's CLI runs itself with
 /// `--replica`; the integration test runs its own binary's ignored `replica` test.
 #[derive(Clone, Debug)]
-pub(crate) struct ReplicaCommand {
-    pub(crate) program: PathBuf,
-    pub(crate) args: Vec<String>,
+pub struct ReplicaCommand {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
 }
 
 /// Settings every replica gets through its environment.
 #[derive(Clone, Debug)]
-pub(crate) struct ReplicaEnv {
-    pub(crate) mode: Mode,
-    pub(crate) warmup_delay: Duration,
-    pub(crate) shutdown_delay: Duration,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) token_delay: Duration,
+pub struct ReplicaEnv {
+    /// `CHATBOT_MODE`.
+    pub mode: Mode,
+    /// `CHATBOT_WARMUP_DELAY`.
+    pub warmup_delay: Duration,
+    /// `PODCYCLE_SHUTDOWN_DELAY`.
+    pub shutdown_delay: Duration,
+    /// `PODCYCLE_DRAIN_TIMEOUT`.
+    pub drain_timeout: Duration,
+    /// `CHATBOT_TOKEN_DELAY`.
+    pub token_delay: Duration,
 }
 
 /// What happened to one replica, times in seconds on the drill's clock.
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct ReplicaRecord {
-    pub(crate) name: String,
-    pub(crate) version: String,
-    pub(crate) slot: String,
-    pub(crate) pid: u32,
-    pub(crate) app_port: u16,
-    pub(crate) admin_port: u16,
-    pub(crate) started: f64,
+pub struct ReplicaRecord {
+    /// `A1` (version 1.0.0) or `B1` (1.1.0), ...
+    pub name: String,
+    /// `APP_VERSION`.
+    pub version: String,
+    /// Its HAProxy slot (`blue/s1`).
+    pub slot: String,
+    /// Process id.
+    pub pid: u32,
+    /// `PODCYCLE_ADDR`'s port.
+    pub app_port: u16,
+    /// `PODCYCLE_ADMIN_ADDR`'s port.
+    pub admin_port: u16,
+    /// Spawned.
+    pub started: f64,
     /// Its own `/readyz` answered 200 (the kubelet's readiness probe).
-    pub(crate) ready: Option<f64>,
+    pub ready: Option<f64>,
     /// HAProxy had it UP after a passed health check.
-    pub(crate) in_lb: Option<f64>,
-    pub(crate) sigterm: Option<f64>,
+    pub in_lb: Option<f64>,
+    /// SIGTERM sent.
+    pub sigterm: Option<f64>,
     /// HAProxy first saw it DOWN after the SIGTERM.
-    pub(crate) out_of_lb: Option<f64>,
-    pub(crate) exited: Option<f64>,
+    pub out_of_lb: Option<f64>,
+    /// The process exited (or was killed).
+    pub exited: Option<f64>,
     /// `0`, `3`, or `signal 15`, or `killed (no exit within ...)`.
-    pub(crate) exit: Option<String>,
-    pub(crate) exit_code: Option<i32>,
+    pub exit: Option<String>,
+    /// Exit code, `None` when killed by a signal.
+    pub exit_code: Option<i32>,
     /// SIGTERM → exit, seconds.
-    pub(crate) shutdown_seconds: Option<f64>,
+    pub shutdown_seconds: Option<f64>,
     /// SIGTERM → HAProxy DOWN, seconds.
-    pub(crate) removal_lag_seconds: Option<f64>,
+    pub removal_lag_seconds: Option<f64>,
     /// SIGTERM → end of the last response it served, seconds (from `x-served-by`).
-    pub(crate) last_response_after_sigterm: Option<f64>,
+    pub last_response_after_sigterm: Option<f64>,
     /// Responses it served (from `x-served-by`).
-    pub(crate) served: u64,
+    pub served: u64,
     /// Failed requests HAProxy had sent to it (from `x-served-by`, HAProxy's errors included).
-    pub(crate) failed: u64,
+    pub failed: u64,
     /// Stopped at the end of the drill, after the load, rather than by the rollout.
-    pub(crate) cleanup: bool,
+    pub cleanup: bool,
 }
 
 /// A running replica.
-pub(crate) struct Replica {
-    pub(crate) slot: Slot,
-    pub(crate) record: ReplicaRecord,
+#[derive(Debug)]
+pub struct Replica {
+    /// Its HAProxy slot.
+    pub slot: Slot,
+    /// What happened to it so far.
+    pub record: ReplicaRecord,
     child: tokio::process::Child,
     log: PathBuf,
 }
@@ -79,7 +99,7 @@ pub(crate) struct Replica {
 /// A port that is free now, below Linux's ephemeral range (32768+) so that no outgoing
 /// connection can take it before the replica binds it, and never handed out twice by this
 /// process.
-pub(crate) fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     if NEXT.load(Ordering::Relaxed) == 0 {
         let mut h = RandomState::new().build_hasher();
@@ -102,7 +122,7 @@ pub(crate) fn free_port() -> Result<u16, String> {
 
 impl Replica {
     /// Starts a replica; it logs to `<dir>/<name>.log`.
-    pub(crate) fn spawn(
+    pub fn spawn(
         command: &ReplicaCommand,
         env: &ReplicaEnv,
         dir: &std::path::Path,
@@ -155,13 +175,14 @@ impl Replica {
         })
     }
 
-    pub(crate) fn name(&self) -> &str {
+    /// `A1`, `B2`, ...
+    pub fn name(&self) -> &str {
         &self.record.name
     }
 
     /// Polls the replica's own `/readyz` until it answers 200 (what the kubelet does before the
     /// endpoint is published), bounded by `within`.
-    pub(crate) async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.record.admin_port));
         let deadline = Instant::now() + within;
         loop {
@@ -187,7 +208,7 @@ impl Replica {
     }
 
     /// Sends a real SIGTERM with kill(1).
-    pub(crate) async fn sigterm(&mut self) -> Result<(), String> {
+    pub async fn sigterm(&mut self) -> Result<(), String> {
         let status = tokio::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.record.pid.to_string())
@@ -202,7 +223,7 @@ impl Replica {
     }
 
     /// Waits for the process to exit; kills it if it takes longer than `within`.
-    pub(crate) async fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
+    pub async fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
         use std::os::unix::process::ExitStatusExt;
         match tokio::time::timeout(within, self.child.wait()).await {
             Ok(Ok(status)) => match (status.code(), status.signal()) {

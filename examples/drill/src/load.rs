@@ -22,7 +22,7 @@ use serde::Serialize;
 
 /// How a request ended, as the client saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     /// 2xx with a complete body (a stream: ended with `event: done` or `event: reconnect`).
     Ok,
     /// 4xx: the drill sends only valid requests, so this is a failure too.
@@ -50,7 +50,8 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 12] = [
+    /// Every outcome, in report order.
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::Http4xx,
         Outcome::App5xx,
@@ -66,7 +67,7 @@ impl Outcome {
     ];
 
     /// The key used in tables and JSON.
-    pub(crate) fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Http4xx => "http_4xx",
@@ -84,7 +85,7 @@ impl Outcome {
     }
 
     /// What it means, for the printed report.
-    pub(crate) fn meaning(self) -> &'static str {
+    pub fn meaning(self) -> &'static str {
         match self {
             Outcome::Ok => "2xx, complete",
             Outcome::Http4xx => "4xx",
@@ -103,21 +104,23 @@ impl Outcome {
 
     /// A request that was sent and did not succeed. [`Outcome::Overload`] is not one: that
     /// request was never sent (it is reported apart, as a broken measurement).
-    pub(crate) fn is_failure(self) -> bool {
+    pub fn is_failure(self) -> bool {
         !matches!(self, Outcome::Ok | Outcome::Overload)
     }
 }
 
 /// Which endpoint a request used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// `POST /v1/chat`.
     Chat,
+    /// `GET /v1/chat/stream` (server-sent events).
     Stream,
 }
 
 /// How a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StreamEnd {
+pub enum StreamEnd {
     /// `event: done`: the whole answer.
     Done,
     /// `event: reconnect`: the server was draining and said so; a clean end.
@@ -126,66 +129,77 @@ pub(crate) enum StreamEnd {
 
 /// One request, classified.
 #[derive(Clone, Debug)]
-pub(crate) struct Sample {
+pub struct Sample {
     /// When it was due, seconds since the drill's clock started.
-    pub(crate) at: f64,
+    pub at: f64,
     /// From due time to the end of the response (or the failure), seconds.
-    pub(crate) latency: f64,
-    pub(crate) kind: Kind,
-    pub(crate) outcome: Outcome,
+    pub latency: f64,
+    /// Which endpoint.
+    pub kind: Kind,
+    /// How it went.
+    pub outcome: Outcome,
     /// HTTP status, 0 when there was none.
-    pub(crate) status: u16,
+    pub status: u16,
     /// `x-app-version` of the response.
-    pub(crate) version: Option<Box<str>>,
+    pub version: Option<Box<str>>,
     /// `x-served-by` (HAProxy's `backend/server`) of the response.
-    pub(crate) served_by: Option<Box<str>>,
-    pub(crate) stream_end: Option<StreamEnd>,
+    pub served_by: Option<Box<str>>,
+    /// For streams: how it ended, if it ended with a final event.
+    pub stream_end: Option<StreamEnd>,
     /// For failures: what the client saw.
-    pub(crate) error: Option<Box<str>>,
+    pub error: Option<Box<str>>,
 }
 
 impl Sample {
     /// When the response ended, seconds since the drill's clock started.
-    pub(crate) fn end(&self) -> f64 {
+    pub fn end(&self) -> f64 {
         self.at + self.latency
     }
 }
 
 /// Load settings.
 #[derive(Clone, Debug)]
-pub(crate) struct LoadConfig {
-    pub(crate) target: SocketAddr,
+pub struct LoadConfig {
+    /// Where to send the requests (HAProxy's frontend).
+    pub target: SocketAddr,
     /// Requests per second.
-    pub(crate) rate: f64,
+    pub rate: f64,
     /// Keep-alive connections kept in the pool.
-    pub(crate) connections: usize,
+    pub connections: usize,
     /// Hard limit on open connections (beyond it a request is counted as `generator_overload`).
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// Every `stream_every`-th request is a stream (0: none).
-    pub(crate) stream_every: u64,
-    pub(crate) timeout: Duration,
-    pub(crate) stream_timeout: Duration,
+    pub stream_every: u64,
+    /// Deadline of a `POST /v1/chat`.
+    pub timeout: Duration,
+    /// Deadline of a whole stream.
+    pub stream_timeout: Duration,
     /// Stop scheduling after this long even if never told to stop.
-    pub(crate) max_duration: Duration,
+    pub max_duration: Duration,
 }
 
 /// What the generator did, besides the samples.
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct LoadStats {
-    pub(crate) scheduled: u64,
-    pub(crate) connections_opened: u64,
-    pub(crate) max_open_connections: usize,
+pub struct LoadStats {
+    /// Requests due (sent or not).
+    pub scheduled: u64,
+    /// Connections the generator opened.
+    pub connections_opened: u64,
+    /// Most connections open at once.
+    pub max_open_connections: usize,
     /// Pooled connections found closed before a request was sent on them (not failures).
-    pub(crate) stale_connections: u64,
-    pub(crate) max_in_flight: usize,
+    pub stale_connections: u64,
+    /// Most requests in flight at once.
+    pub max_in_flight: usize,
     /// Worst delay between a request's due time and its dispatch, seconds.
-    pub(crate) max_dispatch_lag: f64,
+    pub max_dispatch_lag: f64,
     /// Requests still unfinished when the bounded final wait ended (counted as timeouts).
-    pub(crate) abandoned: u64,
+    pub abandoned: u64,
 }
 
 /// A running load; [`Load::stop`] ends it and returns every sample.
-pub(crate) struct Load {
+#[derive(Debug)]
+pub struct Load {
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<(Vec<Sample>, LoadStats)>>,
 }
@@ -198,7 +212,7 @@ impl Drop for Load {
 
 impl Load {
     /// Starts scheduling requests now; times are measured against `clock`.
-    pub(crate) fn start(config: LoadConfig, clock: Instant) -> Load {
+    pub fn start(config: LoadConfig, clock: Instant) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(schedule(config, clock, stop.clone()));
         Load {
@@ -208,7 +222,7 @@ impl Load {
     }
 
     /// Stops scheduling, waits (bounded) for requests in flight, and returns the samples.
-    pub(crate) async fn stop(mut self) -> Result<(Vec<Sample>, LoadStats), String> {
+    pub async fn stop(mut self) -> Result<(Vec<Sample>, LoadStats), String> {
         self.stop.store(true, Ordering::Relaxed);
         let task = self.task.take().expect("stopped once");
         task.await

@@ -2,20 +2,31 @@
 //! open-loop load through it, and a scripted rolling, blue/green or canary rollout that does
 //! what Kubernetes does; every request is classified, and the report says what was lost.
 //!
-//! Shared by the CLI (`examples/drill/main.rs`) and the integration test
-//! (`tests/rollout_drill.rs`). Replicas are the caller's own executable started again (see
+//! ```no_run
+//! # async fn drill() -> Result<(), String> {
+//! // Replicas are this executable started again with `--replica`; there it must run the
+//! // chatbot with `drill::run_replica`, as the `drill` binary does.
+//! let replica = drill::ReplicaCommand {
+//!     program: std::env::current_exe().map_err(|e| e.to_string())?,
+//!     args: vec!["--replica".into()],
+//! };
+//! let opts = drill::Options::new(replica, "haproxy".into(), "target/drill/run".into());
+//! let report = drill::run(&opts).await?;
+//! print!("{}", drill::report::text(&report));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Shared by the `drill` binary (`cargo run --release -p drill -- --help`) and the integration
+//! test (`tests/rollout_drill.rs`). Replicas are the caller's own executable started again (see
 //! [`ReplicaCommand`]); the caller runs the chatbot there with [`run_replica`].
+#![forbid(unsafe_code)]
 
-#[path = "haproxy.rs"]
-pub(crate) mod haproxy;
-#[path = "load.rs"]
-pub(crate) mod load;
-#[path = "replicas.rs"]
-pub(crate) mod replicas;
-#[path = "report.rs"]
-pub(crate) mod report;
-#[path = "rollout.rs"]
-pub(crate) mod rollout;
+pub mod haproxy;
+pub mod load;
+pub mod replicas;
+pub mod report;
+pub mod rollout;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,45 +34,26 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub(crate) use replicas::ReplicaCommand;
-pub(crate) use rollout::run;
+pub use replicas::ReplicaCommand;
+pub use rollout::run;
 
-/// Which server the replicas run (the chatbot's `CHATBOT_MODE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Mode {
-    /// podcycle: readiness flips on SIGTERM, serving continues for the delay, then a drain.
-    Podcycle,
-    /// Baseline: `axum::serve`; SIGTERM kills the process.
-    Plain,
-    /// Baseline: `axum::serve(...).with_graceful_shutdown`: stops accepting at once, drains.
-    Graceful,
-}
+/// Which server the replicas run: the chatbot's `CHATBOT_MODE` (podcycle, or one of the two
+/// baselines built from the same chatbot code).
+pub use chatbot::Mode;
 
-impl Mode {
-    pub(crate) const ALL: [Mode; 3] = [Mode::Podcycle, Mode::Plain, Mode::Graceful];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Podcycle => "podcycle",
-            Mode::Plain => "plain",
-            Mode::Graceful => "graceful",
-        }
-    }
-
-    /// `podcycle`, `plain`, `graceful`, a comma-separated list, or `all`.
-    pub(crate) fn parse_list(s: &str) -> Result<Vec<Mode>, String> {
-        parse_list(
-            s,
-            &Mode::ALL,
-            Mode::name,
-            "podcycle, plain, graceful or all",
-        )
-    }
+/// `podcycle`, `plain`, `graceful`, a comma-separated list, or `all`.
+pub fn parse_modes(s: &str) -> Result<Vec<Mode>, String> {
+    parse_list(
+        s,
+        &Mode::ALL,
+        Mode::name,
+        "podcycle, plain, graceful or all",
+    )
 }
 
 /// How the new version replaces the old one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Strategy {
+pub enum Strategy {
     /// One new replica up, one old replica terminated, repeat (maxSurge 1, maxUnavailable 0).
     Rolling,
     /// All new replicas up, switch HAProxy's backend, terminate all old replicas.
@@ -71,10 +63,11 @@ pub(crate) enum Strategy {
 }
 
 impl Strategy {
-    pub(crate) const ALL: [Strategy; 3] =
-        [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary];
+    /// Every strategy, rolling first.
+    pub const ALL: [Strategy; 3] = [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary];
 
-    pub(crate) fn name(self) -> &'static str {
+    /// The strategy's name, as `--strategy` spells it.
+    pub fn name(self) -> &'static str {
         match self {
             Strategy::Rolling => "rolling",
             Strategy::BlueGreen => "blue-green",
@@ -83,7 +76,7 @@ impl Strategy {
     }
 
     /// `rolling`, `blue-green`, `canary`, a comma-separated list, or `all`.
-    pub(crate) fn parse_list(s: &str) -> Result<Vec<Strategy>, String> {
+    pub fn parse_list(s: &str) -> Result<Vec<Strategy>, String> {
         parse_list(
             s,
             &Strategy::ALL,
@@ -112,54 +105,58 @@ fn parse_list<T: Copy>(
         .collect()
 }
 
-/// The old and the new version.
-pub(crate) const VERSION_A: &str = "1.0.0";
-pub(crate) const VERSION_B: &str = "1.1.0";
+/// The old version.
+pub const VERSION_A: &str = "1.0.0";
+/// The new version.
+pub const VERSION_B: &str = "1.1.0";
 
 /// Everything one drill run needs.
 #[derive(Clone, Debug)]
-pub(crate) struct Options {
-    pub(crate) mode: Mode,
-    pub(crate) strategy: Strategy,
+pub struct Options {
+    /// Which server the replicas run.
+    pub mode: Mode,
+    /// How the new version replaces the old one.
+    pub strategy: Strategy,
     /// Replicas of each version.
-    pub(crate) replicas: usize,
+    pub replicas: usize,
     /// Requests per second, for the whole drill.
-    pub(crate) rate: f64,
+    pub rate: f64,
     /// Keep-alive connections in the load generator's pool.
-    pub(crate) connections: usize,
+    pub connections: usize,
     /// Every n-th request is an SSE stream (0: none).
-    pub(crate) stream_every: u64,
-    /// Steady load before the rollout starts and after it ends.
-    pub(crate) before: Duration,
-    pub(crate) after: Duration,
+    pub stream_every: u64,
+    /// Steady load before the rollout starts.
+    pub before: Duration,
+    /// Steady load after the rollout ends.
+    pub after: Duration,
     /// How long the canary runs at its small weight before promotion.
-    pub(crate) canary_hold: Duration,
+    pub canary_hold: Duration,
     /// The canary's share of traffic, percent.
-    pub(crate) canary_percent: u32,
+    pub canary_percent: u32,
     /// HAProxy's health check interval (`inter`, `fall 1`): its removal lag.
-    pub(crate) check_interval: Duration,
+    pub check_interval: Duration,
     /// `PODCYCLE_SHUTDOWN_DELAY` of the replicas.
-    pub(crate) shutdown_delay: Duration,
+    pub shutdown_delay: Duration,
     /// `PODCYCLE_DRAIN_TIMEOUT` of the replicas.
-    pub(crate) drain_timeout: Duration,
+    pub drain_timeout: Duration,
     /// `CHATBOT_WARMUP_DELAY` of the replicas.
-    pub(crate) warmup_delay: Duration,
+    pub warmup_delay: Duration,
     /// `CHATBOT_TOKEN_DELAY`: time between streamed tokens.
-    pub(crate) token_delay: Duration,
+    pub token_delay: Duration,
     /// The `haproxy` executable.
-    pub(crate) haproxy: PathBuf,
+    pub haproxy: PathBuf,
     /// How to start a replica.
-    pub(crate) replica: ReplicaCommand,
+    pub replica: ReplicaCommand,
     /// This run's directory: HAProxy's config and log, replica logs.
-    pub(crate) dir: PathBuf,
+    pub dir: PathBuf,
     /// Run number (1-based), for the report.
-    pub(crate) run: usize,
+    pub run: usize,
 }
 
 impl Options {
     /// The drill's defaults: 3 replicas, 2000 req/s over 16 connections, 300 ms checks,
     /// a 1 s shutdown delay.
-    pub(crate) fn new(replica: ReplicaCommand, haproxy: PathBuf, dir: PathBuf) -> Options {
+    pub fn new(replica: ReplicaCommand, haproxy: PathBuf, dir: PathBuf) -> Options {
         Options {
             mode: Mode::Podcycle,
             strategy: Strategy::Rolling,
@@ -186,37 +183,40 @@ impl Options {
 
 /// Seconds since the drill started.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock(pub(crate) Instant);
+pub struct Clock(pub Instant);
 
 impl Clock {
-    pub(crate) fn now(self) -> f64 {
+    /// Seconds since the drill started.
+    pub fn now(self) -> f64 {
         self.0.elapsed().as_secs_f64()
     }
 }
 
 /// Something that happened during the drill.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Event {
+pub struct Event {
     /// Seconds on the drill's clock.
-    pub(crate) t: f64,
+    pub t: f64,
     /// `start`, `ready`, `in-lb`, `sigterm`, `lb-down`, `lb-up`, `lb-maint`, `exit`,
     /// `switch`, `canary`, `promote`, `load-start`, `rollout-start`, `rollout-end`, `load-stop`,
     /// `note`.
-    pub(crate) kind: &'static str,
+    pub kind: &'static str,
     /// A replica (`A1`), a slot (`blue/s1`) or empty.
-    pub(crate) subject: String,
-    pub(crate) detail: String,
+    pub subject: String,
+    /// Free text: a port, an exit status, a weight, ...
+    pub detail: String,
 }
 
 /// The drill's event log, shared with the HAProxy watcher.
 #[derive(Clone, Debug)]
-pub(crate) struct Events {
+pub struct Events {
     clock: Clock,
     list: Arc<Mutex<Vec<Event>>>,
 }
 
 impl Events {
-    pub(crate) fn new(clock: Clock) -> Events {
+    /// An empty log on `clock`.
+    pub fn new(clock: Clock) -> Events {
         Events {
             clock,
             list: Arc::default(),
@@ -224,7 +224,7 @@ impl Events {
     }
 
     /// Records an event now and returns its time.
-    pub(crate) fn push(&self, kind: &'static str, subject: &str, detail: String) -> f64 {
+    pub fn push(&self, kind: &'static str, subject: &str, detail: String) -> f64 {
         let t = self.clock.now();
         tracing::debug!(t, kind, subject, %detail, "drill event");
         self.list.lock().unwrap().push(Event {
@@ -236,7 +236,8 @@ impl Events {
         t
     }
 
-    pub(crate) fn snapshot(&self) -> Vec<Event> {
+    /// The events so far, in time order.
+    pub fn snapshot(&self) -> Vec<Event> {
         let mut v = self.list.lock().unwrap().clone();
         v.sort_by(|a, b| a.t.total_cmp(&b.t));
         v
@@ -245,7 +246,7 @@ impl Events {
 
 /// Runs the chatbot in a replica process: a runtime, logs to stderr, the service future from
 /// `serve`, and the exit code podcycle's outcome calls for.
-pub(crate) fn run_replica<F, Fut>(serve: F) -> u8
+pub fn run_replica<F, Fut>(serve: F) -> u8
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = podcycle::Outcome>,

@@ -37,20 +37,10 @@ use podcycle::{Config, Lifecycle};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 use tower::{Layer, Service};
 
-/// podcycle's recording core, compiled from the crate's own source (it is not public API, and
-/// adding API for a benchmark is what we avoid): what the serving stack does per request once
-/// the layer has named the route, with and without its two clock reads.
-#[allow(dead_code, unused_imports, unreachable_pub)]
-#[path = "../src/metrics/handoff.rs"]
-mod handoff;
-#[allow(dead_code, unused_imports, unreachable_pub)]
-#[path = "../src/metrics/http.rs"]
-mod recording_core;
-#[allow(dead_code, unused_imports, unreachable_pub)]
-#[path = "../src/metrics/table.rs"]
-mod table;
-
-use recording_core::{HttpMetrics, Incomplete, RouteName};
+/// podcycle's recording core (not public API: reached through the crate's `__bench` feature,
+/// which this package's dev-dependency on itself turns on): what the serving stack does per
+/// request once the layer has named the route, with and without its two clock reads.
+use podcycle::metrics::__bench::Core;
 
 const VERSION: &str = "1.2.3";
 const ROUTE: &str = "/hello/{name}";
@@ -376,12 +366,7 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
         (h, a)
     };
     let axum_prometheus = axum_prometheus_layer().layer(Hello);
-    let core = HttpMetrics::leak(
-        VERSION,
-        &[],
-        podcycle::metrics::DEFAULT_BUCKETS,
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let core = Core::new(VERSION, podcycle::metrics::DEFAULT_BUCKETS);
 
     let mut group = c.benchmark_group("per_request");
     group
@@ -418,28 +403,23 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
         // this slows down with two threads as much as `core` does, the slowdown is the two CPUs
         // (e.g. siblings on the host), not contention.
         case!("core_own", || {
-            let core = HttpMetrics::leak(
-                VERSION,
-                &[],
-                podcycle::metrics::DEFAULT_BUCKETS,
-                tokio_util::sync::CancellationToken::new(),
-            );
+            let core = Core::new(VERSION, podcycle::metrics::DEFAULT_BUCKETS);
             move || {
-                let route = core.start(0, RouteName::Static(ROUTE), true);
-                core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
+                let route = core.start(0, ROUTE);
+                core.observe(0, route, 200, black_box(2_000_000));
             }
         });
         case!("core", || {
             move || {
-                let route = core.start(0, RouteName::Static(ROUTE), true);
-                core.observe(0, route, 200, Incomplete::No, black_box(2_000_000));
+                let route = core.start(0, ROUTE);
+                core.observe(0, route, 200, black_box(2_000_000));
             }
         });
         case!("core_clocked", || {
             move || {
                 let started = core.now();
-                let route = core.start(0, RouteName::Static(ROUTE), true);
-                core.finish(0, route, 200, Incomplete::No, started);
+                let route = core.start(0, ROUTE);
+                core.finish(0, route, 200, started);
             }
         });
         case!("bare", || {

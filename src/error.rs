@@ -1,8 +1,11 @@
-//! Errors that stop a lifecycle from starting.
+//! Errors that stop a lifecycle from starting, and the boxed error of services and bodies.
 
 use std::fmt;
 
 use crate::config::ConfigError;
+
+/// Boxed error type used for service and body errors.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a [`Lifecycle`](crate::Lifecycle) could not start.
 #[derive(Debug)]

@@ -29,12 +29,11 @@ pub use checks::Check;
 pub use config::{
     Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
 };
-pub use error::Error;
+pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;
 pub use metrics::{Metrics, MetricsLayer};
 pub use phase::Phase;
 pub use probes::Probes;
-pub use serve::BoxError;
 pub use shutdown::Outcome;
 pub use state::ShutdownReason;
 pub use warmup::Warmup;

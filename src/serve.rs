@@ -21,14 +21,10 @@ use tower::{Service, ServiceExt};
 
 use crate::config::StopAccepting;
 use crate::connections::{ConnState, Connections, RequestGuard};
-use crate::metrics::{
-    end_of_frame, method_index, open_route_slot, HttpMetrics, Incomplete, Timer, NO_ROUTE,
-};
+use crate::error::BoxError;
+use crate::metrics::{at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer};
 use crate::phase::Phase;
 use crate::state::State;
-
-/// Boxed error type used for service and body errors.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
 /// A keep-alive client sending back to back gets its next response with `Connection: close`
@@ -248,7 +244,7 @@ where
             .metrics
             .layered
             .load(Ordering::Relaxed)
-            .then(|| Timer::start(self.metrics, method_index(req.method()), NO_ROUTE));
+            .then(|| Timer::unnamed(self.metrics, req.method()));
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),
@@ -285,7 +281,6 @@ where
             let mut res = Response::new(TrackedBody {
                 inner: None,
                 guard: None,
-                timer: None,
             });
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res.headers_mut()
@@ -296,41 +291,15 @@ where
             }
             return Poll::Ready(Ok(res));
         };
-        let res = match this.timer {
-            Some(timer) if timer.route == NO_ROUTE => {
-                let (res, route) = open_route_slot(timer.core().id(), || inner.poll(cx));
-                if let Some(route) = route {
-                    timer.route = route;
-                }
-                ready!(res)
-            }
-            _ => ready!(inner.poll(cx)),
-        };
+        let res = ready!(poll_naming_route(this.timer, inner, cx));
         let close = *this.close;
         let guard = this.guard.take();
-        let mut timer = this.timer.take();
-        if res.is_err() {
-            // The connection ends with the error; the request counts as a server error.
-            if let Some(mut t) = timer.take() {
-                t.status = 500;
-                t.record(Incomplete::No);
-            }
-        }
+        // Recorded now if the request failed or sends no body; else when its body ends.
+        let timer = at_response(this.timer.take(), &res);
         Poll::Ready(res.map(|res| {
-            if let Some(t) = timer.as_mut() {
-                t.status = res.status().as_u16();
-            }
-            if timer.as_ref().is_some_and(|t| t.bodiless()) || res.body().is_end_stream() {
-                // hyper sends no body for these and may never poll it: record now rather than
-                // at drop (which would count the request as aborted).
-                if let Some(t) = timer.take() {
-                    t.record(Incomplete::No);
-                }
-            }
             let mut res = res.map(|body| TrackedBody {
-                inner: Some(body),
+                inner: Some(RecordingBody::new(body, timer)),
                 guard,
-                timer,
             });
             if close {
                 res.headers_mut()
@@ -342,13 +311,13 @@ where
 }
 
 pin_project! {
-    /// A response body that keeps its request counted in flight until it ends.
+    /// A response body that keeps its request counted in flight until it ends (and, through
+    /// [`RecordingBody`], measured).
     #[derive(Debug)]
     pub(crate) struct TrackedBody<B> {
         #[pin]
-        inner: Option<B>,
+        inner: Option<RecordingBody<B>>,
         guard: Option<RequestGuard>,
-        timer: Option<Timer>,
     }
 }
 
@@ -362,13 +331,10 @@ impl<B: Body> Body for TrackedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let Some(mut inner) = this.inner.as_pin_mut() else {
+        let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(inner.as_mut().poll_frame(cx));
-        if this.timer.is_some() {
-            end_of_frame(&frame, inner.is_end_stream(), this.timer);
-        }
+        let frame = ready!(inner.poll_frame(cx));
         if !matches!(frame, Some(Ok(_))) {
             this.guard.take();
         }

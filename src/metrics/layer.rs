@@ -3,19 +3,23 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use bytes::Bytes;
-
 use super::handoff::{self, Found};
-use super::http::{method_index, HttpMetrics, Incomplete, RouteName, Timer};
-use crate::serve::BoxError;
+use super::recorder::HttpMetrics;
+use super::recording::{at_response, RecordingBody};
+use super::routes::RouteName;
+use super::series::method_index;
+use super::timer::Timer;
+use crate::error::BoxError;
 
 /// Maps a request path to its route template, for services without axum's `MatchedPath`.
 /// Return `None` for "no route matched".
@@ -32,6 +36,14 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 /// every request, does the timing and the layer only names the route, so the response passes
 /// through unwrapped; elsewhere the layer times the request itself. Responses come out as
 /// axum's `Body` (a no-op for axum handlers, whose bodies already are).
+///
+/// Which of the two happens is decided when the layer wraps a service ([`Layer::layer`], which
+/// `Router::layer` calls for each route): from then on, the lifecycle's serving stack times
+/// every request, and records those whose route a layer named. Getting a layer from
+/// [`Metrics::layer`](crate::metrics::Metrics::layer) without using it changes nothing; a
+/// service wrapped but served elsewhere still times itself. Once set, this stays set for the
+/// lifecycle: a request that no layer sees costs the serving stack one clock read, and is
+/// not recorded.
 #[derive(Clone, Copy)]
 pub struct MetricsLayer {
     pub(crate) core: &'static HttpMetrics,
@@ -57,7 +69,10 @@ impl MetricsLayer {
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
+    /// Wraps `inner`, and tells the lifecycle's serving stack to time requests (see
+    /// [`MetricsLayer`]).
     fn layer(&self, inner: S) -> Self::Service {
+        self.core.layered.store(true, Ordering::Relaxed);
         MetricsService {
             inner,
             layer: *self,
@@ -127,6 +142,7 @@ where
 
 pin_project! {
     /// Response future of [`MetricsService`].
+    #[must_use = "futures do nothing unless polled"]
     pub struct MetricsFuture<F> {
         #[pin]
         inner: F,
@@ -152,86 +168,41 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let timer = this.timer.take();
-        Poll::Ready(match result {
-            Ok(res) => {
-                // Under the serving stack: the body passes through (no box for axum's `Body`).
-                let Some(mut timer) = timer else {
-                    return Poll::Ready(Ok(res.map(axum::body::Body::new)));
-                };
-                timer.status = res.status().as_u16();
-                // An empty body never gets polled: record now rather than at drop.
-                if timer.bodiless() || res.body().is_end_stream() {
-                    timer.record(Incomplete::No);
-                    return Poll::Ready(Ok(res.map(axum::body::Body::new)));
-                }
-                Ok(res.map(|inner| {
-                    axum::body::Body::new(MetricsBody {
-                        inner,
-                        timer: Some(timer),
-                    })
-                }))
+        let timer = at_response(this.timer.take(), &result);
+        Poll::Ready(result.map(|res| match timer {
+            // Under the serving stack, or recorded already: the body passes through (no box
+            // for axum's `Body`).
+            None => res.map(axum::body::Body::new),
+            Some(timer) => {
+                res.map(|body| axum::body::Body::new(RecordingBody::new(body, Some(timer))))
             }
-            Err(e) => {
-                if let Some(mut t) = timer {
-                    t.status = 500;
-                    t.record(Incomplete::No);
-                }
-                Err(e)
-            }
-        })
+        }))
     }
 }
 
-pin_project! {
-    /// A response body that keeps its request measured until it ends.
-    pub(crate) struct MetricsBody<B> {
-        #[pin]
-        inner: B,
-        timer: Option<Timer>,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
 
-impl<B: Body> Body for MetricsBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+    use super::*;
+    use crate::metrics::DEFAULT_BUCKETS;
 
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        end_of_frame(&frame, this.inner.is_end_stream(), this.timer);
-        Poll::Ready(frame)
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Records the request once `frame` ends its body: after the last data frame, at the end of
-/// the stream, or on a body error. Shared with the serving stack's body.
-#[inline]
-pub(crate) fn end_of_frame<D, E>(
-    frame: &Option<Result<Frame<D>, E>>,
-    at_end: bool,
-    timer: &mut Option<Timer>,
-) {
-    let outcome = match frame {
-        Some(Ok(_)) if !at_end => return,
-        Some(Ok(_)) | None => Incomplete::No,
-        Some(Err(_)) => Incomplete::BodyError,
-    };
-    if let Some(t) = timer.take() {
-        t.record(outcome);
+    #[test]
+    fn the_serving_stack_times_requests_once_a_layer_wraps_a_service() {
+        let core = HttpMetrics::leak(
+            "1",
+            &[],
+            DEFAULT_BUCKETS,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let layer = MetricsLayer {
+            core,
+            route_fn: None,
+        };
+        assert!(!core.layered.load(Ordering::Relaxed), "a layer alone");
+        let _svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+        assert!(core.layered.load(Ordering::Relaxed), "wrapping a service");
     }
 }

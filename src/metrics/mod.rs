@@ -29,10 +29,16 @@
 //! ```
 
 mod handoff;
-mod http;
 mod layer;
+mod recorder;
+mod recording;
+mod render;
+mod routes;
 pub mod schema;
+mod series;
+mod shard;
 mod table;
+mod timer;
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -47,12 +53,13 @@ use crate::phase::Phase;
 use crate::state::{State, Step};
 use crate::warmup::WarmupStatus;
 
-pub use self::http::{DEFAULT_BUCKETS, UNMATCHED_ROUTE};
-pub(crate) use self::layer::end_of_frame;
 pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, RouteFn};
+pub use self::recorder::DEFAULT_BUCKETS;
+pub use self::routes::UNMATCHED_ROUTE;
 
-pub(crate) use self::handoff::{open as open_route_slot, NO_ROUTE};
-pub(crate) use self::http::{method_index, HttpMetrics, Incomplete, Timer};
+pub(crate) use self::recorder::HttpMetrics;
+pub(crate) use self::recording::{at_response, poll_naming_route, RecordingBody};
+pub(crate) use self::timer::Timer;
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
 #[derive(Clone)]
@@ -197,11 +204,9 @@ impl Metrics {
         self.core
     }
 
-    /// The layer recording application requests. Add it with `Router::layer`.
+    /// The layer recording application requests. Add it with `Router::layer`. Getting it has
+    /// no effect of its own; wrapping a service with it does (see [`MetricsLayer`]).
     pub fn layer(&self) -> MetricsLayer {
-        self.core
-            .layered
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         MetricsLayer {
             core: self.core,
             route_fn: None,
@@ -299,6 +304,71 @@ impl Metrics {
             g.checks
                 .with_label_values(&[c.name.as_str(), c.probe.as_str()])
                 .set(i64::from(c.result().is_ok()));
+        }
+    }
+}
+
+/// podcycle's recording core, for the `recording` benchmark only: not API, not in the default
+/// build (the `__bench` feature), and free to change with the recording core.
+#[cfg(feature = "__bench")]
+#[doc(hidden)]
+pub mod __bench {
+    use super::recorder::HttpMetrics;
+    use super::routes::RouteName;
+    use super::series::{Incomplete, SeriesKey};
+
+    /// A leaked metrics core, as one lifecycle has.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Core(&'static HttpMetrics);
+
+    impl Core {
+        /// A new core with `buckets` (seconds) and `version`, no constant labels.
+        pub fn new(version: &str, buckets: &[f64]) -> Core {
+            Core(HttpMetrics::leak(
+                version,
+                &[],
+                buckets,
+                tokio_util::sync::CancellationToken::new(),
+            ))
+        }
+
+        /// A raw timestamp (one clock read), for [`Core::finish`].
+        #[inline]
+        pub fn now(self) -> u64 {
+            self.0.now()
+        }
+
+        /// Request start on the route `route`: its route id; counts the request active.
+        #[inline]
+        pub fn start(self, method: u8, route: &'static str) -> u32 {
+            self.0.start(method, RouteName::Static(route), true)
+        }
+
+        /// Request end, completed with `status`, after `nanos`.
+        #[inline]
+        pub fn observe(self, method: u8, route: u32, status: u16, nanos: u64) {
+            self.0.observe(Self::key(method, route, status), nanos);
+        }
+
+        /// Request end, completed with `status`, timed from `started` (a second clock read).
+        #[inline]
+        pub fn finish(self, method: u8, route: u32, status: u16, started: u64) {
+            self.0.finish(Self::key(method, route, status), started);
+        }
+
+        /// Both HTTP families in the text format.
+        pub fn render(self, out: &mut String) {
+            self.0.render(out);
+        }
+
+        #[inline]
+        fn key(method: u8, route: u32, status: u16) -> SeriesKey {
+            SeriesKey {
+                method,
+                route,
+                status,
+                error: Incomplete::No,
+            }
         }
     }
 }

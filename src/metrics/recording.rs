@@ -1,0 +1,136 @@
+//! Recording a request at the right moment, for both wrappers that time requests:
+//! [`MetricsLayer`](super::MetricsLayer)'s future (outside `Lifecycle::serve`) and the serving
+//! stack's.
+//!
+//! ```text
+//! let res = ready!(poll_naming_route(&mut timer, inner, cx));    // the layer names the route
+//! let timer = at_response(timer, &res);                           // failed or bodiless: recorded
+//! res.map(|res| res.map(|body| RecordingBody::new(body, timer)))  // else: recorded at its end
+//! ```
+//!
+//! A request is recorded once: when its response future fails (as a 500), when its response
+//! has no body to send, when its body ends or fails, or, if the body is dropped before that,
+//! as aborted (the [`Timer`]'s drop).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::handoff::{self, NO_ROUTE};
+use super::series::Incomplete;
+use super::timer::Timer;
+
+/// Polls the response future `inner` of a request timed by `timer`; when the timer is waiting
+/// for its route, with the route hand-off open so that a layer inside can name it.
+#[inline]
+pub(crate) fn poll_naming_route<F: Future>(
+    timer: &mut Option<Timer>,
+    inner: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    match timer {
+        Some(timer) if timer.route == NO_ROUTE => {
+            let (res, route) = handoff::open(timer.core().id(), || inner.poll(cx));
+            if let Some(route) = route {
+                timer.route = route;
+            }
+            res
+        }
+        _ => inner.poll(cx),
+    }
+}
+
+/// The response future's part, once it is ready: records a request whose future failed (as
+/// a 500) or whose response sends no body (hyper may never poll it: recorded now rather than
+/// as aborted at drop), and otherwise returns the timer for the body to carry.
+#[inline]
+pub(crate) fn at_response<B: Body, E>(
+    timer: Option<Timer>,
+    result: &Result<Response<B>, E>,
+) -> Option<Timer> {
+    let mut timer = timer?;
+    match result {
+        Ok(res) => {
+            timer.status = res.status().as_u16();
+            if timer.bodiless() || res.body().is_end_stream() {
+                timer.record(Incomplete::No);
+                return None;
+            }
+            Some(timer)
+        }
+        Err(_) => {
+            // The connection ends with the error; the request counts as a server error.
+            timer.status = 500;
+            timer.record(Incomplete::No);
+            None
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request measured until it ends: recorded after the last
+    /// frame, on a body error (`body_error`), or, dropped before either, as aborted.
+    pub(crate) struct RecordingBody<B> {
+        #[pin]
+        inner: B,
+        timer: Option<Timer>,
+    }
+}
+
+impl<B> RecordingBody<B> {
+    /// `inner`, recording the request of `timer` (if any) when it ends.
+    #[inline]
+    pub(crate) fn new(inner: B, timer: Option<Timer>) -> RecordingBody<B> {
+        RecordingBody { inner, timer }
+    }
+}
+
+impl<B> fmt::Debug for RecordingBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordingBody")
+            .field("timer", &self.timer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for RecordingBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if this.timer.is_some() {
+            let outcome = match &frame {
+                Some(Ok(_)) if !this.inner.is_end_stream() => None,
+                Some(Ok(_)) | None => Some(Incomplete::No),
+                Some(Err(_)) => Some(Incomplete::BodyError),
+            };
+            if let Some(outcome) = outcome {
+                if let Some(t) = this.timer.take() {
+                    t.record(outcome);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,305 @@
+//! Series keys and label sets: what tells one `http_server_request_duration_seconds` series
+//! from another, packed for the recording path and spelled out for the renderers.
+//!
+//! ```text
+//! let key = SeriesKey { method: method_index(&Method::GET), route: 3, status: 200, error: Incomplete::No };
+//! assert_eq!(SeriesKey::unpack(key.pack()), key);
+//! ```
+//!
+//! # The packed key's bit budget
+//!
+//! | bits | field | values |
+//! |---|---|---|
+//! | 0..4 | `error` ([`Incomplete`]) | 4 of 16 |
+//! | 4..8 | `method` ([`method_index`]) | 10 of 16 |
+//! | 8..18 | `status` | 0 (no response) and 100..=999 of 1,024 |
+//! | 18..40 | `route` (an interned route id) | 2^22 (4M) route templates |
+//! | 40..64 | free | 24 bits for more labels |
+//!
+//! A new label takes its bits from the free range and a field here; the per-thread tables,
+//! the shards and the renderers carry the key without looking inside. The free bits are 0, so
+//! no packed key is ever all ones (the per-thread table's empty key).
+
+use std::fmt::Write as _;
+
+use http::Method;
+
+/// The `http_request_method` values, by [`method_index`].
+pub(crate) const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+pub(crate) const METHOD_COUNT: usize = METHODS.len();
+
+/// [`method_index`] of `HEAD`.
+pub(crate) const HEAD_INDEX: u8 = 1;
+
+/// The OpenTelemetry method index: known methods, everything else `_OTHER`.
+#[inline]
+pub(crate) fn method_index(m: &Method) -> u8 {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
+    }
+}
+
+/// Why a request did not complete normally; the `error_type` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum Incomplete {
+    /// Completed; `error_type` is the status code for 5xx, absent otherwise.
+    No = 0,
+    /// The client went away (or the response was dropped) before the body ended.
+    ClientAborted = 1,
+    /// The response body failed.
+    BodyError = 2,
+    /// The drain deadline closed the connection under the request.
+    DrainDeadline = 3,
+}
+
+impl Incomplete {
+    /// Every value, by its number.
+    const ALL: [Incomplete; 4] = [
+        Incomplete::No,
+        Incomplete::ClientAborted,
+        Incomplete::BodyError,
+        Incomplete::DrainDeadline,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Incomplete::No => "",
+            Incomplete::ClientAborted => "client_aborted",
+            Incomplete::BodyError => "body_error",
+            Incomplete::DrainDeadline => "drain_deadline",
+        }
+    }
+}
+
+/// The labels of one series, as the request path knows them. See the module docs for how
+/// [`SeriesKey::pack`] lays them out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SeriesKey {
+    /// [`method_index`] of the request's method.
+    pub(crate) method: u8,
+    /// The interned route id (see [`super::routes`]).
+    pub(crate) route: u32,
+    /// The response status code; 0 when the request ended without a response.
+    pub(crate) status: u16,
+    /// How the request ended.
+    pub(crate) error: Incomplete,
+}
+
+const ERROR_SHIFT: u32 = 0;
+const ERROR_BITS: u32 = 4;
+const METHOD_SHIFT: u32 = ERROR_SHIFT + ERROR_BITS;
+const METHOD_BITS: u32 = 4;
+const STATUS_SHIFT: u32 = METHOD_SHIFT + METHOD_BITS;
+const STATUS_BITS: u32 = 10;
+const ROUTE_SHIFT: u32 = STATUS_SHIFT + STATUS_BITS;
+const ROUTE_BITS: u32 = 22;
+/// The first bit no field uses; everything from here up is free.
+const USED_BITS: u32 = ROUTE_SHIFT + ROUTE_BITS;
+
+/// The number of route ids a key can carry (see [`super::routes::Routes`]).
+pub(crate) const ROUTE_LIMIT: u32 = 1 << ROUTE_BITS;
+
+const fn mask(bits: u32) -> u64 {
+    (1 << bits) - 1
+}
+
+// The budget adds up, and leaves at least 8 bits for another label.
+const _: () = assert!(USED_BITS + 8 <= 64);
+const _: () = assert!(METHOD_COUNT as u64 <= mask(METHOD_BITS) + 1);
+const _: () = assert!(Incomplete::ALL.len() as u64 <= mask(ERROR_BITS) + 1);
+const _: () = assert!(999 <= mask(STATUS_BITS));
+
+impl SeriesKey {
+    /// The key as one `u64`, for the per-thread tables. Status codes above 999 (which `http`
+    /// does not produce) and route ids past [`ROUTE_LIMIT`] (which the interner does not hand
+    /// out) would be truncated.
+    #[inline]
+    pub(crate) fn pack(self) -> u64 {
+        (u64::from(self.route) & mask(ROUTE_BITS)) << ROUTE_SHIFT
+            | (u64::from(self.status) & mask(STATUS_BITS)) << STATUS_SHIFT
+            | (u64::from(self.method) & mask(METHOD_BITS)) << METHOD_SHIFT
+            | (self.error as u64) << ERROR_SHIFT
+    }
+
+    /// The key [`SeriesKey::pack`] packed.
+    pub(crate) fn unpack(packed: u64) -> SeriesKey {
+        let field = |shift: u32, bits: u32| (packed >> shift) & mask(bits);
+        SeriesKey {
+            method: field(METHOD_SHIFT, METHOD_BITS) as u8,
+            route: field(ROUTE_SHIFT, ROUTE_BITS) as u32,
+            status: field(STATUS_SHIFT, STATUS_BITS) as u16,
+            error: Incomplete::ALL[field(ERROR_SHIFT, ERROR_BITS) as usize % Incomplete::ALL.len()],
+        }
+    }
+}
+
+/// The labels every series of one lifecycle carries: `version` and the constant labels.
+#[derive(Debug)]
+pub(crate) struct CommonLabels {
+    pub(crate) version: String,
+    /// `version`'s value, escaped for the text format.
+    pub(crate) version_escaped: String,
+    /// The constant labels, sorted by name.
+    pub(crate) constant: Vec<(String, String)>,
+    /// `,name="value"` for each constant label, escaped.
+    pub(crate) constant_escaped: String,
+}
+
+impl CommonLabels {
+    pub(crate) fn new(version: &str, constant: &[(String, String)]) -> CommonLabels {
+        let mut constant_escaped = String::new();
+        for (k, v) in constant {
+            let _ = write!(constant_escaped, ",{k}=\"{}\"", escape_label(v));
+        }
+        CommonLabels {
+            version: version.to_owned(),
+            version_escaped: escape_label(version),
+            constant: constant.to_vec(),
+            constant_escaped,
+        }
+    }
+}
+
+/// One series' labels, made once when the series is created.
+#[derive(Debug)]
+pub(crate) struct LabelSet {
+    /// Pre-escaped `{name="value",...` (without the closing brace) for the text renderer.
+    pub(crate) text: String,
+    /// The same labels, unescaped and without the constant labels, for the `prometheus`
+    /// Collector.
+    pub(crate) pairs: Vec<(&'static str, String)>,
+}
+
+impl LabelSet {
+    /// The labels of the series `key`, whose route id names `route`.
+    pub(crate) fn new(key: SeriesKey, route: &str, common: &CommonLabels) -> LabelSet {
+        let mut pairs: Vec<(&'static str, String)> = vec![
+            (
+                "http_request_method",
+                METHODS[usize::from(key.method) % METHOD_COUNT].to_owned(),
+            ),
+            ("http_route", route.to_owned()),
+        ];
+        if key.status != 0 {
+            pairs.push(("http_response_status_code", key.status.to_string()));
+        }
+        pairs.push(("version", common.version.clone()));
+        match key.error {
+            Incomplete::No if key.status >= 500 => {
+                pairs.push(("error_type", key.status.to_string()))
+            }
+            Incomplete::No => {}
+            other => pairs.push(("error_type", other.label().to_owned())),
+        }
+        let mut text = String::from("{");
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let _ = write!(text, "{k}=\"{}\"", escape_label(v));
+            if *k == "version" {
+                text.push_str(&common.constant_escaped);
+            }
+        }
+        LabelSet { text, pairs }
+    }
+}
+
+/// `v` escaped for a label value in the Prometheus text format.
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_their_packing_and_leave_the_high_bits_free() {
+        for key in [
+            SeriesKey {
+                method: 0,
+                route: 0,
+                status: 0,
+                error: Incomplete::No,
+            },
+            SeriesKey {
+                method: 9,
+                route: ROUTE_LIMIT - 1,
+                status: 999,
+                error: Incomplete::DrainDeadline,
+            },
+            SeriesKey {
+                method: 2,
+                route: 17,
+                status: 503,
+                error: Incomplete::BodyError,
+            },
+        ] {
+            let packed = key.pack();
+            assert_eq!(SeriesKey::unpack(packed), key);
+            assert_eq!(packed >> USED_BITS, 0, "{packed:#x}");
+            assert_ne!(packed, u64::MAX);
+        }
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_label_set_names_5xx_and_incomplete_requests() {
+        let common = CommonLabels::new("1.2.3", &[("track".into(), "canary".into())]);
+        let key = SeriesKey {
+            method: 2,
+            route: 1,
+            status: 503,
+            error: Incomplete::No,
+        };
+        let labels = LabelSet::new(key, "/x", &common);
+        assert_eq!(
+            labels.text,
+            "{http_request_method=\"POST\",http_route=\"/x\",http_response_status_code=\"503\",version=\"1.2.3\",track=\"canary\",error_type=\"503\""
+        );
+        let aborted = SeriesKey {
+            status: 0,
+            error: Incomplete::ClientAborted,
+            ..key
+        };
+        let labels = LabelSet::new(aborted, "/x", &common);
+        assert!(labels
+            .pairs
+            .contains(&("error_type", "client_aborted".to_owned())));
+        assert!(!labels.text.contains("http_response_status_code"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_collapse() {
+        assert_eq!(method_index(&Method::from_bytes(b"PURGE").unwrap()), 9);
+        assert_eq!(METHODS[9], "_OTHER");
+        assert_eq!(method_index(&Method::PATCH), 8);
+        assert_eq!(method_index(&Method::HEAD), HEAD_INDEX);
+    }
+}

@@ -1,0 +1,104 @@
+//! One request's measurement: a guard started with one clock read that records the request
+//! exactly once, with the second.
+//!
+//! ```text
+//! let mut timer = Timer::start(core, method_index(req.method()), route);
+//! timer.status = 200;
+//! timer.record(Incomplete::No);   // or dropped unfinished: recorded as client_aborted
+//! ```
+
+use std::fmt;
+
+use super::handoff::NO_ROUTE;
+use super::recorder::HttpMetrics;
+use super::series::{method_index, Incomplete, SeriesKey, HEAD_INDEX};
+
+/// One request's measurement: started with one clock read, recorded exactly once with the
+/// second, on [`Timer::record`] or, if dropped unfinished, as aborted (or, once the drain
+/// deadline has passed, as `drain_deadline`). A timer whose route was never named (see
+/// [`super::handoff`]) records nothing: no layer saw the request.
+pub(crate) struct Timer {
+    core: &'static HttpMetrics,
+    started: u64,
+    method: u8,
+    pub(crate) route: u32,
+    pub(crate) status: u16,
+}
+
+impl Timer {
+    /// Starts timing a request whose route is `route` (an id from [`HttpMetrics::start`],
+    /// which has counted it active).
+    #[inline]
+    pub(crate) fn start(core: &'static HttpMetrics, method: u8, route: u32) -> Timer {
+        Timer {
+            core,
+            started: core.now(),
+            method,
+            route,
+            status: 0,
+        }
+    }
+
+    /// Starts timing a request of `method` whose route a layer will name later, through the
+    /// hand-off (the serving stack's timer).
+    #[inline]
+    pub(crate) fn unnamed(core: &'static HttpMetrics, method: &http::Method) -> Timer {
+        Timer::start(core, method_index(method), NO_ROUTE)
+    }
+
+    /// The metrics core this timer records into.
+    #[inline]
+    pub(crate) fn core(&self) -> &'static HttpMetrics {
+        self.core
+    }
+
+    /// Whether the response has no body on the wire (a `HEAD` request; 1xx, 204, 304), so that
+    /// the server may drop the body without polling it.
+    #[inline]
+    pub(crate) fn bodiless(&self) -> bool {
+        self.method == HEAD_INDEX || matches!(self.status, 100..=199 | 204 | 304)
+    }
+
+    /// Records the request as ended by `incomplete` (`Incomplete::No`: completed).
+    #[inline]
+    pub(crate) fn record(self, incomplete: Incomplete) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.finish(incomplete);
+    }
+
+    #[inline]
+    fn finish(&self, incomplete: Incomplete) {
+        if self.route == NO_ROUTE {
+            return;
+        }
+        let error =
+            if incomplete == Incomplete::ClientAborted && self.core.force_closing.is_cancelled() {
+                Incomplete::DrainDeadline
+            } else {
+                incomplete
+            };
+        let key = SeriesKey {
+            method: self.method,
+            route: self.route,
+            status: self.status,
+            error,
+        };
+        self.core.finish(key, self.started);
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // Dropped without an explicit record: the future or body went away unfinished.
+        self.finish(Incomplete::ClientAborted);
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("route", &self.route)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,12 +16,28 @@ use hyper_util::server::conn::auto;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
-use crate::state::{Shared, ShutdownReason};
+use crate::connections::Connections;
+use crate::metrics::Metrics;
+use crate::probes::Probes;
+use crate::state::{ShutdownReason, State};
 
-/// Starts the admin thread. Returns once the listener is bound and the signal handlers are
-/// installed, or with the error that prevented either.
-pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
-    let listener = match shared.config.admin_addr {
+/// Everything the admin thread serves and acts on, handed over when it starts.
+#[derive(Debug)]
+pub(crate) struct Admin {
+    /// Where to listen; `None` serves nothing (signals are still handled).
+    pub(crate) addr: Option<SocketAddr>,
+    /// Whether to install SIGTERM/SIGINT handlers.
+    pub(crate) handle_signals: bool,
+    pub(crate) state: Arc<State>,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) probes: Probes,
+    pub(crate) metrics: Metrics,
+}
+
+/// Starts the admin thread. Returns the bound address (if any) once the listener is bound and
+/// the signal handlers are installed, or the error that prevented either.
+pub(crate) fn start(admin: Admin) -> std::io::Result<Option<SocketAddr>> {
+    let listener = match admin.addr {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr).map_err(|e| {
                 std::io::Error::new(
@@ -30,11 +46,11 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                 )
             })?;
             l.set_nonblocking(true)?;
-            let _ = shared.admin_addr.set(l.local_addr()?);
             Some(l)
         }
         None => None,
     };
+    let bound = listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     std::thread::Builder::new()
         .name("podcycle-admin".into())
@@ -49,19 +65,21 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                     return;
                 }
             };
-            rt.block_on(run(shared, listener, ready_tx));
+            rt.block_on(run(Arc::new(admin), listener, bound, ready_tx));
         })?;
     ready_rx
         .recv()
-        .unwrap_or_else(|_| Err(std::io::Error::other("admin thread exited during start")))
+        .unwrap_or_else(|_| Err(std::io::Error::other("admin thread exited during start")))?;
+    Ok(bound)
 }
 
 async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<Admin>,
     listener: Option<std::net::TcpListener>,
+    bound: Option<SocketAddr>,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
 ) {
-    let signals = if shared.config.handle_signals {
+    let signals = if shared.handle_signals {
         match Signals::new([SIGTERM, SIGINT]) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -79,7 +97,7 @@ async fn run(
             return;
         }
     };
-    if let Some(addr) = shared.admin_addr.get() {
+    if let Some(addr) = bound {
         tracing::info!(%addr, "admin listener (probes, metrics) up");
     }
     let _ = ready.send(Ok(()));
@@ -88,7 +106,7 @@ async fn run(
     if let Some(listener) = listener {
         serve_admin(shared.clone(), listener).await;
     } else {
-        shared.halt.cancelled().await;
+        shared.state.signals.halt.cancelled().await;
     }
     if let Some(h) = signal_handle {
         h.close();
@@ -98,27 +116,31 @@ async fn run(
     }
 }
 
-async fn handle_signals(shared: Arc<Shared>, mut signals: Signals) {
+async fn handle_signals(shared: Arc<Admin>, mut signals: Signals) {
     while let Some(signal) = signals.next().await {
         let name = if signal == SIGTERM {
             "SIGTERM"
         } else {
             "SIGINT"
         };
-        if shared.request_shutdown(ShutdownReason::Signal(signal)) {
+        if crate::shutdown::request(
+            &shared.state,
+            &shared.connections,
+            ShutdownReason::Signal(signal),
+        ) {
             tracing::info!(signal = name, "signal received: starting graceful shutdown");
         } else {
             let in_flight = shared.connections.in_flight();
             tracing::error!(
                 signal = name,
-                phase = shared.phase().as_str(),
+                phase = shared.state.phase().as_str(),
                 in_flight,
                 connections = shared.connections.len(),
                 "second signal: exiting immediately"
             );
             eprintln!(
                 "podcycle: second {name} during shutdown (phase {}): exiting now with {in_flight} request(s) in flight on {} connection(s)",
-                shared.phase(),
+                shared.state.phase(),
                 shared.connections.len()
             );
             std::process::exit(128 + signal);
@@ -126,11 +148,11 @@ async fn handle_signals(shared: Arc<Shared>, mut signals: Signals) {
     }
 }
 
-async fn serve_admin(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let (stream, _) = tokio::select! {
-            _ = shared.halt.cancelled() => return,
+            _ = shared.state.signals.halt.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(a) => a,
                 Err(e) => {
@@ -152,29 +174,14 @@ async fn serve_admin(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
-fn admin_response<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+fn admin_response<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.uri().path() == "/metrics" {
-        return match shared.metrics.get() {
-            Some(render) => {
-                let mut res = Response::new(Full::new(Bytes::from(render())));
-                res.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                res
-            }
-            None => {
-                let mut res =
-                    Response::new(Full::new(Bytes::from_static(b"metrics are not enabled\n")));
-                *res.status_mut() = StatusCode::NOT_FOUND;
-                res
-            }
-        };
+        let mut res = Response::new(Full::new(Bytes::from(admin.metrics.render())));
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return res;
     }
-    crate::probes::respond(shared, req)
-}
-
-/// The admin listener's bound address, if any.
-pub(crate) fn addr(shared: &Shared) -> Option<SocketAddr> {
-    shared.admin_addr.get().copied()
+    admin.probes.respond(req)
 }

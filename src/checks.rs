@@ -1,16 +1,43 @@
-//! Readiness and liveness checks: run in the background on an interval, each bounded by a
-//! timeout; probes answer from the last result and never wait on a dependency.
+//! Readiness and liveness checks: each runs in the background on its own interval, bounded by
+//! its timeout; probes answer from the last result and never wait on a dependency.
+//!
+//! A check counts as failed once it has failed `failure_threshold` times in a row (as a
+//! kubelet probe's `failureThreshold`), and as failing until it first passes. A check that is
+//! not [gating](Check::gating) is reported (in `?verbose`, JSON and `podcycle_check_status`)
+//! but does not decide its probe: a degraded dependency need not take the whole fleet out.
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use podcycle::Check;
+//!
+//! # async fn run() -> Result<(), podcycle::Error> {
+//! let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+//! lifecycle.check(
+//!     Check::readiness("search-index", || async { Ok::<_, String>(()) })
+//!         .interval(Duration::from_secs(2))
+//!         .timeout(Duration::from_millis(500))
+//!         .failure_threshold(3),
+//! );
+//! // Shown in /readyz?verbose, never fails /readyz:
+//! lifecycle.check(Check::readiness("recommendations", || async { Err("slow") }).gating(false));
+//! # Ok(()) }
+//! ```
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::phase::Phase;
 
 /// Which probe a check belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// `/readyz`: failing takes the pod out of load balancing.
     Readiness,
     /// `/livez`: failing gets the container restarted.
@@ -19,7 +46,7 @@ pub enum Probe {
 
 impl Probe {
     /// `readyz` or `livez`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Probe::Readiness => "readyz",
             Probe::Liveness => "livez",
@@ -27,51 +54,197 @@ impl Probe {
     }
 }
 
-/// The outcome of one run of a check.
-pub type CheckResult = Result<(), String>;
+type CheckFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-type CheckFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send>> + Send + Sync>;
+/// A readiness or liveness check with its settings. Add it with
+/// [`Lifecycle::check`](crate::Lifecycle::check); settings left unset take the lifecycle's
+/// defaults (`PODCYCLE_CHECK_INTERVAL`, `PODCYCLE_CHECK_TIMEOUT`,
+/// `PODCYCLE_CHECK_FAILURE_THRESHOLD`).
+#[must_use = "a check does nothing until it is added with Lifecycle::check"]
+pub struct Check {
+    name: String,
+    probe: Probe,
+    run: CheckFn,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    failure_threshold: Option<u32>,
+    gating: bool,
+}
 
-/// The last known state of one check.
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Check")
+            .field("name", &self.name)
+            .field("probe", &self.probe.as_str())
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("gating", &self.gating)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Check {
+    /// A check reported by `/readyz`: while it fails, the pod is taken out of load balancing.
+    pub fn readiness<F, Fut, E>(name: &str, check: F) -> Check
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        Check::new(Probe::Readiness, name, check)
+    }
+
+    /// A check reported by `/livez`: while it fails, the kubelet restarts the container.
+    /// Keep these about this process, not its dependencies.
+    pub fn liveness<F, Fut, E>(name: &str, check: F) -> Check
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        Check::new(Probe::Liveness, name, check)
+    }
+
+    fn new<F, Fut, E>(probe: Probe, name: &str, check: F) -> Check
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        let run: CheckFn = Arc::new(move || {
+            let fut = check();
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        });
+        Check {
+            name: name.to_owned(),
+            probe,
+            run,
+            interval: None,
+            timeout: None,
+            failure_threshold: None,
+            gating: true,
+        }
+    }
+
+    /// How often the check runs (at least 1 ms).
+    pub fn interval(mut self, every: Duration) -> Check {
+        self.interval = Some(every.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How long one run may take before it counts as a failure.
+    pub fn timeout(mut self, timeout: Duration) -> Check {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many failures in a row make a passing check count as failed (at least 1).
+    pub fn failure_threshold(mut self, failures: u32) -> Check {
+        self.failure_threshold = Some(failures.max(1));
+        self
+    }
+
+    /// Whether the check decides its probe (default `true`). A non-gating check is only
+    /// reported: `?verbose` shows it `[-]` when it fails, `podcycle_check_status` shows 0.
+    pub fn gating(mut self, gating: bool) -> Check {
+        self.gating = gating;
+        self
+    }
+
+    /// The check's name, as probes and metrics report it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What a probe reports of one check right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum CheckStatus {
-    /// Not run yet: counts as failing.
-    Pending,
-    Ok,
-    Failed(String),
+struct Status {
+    /// `None` until the first run; then whether the check counts as passing.
+    reported: Option<Result<(), String>>,
+    /// Failures in a row since the last pass.
+    failures: u32,
 }
 
 #[derive(Debug)]
 pub(crate) struct CheckEntry {
     pub(crate) name: String,
     pub(crate) probe: Probe,
-    pub(crate) status: Mutex<CheckStatus>,
+    pub(crate) gating: bool,
+    failure_threshold: u32,
+    status: Mutex<Status>,
 }
 
 impl CheckEntry {
-    pub(crate) fn result(&self) -> CheckResult {
-        match &*self.status.lock().unwrap_or_else(|e| e.into_inner()) {
-            CheckStatus::Ok => Ok(()),
-            CheckStatus::Pending => Err(String::from("not checked yet")),
-            CheckStatus::Failed(reason) => Err(reason.clone()),
+    /// The check's current standing: `Err` while it counts as failed (or has not run yet).
+    pub(crate) fn result(&self) -> Result<(), String> {
+        match &self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reported
+        {
+            None => Err(String::from("not checked yet")),
+            Some(r) => r.clone(),
         }
     }
 
-    fn set(&self, status: CheckStatus) {
+    /// Takes one run's result into account, applying the failure threshold.
+    fn observe(&self, run: Result<(), String>) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        if *s != status {
-            match &status {
-                CheckStatus::Ok => {
-                    tracing::info!(check = %self.name, probe = self.probe.as_str(), "check passing")
+        let was = s.reported.clone();
+        match run {
+            Ok(()) => {
+                s.failures = 0;
+                s.reported = Some(Ok(()));
+            }
+            Err(reason) => {
+                s.failures = s.failures.saturating_add(1);
+                let passing = matches!(s.reported, Some(Ok(())));
+                if !passing || s.failures >= self.failure_threshold {
+                    s.reported = Some(Err(reason));
+                } else {
+                    tracing::debug!(
+                        check = %self.name,
+                        probe = self.probe.as_str(),
+                        %reason,
+                        failures = s.failures,
+                        failure_threshold = self.failure_threshold,
+                        "check failed, still below its failure threshold"
+                    );
                 }
-                CheckStatus::Failed(reason) => {
-                    tracing::warn!(check = %self.name, probe = self.probe.as_str(), %reason, "check failing")
-                }
-                CheckStatus::Pending => {}
             }
         }
-        *s = status;
+        let now = &s.reported;
+        if now.as_ref().map(Result::is_ok) != was.as_ref().map(Result::is_ok) {
+            match now {
+                Some(Ok(())) => tracing::info!(
+                    check = %self.name,
+                    probe = self.probe.as_str(),
+                    gating = self.gating,
+                    "check passing"
+                ),
+                Some(Err(reason)) => tracing::warn!(
+                    check = %self.name,
+                    probe = self.probe.as_str(),
+                    gating = self.gating,
+                    %reason,
+                    "check failing"
+                ),
+                None => {}
+            }
+        }
     }
+}
+
+/// The defaults a check takes for the settings it leaves unset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckDefaults {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) failure_threshold: u32,
 }
 
 /// All user checks of one lifecycle.
@@ -98,41 +271,40 @@ impl Checks {
             .clone()
     }
 
-    /// Registers a check and starts running it on the current runtime until `stop` is cancelled.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add<F, Fut, E>(
+    /// Registers a check and runs it on the current runtime until `stop` is cancelled: every
+    /// interval, and at every phase change (so readiness is current the moment warm-ups finish
+    /// and serving starts, not one interval later).
+    pub(crate) fn add(
         &self,
-        probe: Probe,
-        name: &str,
-        check: F,
-        interval: Duration,
-        timeout: Duration,
+        check: Check,
+        defaults: CheckDefaults,
         stop: CancellationToken,
-        mut phase: tokio::sync::watch::Receiver<crate::phase::Phase>,
-    ) where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + 'static,
-    {
+        mut phase: watch::Receiver<Phase>,
+    ) {
+        let interval = check.interval.unwrap_or(defaults.interval);
+        let timeout = check.timeout.unwrap_or(defaults.timeout);
         let entry = Arc::new(CheckEntry {
-            name: name.to_owned(),
-            probe,
-            status: Mutex::new(CheckStatus::Pending),
+            name: check.name,
+            probe: check.probe,
+            gating: check.gating,
+            failure_threshold: check
+                .failure_threshold
+                .unwrap_or(defaults.failure_threshold)
+                .max(1),
+            status: Mutex::new(Status {
+                reported: None,
+                failures: 0,
+            }),
         });
         self.entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(entry.clone());
-        let check: CheckFn = Arc::new(move || {
-            let fut = check();
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
-        });
+        let run = check.run;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                // Also run at every phase change, so that readiness is current the moment
-                // warm-ups finish and serving starts, not one interval later.
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = ticker.tick() => {}
@@ -142,47 +314,42 @@ impl Checks {
                         }
                     }
                 }
-                let status = run_once(&check, timeout).await;
-                entry.set(status);
+                let result = tokio::select! {
+                    // Not reported: a check cut short by the lifecycle's end did not fail.
+                    _ = stop.cancelled() => return,
+                    r = run_once(&run, timeout) => r,
+                };
+                entry.observe(result);
             }
         });
     }
 }
 
 /// Runs one check in its own task so that a panic is a failure, not a crash.
-async fn run_once(check: &CheckFn, timeout: Duration) -> CheckStatus {
+async fn run_once(check: &CheckFn, timeout: Duration) -> Result<(), String> {
     let task = tokio::spawn(check());
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(Ok(()))) => CheckStatus::Ok,
-        Ok(Ok(Err(reason))) => CheckStatus::Failed(reason),
-        Ok(Err(join)) if join.is_panic() => {
-            CheckStatus::Failed(format!("panicked: {}", panic_message(join.into_panic())))
-        }
-        Ok(Err(_)) => CheckStatus::Failed(String::from("cancelled")),
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) if join.is_panic() => Err(format!(
+            "panicked: {}",
+            crate::panic::message(&*join.into_panic())
+        )),
+        Ok(Err(_)) => Err(String::from("cancelled")),
         Err(_) => {
             abort.abort();
-            CheckStatus::Failed(format!(
+            Err(format!(
                 "timed out after {}",
-                crate::config::fmt_duration(timeout)
+                humantime::format_duration(timeout)
             ))
         }
-    }
-}
-
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        String::from("(non-string panic payload)")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     async fn settle() {
         for _ in 0..20 {
@@ -190,52 +357,44 @@ mod tests {
         }
     }
 
+    const DEFAULTS: CheckDefaults = CheckDefaults {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(100),
+        failure_threshold: 1,
+    };
+
+    /// A phase channel whose sender lives as long as the test (a closed channel stops checks).
+    fn phase() -> watch::Receiver<Phase> {
+        static PHASE: std::sync::OnceLock<watch::Sender<Phase>> = std::sync::OnceLock::new();
+        PHASE
+            .get_or_init(|| watch::channel(Phase::Starting).0)
+            .subscribe()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn panics_and_timeouts_are_failures_and_results_refresh() {
         let checks = Checks::default();
         let stop = CancellationToken::new();
-        let phase = tokio::sync::watch::channel(crate::phase::Phase::Starting).0;
-        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(true));
         let h = healthy.clone();
-        checks.add(
-            Probe::Readiness,
-            "flaky",
-            move || {
-                let ok = h.load(std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err("db down")
-                    }
+        let flaky = Check::readiness("flaky", move || {
+            let ok = h.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("db down")
                 }
-            },
-            Duration::from_secs(1),
-            Duration::from_millis(100),
-            stop.clone(),
-            phase.subscribe(),
-        );
-        checks.add(
-            Probe::Readiness,
-            "panics",
-            || async { panic!("boom") as Result<(), String> },
-            Duration::from_secs(1),
-            Duration::from_millis(100),
-            stop.clone(),
-            phase.subscribe(),
-        );
-        checks.add(
-            Probe::Liveness,
-            "slow",
-            || async {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok::<(), String>(())
-            },
-            Duration::from_secs(1),
-            Duration::from_millis(100),
-            stop.clone(),
-            phase.subscribe(),
-        );
+            }
+        });
+        checks.add(flaky, DEFAULTS, stop.clone(), phase());
+        let panics = Check::readiness("panics", || async { panic!("boom") as Result<(), String> });
+        checks.add(panics, DEFAULTS, stop.clone(), phase());
+        let slow = Check::liveness("slow", || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<(), String>(())
+        });
+        checks.add(slow, DEFAULTS, stop.clone(), phase());
         let all = checks.all();
         assert_eq!(all[0].result(), Err("not checked yet".into()));
         settle().await;
@@ -246,10 +405,65 @@ mod tests {
         assert_eq!(all[2].result(), Err("timed out after 100ms".into()));
         assert_eq!(checks.of(Probe::Liveness).len(), 1);
 
-        healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+        healthy.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(1)).await;
         settle().await;
         assert_eq!(all[0].result(), Err("db down".into()));
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_failing_fewer_times_than_its_threshold_stays_passing() {
+        let checks = Checks::default();
+        let stop = CancellationToken::new();
+        // Passes on run 1, then fails on runs 2..=3 (threshold - 1 = 2 failures), passes on
+        // run 4, then fails for good from run 5.
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = runs.clone();
+        let check = Check::readiness("db", move || {
+            let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n == 1 || n == 4 {
+                    Ok(())
+                } else {
+                    Err(format!("run {n} failed"))
+                }
+            }
+        })
+        .interval(Duration::from_secs(1))
+        .failure_threshold(3);
+        checks.add(check, DEFAULTS, stop.clone(), phase());
+        let entry = checks.all().remove(0);
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            settle().await;
+            seen.push((runs.load(Ordering::SeqCst), entry.result().is_ok()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, true),
+                (2, true),  // 1 failure of 3
+                (3, true),  // 2 failures of 3
+                (4, true),  // passed again: the count starts over
+                (5, true),  // 1 of 3
+                (6, true),  // 2 of 3
+                (7, false), // 3 of 3: failed
+            ]
+        );
+        assert_eq!(entry.result(), Err("run 7 failed".into()));
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_never_passed_fails_at_once_whatever_its_threshold() {
+        let checks = Checks::default();
+        let stop = CancellationToken::new();
+        let check = Check::readiness("db", || async { Err("refused") }).failure_threshold(5);
+        checks.add(check, DEFAULTS, stop.clone(), phase());
+        settle().await;
+        assert_eq!(checks.all()[0].result(), Err("refused".into()));
         stop.cancel();
     }
 }

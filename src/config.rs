@@ -15,10 +15,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Time reserved between the end of the shutdown budget and the kubelet's SIGKILL.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The default histogram buckets for request durations, in seconds: the OpenTelemetry HTTP
+/// histogram boundaries, extended for long chat answers.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0,
+    60.0, 120.0,
+];
 
 /// What happens to new requests once the propagation delay is over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -34,7 +42,8 @@ pub enum StopAccepting {
 /// What happens when a warm-up fails or misses the warm-up deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OnWarmupFailure {
-    /// Shut down and exit with [`ExitCode::WARMUP_FAILED`](crate::Outcome) (the default).
+    /// Shut down and exit with code 3, [`Outcome::WarmupFailed`](crate::Outcome::WarmupFailed)
+    /// (the default).
     #[default]
     Exit,
     /// Stay up and unready (the startup probe keeps failing) until a signal arrives.
@@ -53,6 +62,8 @@ pub struct Config {
     pub(crate) warmup_timeout: Option<Duration>,
     pub(crate) check_interval: Duration,
     pub(crate) check_timeout: Duration,
+    pub(crate) check_failure_threshold: u32,
+    pub(crate) ready_during_delay: bool,
     pub(crate) watchdog_stall: Duration,
     pub(crate) version: String,
     pub(crate) stop_accepting: StopAccepting,
@@ -60,6 +71,32 @@ pub struct Config {
     pub(crate) handle_signals: bool,
     pub(crate) metric_labels: Vec<(String, String)>,
     pub(crate) buckets: Vec<f64>,
+}
+
+impl FromStr for StopAccepting {
+    type Err = &'static str;
+
+    /// `close` or `reject`, as `PODCYCLE_STOP_ACCEPTING` takes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "close" => Ok(StopAccepting::CloseListener),
+            "reject" => Ok(StopAccepting::Reject),
+            _ => Err("`close` or `reject`"),
+        }
+    }
+}
+
+impl FromStr for OnWarmupFailure {
+    type Err = &'static str;
+
+    /// `exit` or `stay-unready`, as `PODCYCLE_ON_WARMUP_FAILURE` takes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "exit" => Ok(OnWarmupFailure::Exit),
+            "stay-unready" => Ok(OnWarmupFailure::StayUnready),
+            _ => Err("`exit` or `stay-unready`"),
+        }
+    }
 }
 
 impl Default for Config {
@@ -74,19 +111,22 @@ impl Default for Config {
             warmup_timeout: None,
             check_interval: Duration::from_secs(5),
             check_timeout: Duration::from_secs(1),
+            check_failure_threshold: 1,
+            ready_during_delay: false,
             watchdog_stall: Duration::from_secs(10),
             version: String::from("unknown"),
             stop_accepting: StopAccepting::CloseListener,
             on_warmup_failure: OnWarmupFailure::Exit,
             handle_signals: true,
             metric_labels: Vec::new(),
-            buckets: crate::metrics::DEFAULT_BUCKETS.to_vec(),
+            buckets: DEFAULT_BUCKETS.to_vec(),
         }
     }
 }
 
 /// A configuration value that cannot be used; startup must stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// An environment variable holds a value that does not parse.
     InvalidEnv {
@@ -146,7 +186,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-pub(crate) fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
+fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
 
@@ -166,6 +206,8 @@ impl Config {
     /// | `PODCYCLE_GRACE_PERIOD` | unset (no budget check) |
     /// | `PODCYCLE_WARMUP_TIMEOUT` | unset (no deadline) |
     /// | `PODCYCLE_CHECK_INTERVAL` / `PODCYCLE_CHECK_TIMEOUT` | `5s` / `1s` |
+    /// | `PODCYCLE_CHECK_FAILURE_THRESHOLD` | `1` (failures in a row before a check counts as failed) |
+    /// | `PODCYCLE_READY_DURING_DELAY` | `false` (`true` keeps `/readyz` green until the delay is over) |
     /// | `PODCYCLE_WATCHDOG_STALL` | `10s` |
     /// | `PODCYCLE_STOP_ACCEPTING` | `close` (or `reject`) |
     /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
@@ -240,34 +282,45 @@ impl Config {
         if let Some(d) = duration("PODCYCLE_CHECK_TIMEOUT")? {
             c.check_timeout = d;
         }
+        if let Some(v) = get("PODCYCLE_CHECK_FAILURE_THRESHOLD") {
+            c.check_failure_threshold = v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    invalid(
+                        "PODCYCLE_CHECK_FAILURE_THRESHOLD",
+                        &v,
+                        "a whole number of failures, at least 1",
+                    )
+                })?;
+        }
+        if let Some(v) = get("PODCYCLE_READY_DURING_DELAY") {
+            c.ready_during_delay = match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(invalid(
+                        "PODCYCLE_READY_DURING_DELAY",
+                        &v,
+                        "`true` or `false`",
+                    ))
+                }
+            };
+        }
         if let Some(d) = duration("PODCYCLE_WATCHDOG_STALL")? {
             c.watchdog_stall = d;
         }
         if let Some(v) = get("PODCYCLE_STOP_ACCEPTING") {
-            c.stop_accepting = match v.trim() {
-                "close" => StopAccepting::CloseListener,
-                "reject" => StopAccepting::Reject,
-                _ => {
-                    return Err(invalid(
-                        "PODCYCLE_STOP_ACCEPTING",
-                        &v,
-                        "`close` or `reject`",
-                    ))
-                }
-            };
+            c.stop_accepting = v
+                .parse()
+                .map_err(|expected| invalid("PODCYCLE_STOP_ACCEPTING", &v, expected))?;
         }
         if let Some(v) = get("PODCYCLE_ON_WARMUP_FAILURE") {
-            c.on_warmup_failure = match v.trim() {
-                "exit" => OnWarmupFailure::Exit,
-                "stay-unready" => OnWarmupFailure::StayUnready,
-                _ => {
-                    return Err(invalid(
-                        "PODCYCLE_ON_WARMUP_FAILURE",
-                        &v,
-                        "`exit` or `stay-unready`",
-                    ))
-                }
-            };
+            c.on_warmup_failure = v
+                .parse()
+                .map_err(|expected| invalid("PODCYCLE_ON_WARMUP_FAILURE", &v, expected))?;
         }
         if let Some(v) = get("PODCYCLE_METRIC_LABELS") {
             for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -372,6 +425,24 @@ impl Config {
         self
     }
 
+    /// How many failures in a row make a passing check count as failed, for checks that do not
+    /// set their own (`PODCYCLE_CHECK_FAILURE_THRESHOLD`, default 1, at least 1).
+    pub fn check_failure_threshold(mut self, failures: u32) -> Self {
+        self.check_failure_threshold = failures.max(1);
+        self
+    }
+
+    /// Keep `/readyz` passing during the shutdown delay, failing it only when the listener
+    /// closes (`PODCYCLE_READY_DURING_DELAY`, default `false`: readiness flips at the signal).
+    ///
+    /// For setups that rely on Kubernetes' terminating-endpoint fallback (a terminating pod
+    /// that is still ready keeps receiving traffic when no other endpoint is ready): the
+    /// endpoint is marked terminating by the pod's deletion, not by readiness.
+    pub fn ready_during_delay(mut self, yes: bool) -> Self {
+        self.ready_during_delay = yes;
+        self
+    }
+
     /// How long the runtime may make no progress before `/livez` fails (`PODCYCLE_WATCHDOG_STALL`).
     pub fn watchdog_stall(mut self, d: Duration) -> Self {
         self.watchdog_stall = d;
@@ -405,7 +476,7 @@ impl Config {
         self
     }
 
-    /// Histogram bucket boundaries in seconds (default [`DEFAULT_BUCKETS`](crate::metrics::DEFAULT_BUCKETS)).
+    /// Histogram bucket boundaries in seconds (default [`DEFAULT_BUCKETS`]).
     pub fn buckets(mut self, buckets: &[f64]) -> Self {
         self.buckets = buckets.to_vec();
         self
@@ -487,6 +558,9 @@ mod tests {
             ("PODCYCLE_ON_WARMUP_FAILURE", "retry"),
             ("APP_VERSION", "  "),
             ("PODCYCLE_CHECK_INTERVAL", "0s"),
+            ("PODCYCLE_CHECK_FAILURE_THRESHOLD", "0"),
+            ("PODCYCLE_CHECK_FAILURE_THRESHOLD", "three"),
+            ("PODCYCLE_READY_DURING_DELAY", "maybe"),
             ("PODCYCLE_METRIC_LABELS", "track"),
             ("PODCYCLE_METRIC_LABELS", "version=x"),
             ("PODCYCLE_METRIC_LABELS", "9x=y"),

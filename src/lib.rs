@@ -1,13 +1,22 @@
 #![doc = include_str!("docs/crate.md")]
 #![forbid(unsafe_code)]
 
+// Layers, top to bottom; a module imports only from layers below it:
+//   lifecycle
+//   serve, admin
+//   metrics, shutdown, probes
+//   health, state
+//   warmup, checks, watchdog
+//   config, phase, connections, error, panic
 mod admin;
 mod checks;
 mod config;
+mod connections;
 mod error;
-pub mod judge;
+mod health;
 mod lifecycle;
 pub mod metrics;
+mod panic;
 mod phase;
 pub mod probes;
 mod serve;
@@ -16,8 +25,10 @@ mod state;
 mod warmup;
 mod watchdog;
 
-pub use checks::{CheckResult, Probe};
-pub use config::{Config, ConfigError, OnWarmupFailure, StopAccepting, GRACE_MARGIN};
+pub use checks::Check;
+pub use config::{
+    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
+};
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;
 pub use metrics::{Metrics, MetricsLayer};

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::OnceLock;
+
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -12,18 +14,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::Service;
 
-use crate::checks::Probe;
+use crate::checks::{Check, CheckDefaults};
 use crate::config::{Config, OnWarmupFailure};
+use crate::connections::Connections;
 use crate::error::{BoxError, Error};
+use crate::health::{Health, HealthOptions};
 use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
-use crate::serve::accept_loop;
-use crate::shutdown::{delay_and_drain, run_hooks, Outcome};
-use crate::state::{Shared, ShutdownReason};
+use crate::serve::{accept_loop, ServeContext};
+use crate::shutdown::{delay_and_drain, enter_phase, run_hooks, Hooks, Outcome};
+use crate::state::{ShutdownReason, State};
 use crate::warmup::{Progress, Warmup};
 
 /// The lifecycle of one HTTP service: warm-ups, checks, probes, signals, serving and the
@@ -54,9 +58,21 @@ use crate::warmup::{Progress, Warmup};
 /// ```
 #[derive(Clone)]
 pub struct Lifecycle {
-    shared: Arc<Shared>,
-    metrics: Metrics,
+    inner: Arc<Inner>,
     _halt: Arc<DropGuard>,
+}
+
+/// What one lifecycle owns. Each part is its own concern; the parts other modules need are
+/// handed to them (the admin thread, the serving stack, the metrics), never this struct.
+struct Inner {
+    config: Config,
+    state: Arc<State>,
+    health: Arc<Health>,
+    connections: Arc<Connections>,
+    hooks: Hooks,
+    metrics: Metrics,
+    app_addr: OnceLock<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl fmt::Debug for Lifecycle {
@@ -86,37 +102,73 @@ impl Lifecycle {
     pub fn new(config: Config) -> Result<Lifecycle, Error> {
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let shared = Arc::new(Shared::new(config));
-        let halt = shared.halt.clone().drop_guard();
-        let metrics = Metrics::new(&shared).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let render = metrics.clone();
-        let _ = shared.metrics.set(Arc::new(move || render.render()));
-        crate::admin::start(shared.clone()).map_err(Error::Io)?;
-        crate::watchdog::start(shared.clone());
+        let state = Arc::new(State::default());
+        let halt = state.signals.halt.clone().drop_guard();
+        let health = Arc::new(Health::new(
+            state.clone(),
+            HealthOptions {
+                watchdog_stall: config.watchdog_stall,
+                ready_during_delay: config.ready_during_delay,
+            },
+        ));
+        let connections = Arc::new(Connections::default());
+        let metrics = Metrics::new(
+            &config,
+            crate::metrics::Sources {
+                state: state.clone(),
+                health: health.clone(),
+                connections: connections.clone(),
+            },
+        )
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let admin_addr = crate::admin::start(crate::admin::Admin {
+            addr: config.admin_addr,
+            handle_signals: config.handle_signals,
+            state: state.clone(),
+            connections: connections.clone(),
+            probes: Probes {
+                health: health.clone(),
+            },
+            metrics: metrics.clone(),
+        })
+        .map_err(Error::Io)?;
+        crate::watchdog::start(
+            health.clone(),
+            config.watchdog_stall,
+            state.signals.halt.clone(),
+        );
         tracing::info!(
-            version = %shared.config.version,
-            addr = %shared.config.addr,
-            admin_addr = ?shared.admin_addr.get(),
-            shutdown_delay = ?shared.config.shutdown_delay,
-            drain_timeout = ?shared.config.drain_timeout,
-            hook_timeout = ?shared.config.hook_timeout,
+            version = %config.version,
+            addr = %config.addr,
+            admin_addr = ?admin_addr,
+            shutdown_delay = ?config.shutdown_delay,
+            drain_timeout = ?config.drain_timeout,
+            hook_timeout = ?config.hook_timeout,
             "podcycle lifecycle started"
         );
         Ok(Lifecycle {
-            shared,
-            metrics,
+            inner: Arc::new(Inner {
+                config,
+                state,
+                health,
+                connections,
+                hooks: Hooks::default(),
+                metrics,
+                app_addr: OnceLock::new(),
+                admin_addr,
+            }),
             _halt: Arc::new(halt),
         })
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.inner.config
     }
 
     /// The version reported in probes, metrics and logs (`APP_VERSION`).
     pub fn version(&self) -> &str {
-        &self.shared.config.version
+        &self.inner.config.version
     }
 
     /// Runs `fut` as the named warm-up. Readiness (and serving) wait until every warm-up has
@@ -127,47 +179,63 @@ impl Lifecycle {
         E: fmt::Display + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        self.shared.warmups.start(name, fut)
+        self.inner.health.warmups.start(name, fut)
     }
 
-    /// Adds a readiness check, run every `PODCYCLE_CHECK_INTERVAL` with a
-    /// `PODCYCLE_CHECK_TIMEOUT` timeout. `/readyz` fails while its last result is a failure.
+    /// Adds a check with its own settings (interval, timeout, failure threshold, gating); see
+    /// [`Check`]. It runs in the background until the lifecycle ends; probes read its last
+    /// result.
+    pub fn check(&self, check: Check) {
+        let c = &self.inner.config;
+        self.inner.health.checks.add(
+            check,
+            CheckDefaults {
+                interval: c.check_interval,
+                timeout: c.check_timeout,
+                failure_threshold: c.check_failure_threshold,
+            },
+            self.inner.state.signals.halt.clone(),
+            self.inner.state.subscribe(),
+        );
+    }
+
+    /// Adds a readiness check with the lifecycle's default settings
+    /// (`PODCYCLE_CHECK_INTERVAL`, `PODCYCLE_CHECK_TIMEOUT`, `PODCYCLE_CHECK_FAILURE_THRESHOLD`).
+    /// `/readyz` fails while it counts as failed. Shorthand for
+    /// `lifecycle.check(Check::readiness(name, check))`.
     pub fn readiness_check<F, Fut, E>(&self, name: &str, check: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display + 'static,
     {
-        self.add_check(Probe::Readiness, name, check);
+        self.check(Check::readiness(name, check));
     }
 
-    /// Adds a liveness check: `/livez` fails (and the kubelet restarts the container) while its
-    /// last result is a failure. Keep these about this process, not its dependencies.
+    /// Adds a liveness check with the lifecycle's default settings: `/livez` fails (and the
+    /// kubelet restarts the container) while it counts as failed. Keep these about this
+    /// process, not its dependencies. Shorthand for `lifecycle.check(Check::liveness(name, check))`.
     pub fn liveness_check<F, Fut, E>(&self, name: &str, check: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display + 'static,
     {
-        self.add_check(Probe::Liveness, name, check);
+        self.check(Check::liveness(name, check));
     }
 
-    fn add_check<F, Fut, E>(&self, probe: Probe, name: &str, check: F)
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: fmt::Display + 'static,
-    {
-        let c = &self.shared.config;
-        self.shared.checks.add(
-            probe,
-            name,
-            check,
-            c.check_interval,
-            c.check_timeout,
-            self.shared.halt.clone(),
-            self.shared.subscribe(),
-        );
+    /// The application's own readiness switch (default on). `set_serving(false)` fails
+    /// `/readyz` (line `serving`) at once, for maintenance or load shedding, without starting
+    /// a shutdown; `set_serving(true)` brings it back. Logged when it changes.
+    pub fn set_serving(&self, serving: bool) {
+        let was = self.inner.health.set_serving(serving);
+        if was != serving {
+            if serving {
+                tracing::info!("serving switched on by the application: /readyz may pass");
+            } else {
+                tracing::warn!("serving switched off by the application: /readyz fails");
+            }
+        }
     }
 
     /// Registers a shutdown hook (flush, close pools): `hook` is polled only once in-flight
@@ -176,11 +244,7 @@ impl Lifecycle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.shared
-            .hooks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name.to_owned(), Box::pin(hook)));
+        self.inner.hooks.add(name, Box::pin(hook));
     }
 
     /// Spawns background work tracked for shutdown: after the drain, its token
@@ -190,90 +254,105 @@ impl Lifecycle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.shared.tasks.spawn(task)
+        self.inner.hooks.tasks.spawn(task)
     }
 
     /// The tracker behind [`Lifecycle::spawn`], for code that takes a `TaskTracker`.
     pub fn task_tracker(&self) -> TaskTracker {
-        self.shared.tasks.clone()
+        self.inner.hooks.tasks.clone()
     }
 
     /// A token cancelled when background work must stop (after the drain, before hooks).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.background.clone()
+        self.inner.state.signals.background_cancelled.clone()
     }
 
     /// Starts the shutdown sequence as if SIGTERM had arrived. Idempotent.
     pub fn shutdown(&self) {
-        self.shared.request_shutdown(ShutdownReason::Requested);
+        self.request_shutdown(ShutdownReason::Requested);
+    }
+
+    fn request_shutdown(&self, reason: ShutdownReason) {
+        crate::shutdown::request(&self.inner.state, &self.inner.connections, reason);
     }
 
     /// Why shutdown started, once it has.
     pub fn shutdown_reason(&self) -> Option<ShutdownReason> {
-        self.shared.shutdown_reason()
+        self.inner.state.shutdown_reason()
     }
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        self.shared.phase()
+        self.inner.state.phase()
     }
 
     /// A receiver that sees every phase change.
     pub fn subscribe(&self) -> watch::Receiver<Phase> {
-        self.shared.subscribe()
+        self.inner.state.subscribe()
     }
 
     /// Resolves once the lifecycle has reached `phase` (or a later one).
+    ///
+    /// # Cancellation safety
+    /// Cancel safe: the returned future only watches the phase; drop it at any time and call
+    /// again.
     pub fn reached(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.shared.subscribe();
+        let mut rx = self.inner.state.subscribe();
         async move {
             let _ = rx.wait_for(|p| *p >= phase).await;
         }
     }
 
     /// Resolves when shutdown starts (readiness turns off; still serving during the delay).
+    ///
+    /// # Cancellation safety
+    /// Cancel safe, as [`Lifecycle::reached`].
     pub fn shutdown_requested(&self) -> impl Future<Output = ()> + Send + 'static {
         self.reached(Phase::Deregistering)
     }
 
     /// Resolves when in-flight work should finish: the listener is closed and the drain
     /// deadline is running. Streams should send a last event and end here.
+    ///
+    /// # Cancellation safety
+    /// Cancel safe, as [`Lifecycle::reached`]: use it in `tokio::select!` freely.
     pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
         self.reached(Phase::Draining)
     }
 
     /// Whether `/readyz` would pass right now (ignoring exclusions).
     pub fn is_ready(&self) -> bool {
-        self.shared.is_ready()
+        self.inner.health.is_ready()
     }
 
     /// The probe endpoints as a service, to mount on the application router as well.
     pub fn probes(&self) -> Probes {
         Probes {
-            shared: self.shared.clone(),
+            health: self.inner.health.clone(),
         }
     }
 
     /// The application listener's address, once bound.
     pub fn app_addr(&self) -> Option<SocketAddr> {
-        self.shared.app_addr.get().copied()
+        self.inner.app_addr.get().copied()
     }
 
     /// The admin listener's address, if there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        crate::admin::addr(&self.shared)
+        self.inner.admin_addr
     }
 
     /// Requests received after readiness turned off: a measure of load-balancer lag.
     pub fn requests_after_unready(&self) -> u64 {
-        self.shared
+        self.inner
+            .connections
             .requests_after_unready
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.inner.metrics
     }
 
     /// Waits for warm-ups, binds `PODCYCLE_ADDR`, serves `app` until shutdown and runs the
@@ -284,6 +363,11 @@ impl Lifecycle {
     /// on every request). With a [`MetricsLayer`](crate::MetricsLayer) in `app`, the serving
     /// stack, which already tracks every request for the drain, also times it; the layer only
     /// names the route.
+    ///
+    /// # Cancellation safety
+    /// Not cancel safe: drive it to completion (return its [`Outcome`] from `main`). Dropping
+    /// the future stops accepting new connections at once (the accept loop ends with it) but
+    /// skips the drain and the hooks; connections already accepted are served until they end.
     pub async fn serve<S, B>(self, app: S) -> Outcome
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -298,6 +382,9 @@ impl Lifecycle {
 
     /// Like [`Lifecycle::serve`], on a listener the caller bound. Connections wait in the
     /// backlog until warm-ups are done.
+    ///
+    /// # Cancellation safety
+    /// As [`Lifecycle::serve`].
     pub async fn serve_with_listener<S, B>(self, listener: TcpListener, app: S) -> Outcome
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -320,42 +407,57 @@ impl Lifecycle {
         B::Error: Into<BoxError>,
     {
         let app = prepare_router(app);
-        let shared = self.shared.clone();
+        let inner = self.inner.clone();
+        let (config, state, connections) = (&inner.config, &inner.state, &inner.connections);
         if let Some(early) = self.wait_for_warmups().await {
             return early;
         }
         let listener = match listener {
             Some(l) => l,
-            None => match TcpListener::bind(shared.config.addr).await {
+            None => match TcpListener::bind(config.addr).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let msg = format!("binding {}: {e}", shared.config.addr);
+                    let msg = format!("binding {}: {e}", config.addr);
                     tracing::error!(error = %msg, "cannot serve");
-                    shared.request_shutdown(ShutdownReason::Requested);
+                    self.request_shutdown(ShutdownReason::Requested);
                     self.finish_without_serving().await;
                     return Outcome::Failed(msg);
                 }
             },
         };
         if let Ok(addr) = listener.local_addr() {
-            let _ = shared.app_addr.set(addr);
+            let _ = inner.app_addr.set(addr);
             tracing::info!(%addr, "application listener bound");
         }
-        let connections = TaskTracker::new();
-        let accept = tokio::spawn(accept_loop(
-            shared.clone(),
+        let connection_tasks = TaskTracker::new();
+        let context = Arc::new(ServeContext {
+            state: state.clone(),
+            connections: connections.clone(),
+            stop_accepting: config.stop_accepting,
+        });
+        // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
+        // drives any more.
+        let accept = AbortOnDropHandle::new(tokio::spawn(accept_loop(
+            context,
             listener,
             app,
-            connections.clone(),
-            self.metrics.core(),
-        ));
-        shared.set_phase(Phase::Serving);
-        shared.shutdown_requested.cancelled().await;
+            connection_tasks.clone(),
+            inner.metrics.core(),
+        )));
+        enter_phase(state, connections, Phase::Serving);
+        state.signals.shutdown_requested.cancelled().await;
 
-        let forced = delay_and_drain(&shared, &connections).await;
+        let forced = delay_and_drain(
+            state,
+            connections,
+            &connection_tasks,
+            config.shutdown_delay,
+            config.drain_timeout,
+        )
+        .await;
         let _ = accept.await;
-        let hooks = run_hooks(&shared).await;
-        shared.set_phase(Phase::Stopped);
+        let hooks = run_hooks(state, connections, &inner.hooks, config.hook_timeout).await;
+        enter_phase(state, connections, Phase::Stopped);
         if forced > 0 {
             Outcome::DrainTimedOut {
                 connections: forced,
@@ -373,17 +475,18 @@ impl Lifecycle {
     /// Waits until every warm-up is done. Returns the outcome instead when startup ends early
     /// (shutdown requested, a warm-up failed or missed the deadline).
     async fn wait_for_warmups(&self) -> Option<Outcome> {
-        let shared = &self.shared;
-        let deadline = shared
-            .config
+        let inner = &self.inner;
+        let (config, state, warmups) = (&inner.config, &inner.state, &inner.health.warmups);
+        let requested = &state.signals.shutdown_requested;
+        let deadline = config
             .warmup_timeout
-            .map(|t| tokio::time::Instant::from_std(shared.started + t));
-        let mut changed = shared.warmups.subscribe();
+            .map(|t| tokio::time::Instant::from_std(state.started + t));
+        let mut changed = warmups.subscribe();
         let failure = loop {
-            if shared.shutdown_requested.is_cancelled() {
+            if requested.is_cancelled() {
                 break None;
             }
-            match shared.warmups.progress() {
+            match warmups.progress() {
                 Progress::AllDone => return None,
                 Progress::Failed { name, error } => break Some((name, error)),
                 Progress::Running => {}
@@ -396,12 +499,12 @@ impl Lifecycle {
             };
             tokio::select! {
                 _ = changed.changed() => {}
-                _ = shared.shutdown_requested.cancelled() => {}
+                _ = requested.cancelled() => {}
                 _ = sleep_until => {
-                    let t = shared.config.warmup_timeout.unwrap_or_default();
-                    shared.warmups.abort_running(&format!(
+                    let t = config.warmup_timeout.unwrap_or_default();
+                    warmups.abort_running(&format!(
                         "did not finish within PODCYCLE_WARMUP_TIMEOUT {}",
-                        crate::config::fmt_duration(t)
+                        humantime::format_duration(t)
                     ));
                 }
             }
@@ -409,23 +512,19 @@ impl Lifecycle {
         match failure {
             None => {
                 tracing::info!("shutdown requested during warm-up: nothing was served");
-                shared
-                    .warmups
-                    .abort_running("cancelled: shutdown requested during warm-up");
+                warmups.abort_running("cancelled: shutdown requested during warm-up");
                 self.finish_without_serving().await;
                 Some(Outcome::StoppedDuringStartup)
             }
             Some((warmup, error)) => {
                 tracing::error!(warmup = %warmup, %error, "warm-up failed: startup failed");
-                if shared.config.on_warmup_failure == OnWarmupFailure::StayUnready {
+                if config.on_warmup_failure == OnWarmupFailure::StayUnready {
                     tracing::warn!("staying up and unready until a signal arrives (PODCYCLE_ON_WARMUP_FAILURE=stay-unready)");
-                    shared.shutdown_requested.cancelled().await;
+                    requested.cancelled().await;
                 } else {
-                    shared.request_shutdown(ShutdownReason::WarmupFailed);
+                    self.request_shutdown(ShutdownReason::WarmupFailed);
                 }
-                shared
-                    .warmups
-                    .abort_running("cancelled: another warm-up failed");
+                warmups.abort_running("cancelled: another warm-up failed");
                 self.finish_without_serving().await;
                 Some(Outcome::WarmupFailed { warmup, error })
             }
@@ -435,8 +534,15 @@ impl Lifecycle {
     /// Hooks and tracked tasks run even when nothing was served (no delay: no load balancer
     /// ever had this endpoint).
     async fn finish_without_serving(&self) {
-        let _ = run_hooks(&self.shared).await;
-        self.shared.set_phase(Phase::Stopped);
+        let inner = &self.inner;
+        let _ = run_hooks(
+            &inner.state,
+            &inner.connections,
+            &inner.hooks,
+            inner.config.hook_timeout,
+        )
+        .await;
+        enter_phase(&inner.state, &inner.connections, Phase::Stopped);
     }
 }
 

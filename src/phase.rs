@@ -16,6 +16,7 @@ use std::fmt;
 /// load balancers to notice the readiness flip, the second finishes what is in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Phase {
     /// Warm-ups are running; not ready.
     Starting = 0,

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::{ready, Ready};
@@ -27,16 +28,13 @@ use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::checks::Probe;
-use crate::phase::Phase;
-use crate::state::Shared;
-use crate::warmup::WarmupStatus;
+use crate::health::{Endpoint, Health, Line};
 
 /// The probe endpoints as a tower `Service`, for mounting on an application router.
 /// Obtain one with [`Lifecycle::probes`](crate::Lifecycle::probes).
 #[derive(Clone, Debug)]
 pub struct Probes {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) health: Arc<Health>,
 }
 
 impl Probes {
@@ -53,7 +51,7 @@ impl Probes {
 
     /// Answers one probe request (any path not a probe gets 404).
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
-        respond(&self.shared, req)
+        respond(&self.health, req)
     }
 }
 
@@ -67,98 +65,11 @@ impl<B> tower::Service<Request<B>> for Probes {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        ready(Ok(respond(&self.shared, &req)))
+        ready(Ok(respond(&self.health, &req)))
     }
 }
 
-/// One named check and its current result, as a probe reports it.
-struct Line {
-    name: String,
-    result: Result<(), String>,
-}
-
-fn lines(shared: &Shared, endpoint: Endpoint) -> Vec<Line> {
-    let mut out = vec![Line {
-        name: "ping".into(),
-        result: Ok(()),
-    }];
-    if endpoint != Endpoint::Livez {
-        for w in shared.warmups.entries() {
-            out.push(Line {
-                name: format!("warmup/{}", w.name),
-                result: match w.status() {
-                    WarmupStatus::Done(_) => Ok(()),
-                    WarmupStatus::Running => Err("still running".into()),
-                    WarmupStatus::Failed(e) => Err(format!("failed: {e}")),
-                },
-            });
-        }
-    }
-    match endpoint {
-        Endpoint::Startupz => {}
-        Endpoint::Readyz => {
-            for c in shared.checks.of(Probe::Readiness) {
-                out.push(Line {
-                    name: c.name.clone(),
-                    result: c.result(),
-                });
-            }
-            let phase = shared.phase();
-            out.push(Line {
-                name: "shutdown".into(),
-                result: if phase.is_shutting_down() {
-                    Err(format!("process is shutting down (phase {phase})"))
-                } else if phase == Phase::Starting {
-                    Err("not serving yet".into())
-                } else {
-                    Ok(())
-                },
-            });
-        }
-        Endpoint::Livez => {
-            let stall = shared.stalled_for();
-            out.push(Line {
-                name: "watchdog".into(),
-                result: if stall > shared.config.watchdog_stall {
-                    Err(format!(
-                        "application runtime made no progress for {}",
-                        crate::config::fmt_duration(std::time::Duration::from_millis(
-                            stall.as_millis() as u64
-                        ))
-                    ))
-                } else {
-                    Ok(())
-                },
-            });
-            for c in shared.checks.of(Probe::Liveness) {
-                out.push(Line {
-                    name: c.name.clone(),
-                    result: c.result(),
-                });
-            }
-        }
-    }
-    out
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
-    Livez,
-    Readyz,
-    Startupz,
-}
-
-impl Endpoint {
-    fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Livez => "livez",
-            Endpoint::Readyz => "readyz",
-            Endpoint::Startupz => "startupz",
-        }
-    }
-}
-
-pub(crate) fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+pub(crate) fn respond<B>(health: &Health, req: &Request<B>) -> Response<Full<Bytes>> {
     let json = req
         .headers()
         .get(ACCEPT)
@@ -179,17 +90,16 @@ pub(crate) fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byt
     };
     let mut verbose = false;
     let mut exclude: Vec<String> = Vec::new();
-    for pair in req.uri().query().unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match &*k {
             "verbose" => verbose = v != "false" && v != "0",
-            "exclude" => exclude.push(percent_decode(v)),
+            "exclude" => exclude.push(v.into_owned()),
             _ => {}
         }
     }
-    let all = lines(shared, endpoint);
+    let all = health.report(endpoint);
     if let Some(check) = sub {
-        let check = percent_decode(check);
+        let check = percent_encoding::percent_decode_str(check).decode_utf8_lossy();
         return match all.iter().find(|l| l.name == check) {
             None => reply(
                 StatusCode::NOT_FOUND,
@@ -214,30 +124,37 @@ pub(crate) fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byt
             }
         };
     }
+    // Sets, so that many excludes cost linear time, not quadratic.
+    let names: HashSet<&str> = all.iter().map(|l| l.name.as_str()).collect();
+    let excluded: HashSet<&str> = exclude.iter().map(String::as_str).collect();
     let unmatched: Vec<String> = exclude
         .iter()
-        .filter(|e| !all.iter().any(|l| &&l.name == e))
+        .filter(|e| !names.contains(e.as_str()))
         .cloned()
         .collect();
     let included: Vec<Line> = all
-        .into_iter()
-        .filter(|l| !exclude.contains(&l.name))
+        .iter()
+        .filter(|l| !excluded.contains(l.name.as_str()))
+        .cloned()
         .collect();
-    let ok = included.iter().all(|l| l.result.is_ok());
+    let ok = included.iter().all(|l| !l.gating || l.result.is_ok());
     let mut text = String::new();
     if verbose || !ok {
         for l in &included {
-            match &l.result {
-                Ok(()) => {
+            match (&l.result, l.gating) {
+                (Ok(()), _) => {
                     let _ = writeln!(text, "[+]{} ok", l.name);
                 }
-                Err(e) => {
+                (Err(e), true) => {
                     let _ = writeln!(text, "[-]{} failed: {e}", l.name);
+                }
+                (Err(e), false) => {
+                    let _ = writeln!(text, "[-]{} failed (not gating): {e}", l.name);
                 }
             }
         }
         for e in &exclude {
-            if !unmatched.contains(e) {
+            if names.contains(e.as_str()) {
                 let _ = writeln!(text, "[+]{e} excluded: ok");
             }
         }
@@ -283,6 +200,7 @@ fn reply(
                 "checks": lines.iter().map(|l| serde_json::json!({
                     "name": l.name,
                     "ok": l.result.is_ok(),
+                    "gating": l.gating,
                     "reason": l.result.as_ref().err(),
                 })).collect::<Vec<_>>(),
                 "unmatched_excludes": unmatched,
@@ -317,42 +235,9 @@ fn split_path(path: &str) -> Option<(Endpoint, Option<&str>)> {
     Some((endpoint, rest.filter(|r| !r.is_empty())))
 }
 
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("warmup%2Fkb"), "warmup/kb");
-        assert_eq!(percent_decode("a%zz"), "a%zz");
-        assert_eq!(percent_decode("x%2"), "x%2");
-        assert_eq!(percent_decode("db"), "db");
-    }
 
     #[test]
     fn paths() {

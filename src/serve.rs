@@ -20,20 +20,30 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use crate::config::StopAccepting;
+use crate::connections::{ConnState, Connections, RequestGuard};
 use crate::error::BoxError;
 use crate::metrics::{at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer};
 use crate::phase::Phase;
-use crate::state::{ConnState, RequestGuard, Shared};
+use crate::state::State;
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
 /// A keep-alive client sending back to back gets its next response with `Connection: close`
 /// instead of having the connection closed under a request already on the wire.
 pub(crate) const IDLE_LINGER: Duration = Duration::from_millis(250);
 
+/// What the serving stack needs of the lifecycle: its phase and signals, the connection
+/// registry, and the stop-accepting mode.
+#[derive(Debug)]
+pub(crate) struct ServeContext {
+    pub(crate) state: Arc<State>,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) stop_accepting: StopAccepting,
+}
+
 /// Accepts connections until the propagation delay is over (or, in reject mode, until the
 /// drain deadline), serving each with `service`.
 pub(crate) async fn accept_loop<S, B>(
-    shared: Arc<Shared>,
+    shared: Arc<ServeContext>,
     listener: TcpListener,
     service: S,
     connections: tokio_util::task::TaskTracker,
@@ -49,7 +59,8 @@ pub(crate) async fn accept_loop<S, B>(
     // No hyper timer, as `axum::serve`: with one, hyper allocates and polls a header-read
     // sleep for every HTTP/1 request (~2% of server CPU in the load benchmark).
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    let reject = shared.config.stop_accepting == StopAccepting::Reject;
+    let reject = shared.stop_accepting == StopAccepting::Reject;
+    let signals = &shared.state.signals;
     let mut backlog_left: usize = 0;
     loop {
         let accepted = if backlog_left > 0 {
@@ -63,8 +74,8 @@ pub(crate) async fn accept_loop<S, B>(
         } else {
             tokio::select! {
                 biased;
-                _ = shared.force_close.cancelled() => break,
-                _ = shared.stop_accepting.cancelled(), if !reject => {
+                _ = signals.drain_deadline.cancelled() => break,
+                _ = signals.delay_over.cancelled(), if !reject => {
                     backlog_left = 1024;
                     continue;
                 }
@@ -85,12 +96,12 @@ pub(crate) async fn accept_loop<S, B>(
         let shared = shared.clone();
         let service = service.clone();
         let builder = builder.clone();
-        if reject && shared.stop_accepting.is_cancelled() {
+        if reject && shared.state.signals.delay_over.is_cancelled() {
             // Reject mode: answered 503 and closed; not part of the drain.
             tokio::spawn(async move {
                 tokio::select! {
                     _ = serve_connection(shared.clone(), &builder, stream, service, metrics) => {}
-                    _ = shared.force_close.cancelled() => {}
+                    _ = shared.state.signals.drain_deadline.cancelled() => {}
                 }
             });
         } else {
@@ -100,6 +111,7 @@ pub(crate) async fn accept_loop<S, B>(
         }
     }
     drop(listener);
+    signals.listener_closed.cancel();
     tracing::info!("application listener closed");
 }
 
@@ -113,7 +125,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 async fn serve_connection<S, B>(
-    shared: Arc<Shared>,
+    shared: Arc<ServeContext>,
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
@@ -138,12 +150,13 @@ async fn serve_connection<S, B>(
     // Serve until the propagation delay is over. Not `select!`: that would poll the
     // cancellation future, which takes a lock, on every wake-up of a busy connection. Polled
     // once, it keeps this task's waker; after that, the phase (one atomic load) says when.
-    let stop = shared.stop_accepting.cancelled();
+    let signals = &shared.state.signals;
+    let stop = signals.delay_over.cancelled();
     tokio::pin!(stop);
     let mut registered = false;
     let served = std::future::poll_fn(|cx| {
         let stopping = if registered {
-            shared.phase() >= Phase::Draining
+            shared.state.phase() >= Phase::Draining
         } else {
             registered = true;
             stop.as_mut().poll(cx).is_ready()
@@ -164,14 +177,14 @@ async fn serve_connection<S, B>(
         tokio::select! {
             res = conn.as_mut() => return log_connection_end(res),
             _ = tokio::time::sleep(IDLE_LINGER) => {}
-            _ = shared.force_close.cancelled() => {}
+            _ = signals.drain_deadline.cancelled() => {}
         }
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         res = conn.as_mut() => log_connection_end(res),
-        _ = shared.force_close.cancelled() => {
-            shared.connections_force_closed.fetch_add(1, Ordering::Relaxed);
+        _ = signals.drain_deadline.cancelled() => {
+            shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(in_flight = conn_state.in_flight(), "drain deadline: connection closed with requests in flight");
         }
     }
@@ -189,7 +202,7 @@ fn log_connection_end(res: Result<(), BoxError>) {
 pub(crate) struct TrackedService<S> {
     inner: S,
     conn: Arc<ConnState>,
-    shared: Arc<Shared>,
+    shared: Arc<ServeContext>,
     metrics: &'static HttpMetrics,
 }
 
@@ -206,15 +219,16 @@ where
 
     #[inline]
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let phase = self.shared.phase();
+        let phase = self.shared.state.phase();
         let mut close = false;
         if phase >= Phase::Deregistering {
             self.shared
+                .connections
                 .requests_after_unready
                 .fetch_add(1, Ordering::Relaxed);
             if phase >= Phase::Draining {
                 close = req.version() <= Version::HTTP_11;
-                if self.shared.config.stop_accepting == StopAccepting::Reject {
+                if self.shared.stop_accepting == StopAccepting::Reject {
                     return TrackedFuture {
                         inner: None,
                         guard: None,

@@ -6,15 +6,18 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::process::{ExitCode, Termination};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 
+use crate::connections::Connections;
 use crate::phase::Phase;
-use crate::state::{Shared, Step};
+use crate::state::{ShutdownReason, State, Step};
 
 /// How [`Lifecycle::serve`](crate::Lifecycle::serve) ended. Return it from `main` (it is a
 /// [`Termination`]) or call [`Outcome::exit_code`].
@@ -29,6 +32,7 @@ use crate::state::{Shared, Step};
 /// | 128 + n | a second signal n forced exit (the process exits at once, `serve` never returns) |
 #[must_use = "return the outcome from main, or use its exit code"]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Every request finished, every hook ran.
     Drained,
@@ -110,59 +114,136 @@ impl Termination for Outcome {
     }
 }
 
+/// Moves `state` to `to` and logs the transition with the connection counts.
+pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
+    if let Some(from) = state.set_phase(to) {
+        tracing::info!(
+            phase = to.as_str(),
+            from = from.as_str(),
+            elapsed = ?state.started.elapsed(),
+            in_flight = connections.in_flight(),
+            connections = connections.len(),
+            "podcycle phase"
+        );
+    }
+}
+
+/// Starts the shutdown sequence (readiness off at once) and logs it. Returns `false` if it
+/// had already started.
+pub(crate) fn request(state: &State, connections: &Connections, reason: ShutdownReason) -> bool {
+    let Ok(from) = state.request_shutdown(reason) else {
+        return false;
+    };
+    if let Some(from) = from {
+        tracing::info!(
+            phase = Phase::Deregistering.as_str(),
+            from = from.as_str(),
+            elapsed = ?state.started.elapsed(),
+            in_flight = connections.in_flight(),
+            connections = connections.len(),
+            "podcycle phase"
+        );
+    }
+    tracing::info!(?reason, "shutdown requested: readiness is now failing");
+    true
+}
+
+/// A named shutdown hook.
+type Hook = (String, Pin<Box<dyn Future<Output = ()> + Send>>);
+
+/// Shutdown hooks and the tracked background tasks, run and awaited after the drain.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    hooks: Mutex<Vec<Hook>>,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hooks {
+    pub(crate) fn add(&self, name: &str, hook: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_owned(), hook));
+    }
+}
+
 /// Steps 2-4: the propagation delay while still serving, then stop accepting and drain.
 /// Returns how many connections the drain deadline closed.
-pub(crate) async fn delay_and_drain(shared: &Arc<Shared>, connections: &TaskTracker) -> u64 {
-    let config = &shared.config;
+pub(crate) async fn delay_and_drain(
+    state: &State,
+    connections: &Connections,
+    connection_tasks: &TaskTracker,
+    delay: Duration,
+    drain_timeout: Duration,
+) -> u64 {
+    let signals = &state.signals;
     let delay_started = Instant::now();
     tracing::info!(
-        delay = ?config.shutdown_delay,
+        delay = ?delay,
         "keeping serving while load balancers remove this endpoint"
     );
-    tokio::time::sleep(config.shutdown_delay).await;
-    shared.record_step(Step::Delay, delay_started.elapsed());
+    tokio::time::sleep(delay).await;
+    state.record_step(Step::Delay, delay_started.elapsed());
     tracing::info!(
-        requests_after_unready = shared.requests_after_unready.load(Ordering::Relaxed),
+        requests_after_unready = connections.requests_after_unready.load(Ordering::Relaxed),
         "propagation delay over"
     );
 
     let drain_started = Instant::now();
-    shared.set_phase(Phase::Draining);
-    shared.stop_accepting.cancel();
-    connections.close();
-    let drained = tokio::time::timeout(config.drain_timeout, connections.wait())
+    enter_phase(state, connections, Phase::Draining);
+    signals.delay_over.cancel();
+    connection_tasks.close();
+    let drained = tokio::time::timeout(drain_timeout, connection_tasks.wait())
         .await
         .is_ok();
     if !drained {
         tracing::warn!(
-            in_flight = shared.connections.in_flight(),
-            connections = shared.connections.len(),
-            timeout = ?config.drain_timeout,
+            in_flight = connections.in_flight(),
+            connections = connections.len(),
+            timeout = ?drain_timeout,
             "drain deadline reached: closing remaining connections"
         );
-        shared.force_close.cancel();
+        signals.drain_deadline.cancel();
         // Connection tasks drop their connection as soon as they see the token.
-        let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), connection_tasks.wait()).await;
     }
-    shared.force_close.cancel(); // also ends reject-mode connections
-    shared.record_step(Step::Drain, drain_started.elapsed());
-    shared.connections_force_closed.load(Ordering::Relaxed)
+    signals.drain_deadline.cancel(); // also ends reject-mode connections
+    signals.drained.cancel();
+    state.record_step(Step::Drain, drain_started.elapsed());
+    connections.force_closed.load(Ordering::Relaxed)
 }
 
 /// Step 5: cancel background work, run hooks and wait for tracked tasks, bounded.
-pub(crate) async fn run_hooks(shared: &Arc<Shared>) -> Option<(Vec<String>, usize)> {
+pub(crate) async fn run_hooks(
+    state: &State,
+    connections: &Connections,
+    hooks: &Hooks,
+    timeout: Duration,
+) -> Option<(Vec<String>, usize)> {
     let started = Instant::now();
-    shared.set_phase(Phase::Stopping);
-    shared.background.cancel();
-    shared.tasks.close();
-    let hooks = std::mem::take(&mut *shared.hooks.lock().unwrap_or_else(|e| e.into_inner()));
-    let names: Vec<String> = hooks.iter().map(|(n, _)| n.clone()).collect();
+    enter_phase(state, connections, Phase::Stopping);
+    state.signals.background_cancelled.cancel();
+    hooks.tasks.close();
+    let list = std::mem::take(&mut *hooks.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+    let names: Vec<String> = list.iter().map(|(n, _)| n.clone()).collect();
     let mut set = tokio::task::JoinSet::new();
-    for (i, (name, hook)) in hooks.into_iter().enumerate() {
+    for (i, (name, hook)) in list.into_iter().enumerate() {
         set.spawn(async move {
             let started = Instant::now();
             hook.await;
-            tracing::info!(hook = %name, elapsed = ?started.elapsed(), "shutdown hook done");
+            tracing::info!(
+                hook = %name,
+                elapsed = ?started.elapsed(),
+                "shutdown hook done"
+            );
             i
         });
     }
@@ -177,12 +258,10 @@ pub(crate) async fn run_hooks(shared: &Arc<Shared>) -> Option<(Vec<String>, usiz
                 Err(_) => {}
             }
         }
-        shared.tasks.wait().await;
+        hooks.tasks.wait().await;
     };
-    let finished = tokio::time::timeout(shared.config.hook_timeout, all)
-        .await
-        .is_ok();
-    shared.record_step(Step::Hooks, started.elapsed());
+    let finished = tokio::time::timeout(timeout, all).await.is_ok();
+    state.record_step(Step::Hooks, started.elapsed());
     if finished {
         return None;
     }
@@ -194,7 +273,7 @@ pub(crate) async fn run_hooks(shared: &Arc<Shared>) -> Option<(Vec<String>, usiz
         .collect();
     // A panicked hook is neither done nor pending; keep only those still running.
     let pending: Vec<String> = if set.is_empty() { Vec::new() } else { pending };
-    let tasks = shared.tasks.len();
+    let tasks = hooks.tasks.len();
     tracing::error!(?pending, tracked_tasks = tasks, "hook timeout reached");
     set.abort_all();
     Some((pending, tasks))

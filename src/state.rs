@@ -1,23 +1,18 @@
-//! The state one lifecycle shares between the application runtime, the admin thread and
-//! every connection: phase, tokens, counters. Nothing here is global.
+//! The lifecycle's state: its phase, why shutdown started, how long each shutdown step took,
+//! and its named signals. Nothing here is global: each lifecycle has its own.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::checks::Checks;
-use crate::config::Config;
 use crate::phase::Phase;
-use crate::warmup::Warmups;
 
 /// Why shutdown started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShutdownReason {
     /// A signal (its number, e.g. 15 for SIGTERM).
     Signal(i32),
@@ -26,11 +21,6 @@ pub enum ShutdownReason {
     /// A warm-up failed or missed its deadline.
     WarmupFailed,
 }
-
-pub(crate) type Hook = (
-    String,
-    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-);
 
 /// The shutdown steps whose durations are measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,75 +42,54 @@ impl Step {
     }
 }
 
-pub(crate) struct Shared {
-    pub(crate) config: Config,
+/// The named moments of a lifecycle, each a token cancelled once when it happens (as
+/// kube-apiserver's `lifecycleSignals`). Code that must act at a moment waits on its token.
+#[derive(Debug, Default)]
+pub(crate) struct LifecycleSignals {
+    /// Shutdown was requested: readiness is off (or turns off when the delay is over, with
+    /// `ready_during_delay`).
+    pub(crate) shutdown_requested: CancellationToken,
+    /// The propagation delay is over: stop accepting, close connections politely.
+    pub(crate) delay_over: CancellationToken,
+    /// The application listener is closed (or, in reject mode, the reject window ended).
+    pub(crate) listener_closed: CancellationToken,
+    /// The drain deadline passed: drop every remaining connection.
+    pub(crate) drain_deadline: CancellationToken,
+    /// Every connection is gone (drained, or closed by the deadline).
+    pub(crate) drained: CancellationToken,
+    /// The application's background work must stop (hooks start).
+    pub(crate) background_cancelled: CancellationToken,
+    /// The last `Lifecycle` handle is gone: stops the admin thread, checks and the watchdog.
+    pub(crate) halt: CancellationToken,
+}
+
+/// Phase, shutdown reason, step durations and signals of one lifecycle.
+#[derive(Debug)]
+pub(crate) struct State {
     pub(crate) started: Instant,
     phase: AtomicU8,
     phase_tx: watch::Sender<Phase>,
-    /// Cancelled when shutdown is requested (readiness off).
-    pub(crate) shutdown_requested: CancellationToken,
-    /// Cancelled when the propagation delay is over: stop accepting, close connections politely.
-    pub(crate) stop_accepting: CancellationToken,
-    /// Cancelled at the drain deadline: drop every remaining connection.
-    pub(crate) force_close: CancellationToken,
-    /// The application's background work; cancelled when hooks start.
-    pub(crate) background: CancellationToken,
-    /// Cancelled when the last `Lifecycle` handle is dropped: stops the admin thread and checks.
-    pub(crate) halt: CancellationToken,
-    pub(crate) tasks: TaskTracker,
-    pub(crate) hooks: Mutex<Vec<Hook>>,
-    pub(crate) warmups: Arc<Warmups>,
-    pub(crate) checks: Checks,
-    pub(crate) connections: Arc<Connections>,
-    pub(crate) requests_after_unready: AtomicU64,
-    pub(crate) connections_force_closed: AtomicU64,
-    step_nanos: [AtomicU64; 3],
     reason: Mutex<Option<ShutdownReason>>,
-    /// Milliseconds since `started` at the runtime watchdog's last heartbeat.
-    pub(crate) heartbeat_ms: AtomicU64,
-    pub(crate) app_addr: OnceLock<SocketAddr>,
-    pub(crate) admin_addr: OnceLock<SocketAddr>,
-    pub(crate) metrics: OnceLock<Arc<dyn Fn() -> String + Send + Sync>>,
+    step_nanos: [AtomicU64; 3],
+    pub(crate) signals: LifecycleSignals,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("phase", &self.phase())
-            .field("version", &self.config.version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    pub(crate) fn new(config: Config) -> Shared {
-        Shared {
-            config,
+impl Default for State {
+    fn default() -> Self {
+        State {
             started: Instant::now(),
             phase: AtomicU8::new(Phase::Starting as u8),
             phase_tx: watch::channel(Phase::Starting).0,
-            shutdown_requested: CancellationToken::new(),
-            stop_accepting: CancellationToken::new(),
-            force_close: CancellationToken::new(),
-            background: CancellationToken::new(),
-            halt: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            hooks: Mutex::new(Vec::new()),
-            warmups: Arc::new(Warmups::default()),
-            checks: Checks::default(),
-            connections: Arc::new(Connections::default()),
-            requests_after_unready: AtomicU64::new(0),
-            connections_force_closed: AtomicU64::new(0),
-            step_nanos: Default::default(),
             reason: Mutex::new(None),
-            heartbeat_ms: AtomicU64::new(0),
-            app_addr: OnceLock::new(),
-            admin_addr: OnceLock::new(),
-            metrics: OnceLock::new(),
+            step_nanos: Default::default(),
+            signals: LifecycleSignals::default(),
         }
     }
+}
 
-    /// The current phase, from one relaxed atomic load (this is on the request path).
+impl State {
+    /// The current phase, from one atomic load with `Acquire` ordering (it is on the request
+    /// path; `Acquire` pairs with the `AcqRel` of [`State::set_phase`]).
     #[inline]
     pub(crate) fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Acquire))
@@ -130,50 +99,32 @@ impl Shared {
         self.phase_tx.subscribe()
     }
 
-    /// Moves forward to `to` (never backwards) and logs the transition.
-    pub(crate) fn set_phase(&self, to: Phase) {
+    /// Moves forward to `to` (never backwards). Returns the phase it moved from, or `None`
+    /// when it was already there or later. The caller logs.
+    pub(crate) fn set_phase(&self, to: Phase) -> Option<Phase> {
         let from = Phase::from_u8(self.phase.fetch_max(to as u8, Ordering::AcqRel));
         if from >= to {
-            return;
+            return None;
         }
         self.phase_tx.send_replace(to);
-        tracing::info!(
-            phase = to.as_str(),
-            from = from.as_str(),
-            elapsed = ?self.started.elapsed(),
-            in_flight = self.connections.in_flight(),
-            connections = self.connections.len(),
-            "podcycle phase"
-        );
+        Some(from)
     }
 
-    /// Records why shutdown started and flips readiness. Returns `false` if shutdown had
-    /// already been requested.
-    pub(crate) fn request_shutdown(&self, reason: ShutdownReason) -> bool {
+    /// Records why shutdown started, moves to [`Phase::Deregistering`] and fires
+    /// `shutdown_requested`. Returns the phase it left (`None` if it was already past
+    /// `Serving`), or `Err(())` if shutdown had already been requested.
+    pub(crate) fn request_shutdown(&self, reason: ShutdownReason) -> Result<Option<Phase>, ()> {
         {
             let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
             if r.is_some() {
-                return false;
+                return Err(());
             }
             *r = Some(reason);
         }
-        // The atomic store inside flips /readyz before anything else happens.
-        self.set_phase(Phase::Deregistering);
-        tracing::info!(?reason, "shutdown requested: readiness is now failing");
-        self.shutdown_requested.cancel();
-        true
-    }
-
-    /// Whether `/readyz` passes (ignoring exclusions): serving, warmed up, every readiness
-    /// check passing.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.phase() == Phase::Serving
-            && self.warmups.all_done()
-            && self
-                .checks
-                .of(crate::checks::Probe::Readiness)
-                .iter()
-                .all(|c| c.result().is_ok())
+        // The phase store flips /readyz before anything else happens.
+        let from = self.set_phase(Phase::Deregistering);
+        self.signals.shutdown_requested.cancel();
+        Ok(from)
     }
 
     pub(crate) fn shutdown_reason(&self) -> Option<ShutdownReason> {
@@ -190,110 +141,25 @@ impl Shared {
     pub(crate) fn step_duration(&self, step: Step) -> Duration {
         Duration::from_nanos(self.step_nanos[step as usize].load(Ordering::Relaxed))
     }
-
-    pub(crate) fn beat(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.heartbeat_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// How long since the application runtime last showed it makes progress.
-    pub(crate) fn stalled_for(&self) -> Duration {
-        let now = self.started.elapsed();
-        now.saturating_sub(Duration::from_millis(
-            self.heartbeat_ms.load(Ordering::Relaxed),
-        ))
-    }
 }
 
-/// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
-/// count requests started, so one atomic add both counts and marks activity.
-#[derive(Debug, Default)]
-pub(crate) struct ConnState {
-    activity: AtomicU64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-const STARTED_ONE: u64 = 1 << 32;
-const IN_FLIGHT_MASK: u64 = STARTED_ONE - 1;
-
-impl ConnState {
-    #[inline]
-    pub(crate) fn start(self: &Arc<Self>) -> RequestGuard {
-        self.activity.fetch_add(STARTED_ONE + 1, Ordering::AcqRel);
-        RequestGuard(self.clone())
-    }
-
-    pub(crate) fn activity(&self) -> u64 {
-        self.activity.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.activity() & IN_FLIGHT_MASK
-    }
-}
-
-/// Counts one request in flight until dropped: when the response body ends, errors, or is
-/// dropped by an aborted client.
-#[derive(Debug)]
-pub(crate) struct RequestGuard(Arc<ConnState>);
-
-impl Drop for RequestGuard {
-    #[inline]
-    fn drop(&mut self) {
-        self.0.activity.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The live connections of the application listener.
-#[derive(Debug, Default)]
-pub(crate) struct Connections {
-    next: AtomicU64,
-    live: Mutex<HashMap<u64, Arc<ConnState>>>,
-}
-
-impl Connections {
-    pub(crate) fn open(self: &Arc<Self>) -> (Arc<ConnState>, ConnectionGuard) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState::default());
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, state.clone());
-        (
-            state,
-            ConnectionGuard {
-                id,
-                connections: self.clone(),
-            },
-        )
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|c| c.in_flight())
-            .sum()
-    }
-}
-
-/// Removes a connection from the registry when its task ends.
-#[derive(Debug)]
-pub(crate) struct ConnectionGuard {
-    id: u64,
-    connections: Arc<Connections>,
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.connections
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+    #[test]
+    fn phases_only_move_forward_and_shutdown_is_requested_once() {
+        let state = State::default();
+        assert_eq!(state.set_phase(Phase::Serving), Some(Phase::Starting));
+        assert_eq!(state.set_phase(Phase::Serving), None);
+        assert_eq!(
+            state.request_shutdown(ShutdownReason::Signal(15)),
+            Ok(Some(Phase::Serving))
+        );
+        assert_eq!(state.request_shutdown(ShutdownReason::Requested), Err(()));
+        assert_eq!(state.shutdown_reason(), Some(ShutdownReason::Signal(15)));
+        assert_eq!(state.phase(), Phase::Deregistering);
+        assert!(state.signals.shutdown_requested.is_cancelled());
+        assert_eq!(state.set_phase(Phase::Serving), None, "never backwards");
     }
 }

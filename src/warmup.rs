@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::checks::panic_message;
-
 /// The state of one warm-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum WarmupStatus {
@@ -88,10 +86,6 @@ impl Warmups {
         }
     }
 
-    pub(crate) fn all_done(&self) -> bool {
-        self.progress() == Progress::AllDone
-    }
-
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -144,9 +138,10 @@ impl Warmups {
                     WarmupStatus::Done(started.elapsed())
                 }
                 Ok(Err(e)) => WarmupStatus::Failed(e.to_string()),
-                Err(j) if j.is_panic() => {
-                    WarmupStatus::Failed(format!("panicked: {}", panic_message(j.into_panic())))
-                }
+                Err(j) if j.is_panic() => WarmupStatus::Failed(format!(
+                    "panicked: {}",
+                    crate::panic::message(&*j.into_panic())
+                )),
                 Err(_) => return, // aborted: abort_running already set the status.
             };
             {
@@ -212,6 +207,9 @@ impl<T> Warmup<T> {
     }
 
     /// Waits for this warm-up to finish; `None` if it failed or was cancelled by a shutdown.
+    ///
+    /// # Cancellation safety
+    /// Cancel safe: dropping the future only stops the waiting, never the warm-up.
     pub async fn wait(&self) -> Option<&T> {
         let mut done = self.done.clone();
         loop {

@@ -34,6 +34,7 @@ mod recorder;
 mod recording;
 mod render;
 mod routes;
+pub mod schema;
 mod series;
 mod shard;
 mod table;
@@ -41,12 +42,15 @@ mod timer;
 
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::health::Health;
 use crate::phase::Phase;
-use crate::state::{Shared, Step};
+use crate::state::{State, Step};
 use crate::warmup::WarmupStatus;
 
 pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, RouteFn};
@@ -63,7 +67,16 @@ pub struct Metrics {
     core: &'static HttpMetrics,
     registry: Registry,
     gauges: Arc<LifecycleGauges>,
-    shared: Weak<Shared>,
+    /// What the lifecycle gauges are read from at scrape time.
+    sources: Sources,
+}
+
+/// The lifecycle state the gauges are read from (none of it refers back to the metrics).
+#[derive(Clone)]
+pub(crate) struct Sources {
+    pub(crate) state: Arc<State>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) connections: Arc<Connections>,
 }
 
 impl fmt::Debug for Metrics {
@@ -102,8 +115,7 @@ struct LifecycleGauges {
 }
 
 impl Metrics {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Result<Metrics, prometheus::Error> {
-        let config = &shared.config;
+    pub(crate) fn new(config: &Config, sources: Sources) -> Result<Metrics, prometheus::Error> {
         let mut labels = std::collections::HashMap::new();
         labels.insert("version".to_owned(), config.version.clone());
         for (k, v) in &config.metric_labels {
@@ -169,7 +181,7 @@ impl Metrics {
             &config.version,
             &const_labels,
             &config.buckets,
-            shared.force_close.clone(),
+            sources.state.signals.drain_deadline.clone(),
         );
         Ok(Metrics {
             core,
@@ -183,7 +195,7 @@ impl Metrics {
                 force_closed,
                 checks,
             }),
-            shared: Arc::downgrade(shared),
+            sources,
         })
     }
 
@@ -257,18 +269,20 @@ impl Metrics {
     }
 
     fn refresh(&self) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
+        let Sources {
+            state,
+            health,
+            connections,
+        } = &self.sources;
         let g = &self.gauges;
-        let current = shared.phase();
+        let current = state.phase();
         for p in Phase::ALL {
             g.phase
                 .with_label_values(&[p.as_str()])
                 .set(i64::from(p == current));
         }
-        g.ready.set(i64::from(shared.is_ready()));
-        for w in shared.warmups.entries() {
+        g.ready.set(i64::from(health.is_ready()));
+        for w in health.warmups.entries() {
             if let WarmupStatus::Done(took) = w.status() {
                 g.warmup
                     .with_label_values(&[w.name.as_str()])
@@ -278,15 +292,15 @@ impl Metrics {
         for step in Step::ALL {
             g.steps
                 .with_label_values(&[step.as_str()])
-                .set(shared.step_duration(step).as_secs_f64());
+                .set(state.step_duration(step).as_secs_f64());
         }
-        let after = shared.requests_after_unready.load(Ordering::Relaxed);
+        let after = connections.requests_after_unready.load(Ordering::Relaxed);
         g.after_unready
             .inc_by(after.saturating_sub(g.after_unready.get()));
-        let forced = shared.connections_force_closed.load(Ordering::Relaxed);
+        let forced = connections.force_closed.load(Ordering::Relaxed);
         g.force_closed
             .inc_by(forced.saturating_sub(g.force_closed.get()));
-        for c in shared.checks.all() {
+        for c in health.checks.all() {
             g.checks
                 .with_label_values(&[c.name.as_str(), c.probe.as_str()])
                 .set(i64::from(c.result().is_ok()));

@@ -24,11 +24,7 @@ use super::routes::{RouteName, Routes, UNMATCHED_ID, UNMATCHED_ROUTE};
 use super::series::{CommonLabels, LabelSet, SeriesKey};
 use super::shard::{self, Store};
 
-/// The OpenTelemetry HTTP histogram boundaries, extended for long chat answers.
-pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0,
-    60.0, 120.0,
-];
+pub use crate::config::DEFAULT_BUCKETS;
 
 /// Route ids a shard caches before starting over (each entry may keep a template alive).
 const ROUTE_CACHE_LIMIT: usize = 4096;

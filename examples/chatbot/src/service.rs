@@ -1,0 +1,801 @@
+//! The chatbot service: settings, routes and handlers, and three ways to run it: with podcycle
+//! (the example), and the two baselines the rollout drill compares it with (a plain
+//! `axum::serve` that dies on SIGTERM, and `axum::serve(...).with_graceful_shutdown`).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::retrieval::{self, Answer, Index};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use podcycle::{Lifecycle, Outcome, Warmup};
+use serde::{Deserialize, Serialize};
+
+/// The chatbot's own settings.
+#[derive(Clone, Debug)]
+struct Settings {
+    warmup_delay: Duration,
+    knowledge_dir: Option<String>,
+    fault_error_rate: f64,
+    fault_latency: Duration,
+    token_delay: Duration,
+    max_question_chars: usize,
+    max_body_bytes: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        }
+        fn duration(name: &str, default: Duration) -> Result<Duration, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => humantime::parse_duration(v.trim()).map_err(|_| {
+                    format!("invalid {name}={v:?}: expected a duration such as 2s or 500ms")
+                }),
+            }
+        }
+        fn number<T: std::str::FromStr>(
+            name: &str,
+            default: T,
+            expected: &str,
+        ) -> Result<T, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid {name}={v:?}: expected {expected}")),
+            }
+        }
+        let fault_error_rate: f64 = number(
+            "CHATBOT_FAULT_ERROR_RATE",
+            0.0,
+            "a fraction between 0 and 1",
+        )?;
+        if !(0.0..=1.0).contains(&fault_error_rate) {
+            return Err(format!(
+                "invalid CHATBOT_FAULT_ERROR_RATE={fault_error_rate}: expected a fraction between 0 and 1"
+            ));
+        }
+        Ok(Settings {
+            warmup_delay: duration("CHATBOT_WARMUP_DELAY", Duration::from_secs(2))?,
+            knowledge_dir: var("CHATBOT_KNOWLEDGE_DIR"),
+            fault_error_rate,
+            fault_latency: duration("CHATBOT_FAULT_LATENCY", Duration::ZERO)?,
+            token_delay: duration("CHATBOT_TOKEN_DELAY", Duration::from_millis(30))?,
+            max_question_chars: number(
+                "CHATBOT_MAX_QUESTION_CHARS",
+                2000,
+                "a number of characters",
+            )?,
+            max_body_bytes: number("CHATBOT_MAX_BODY_BYTES", 16 * 1024, "a number of bytes")?,
+        })
+    }
+}
+
+/// The knowledge base: a podcycle warm-up, or (baselines) loaded before serving.
+#[derive(Clone)]
+enum Knowledge {
+    Warmup(Warmup<Index>),
+    Loaded(Arc<Index>),
+}
+
+impl Knowledge {
+    fn get(&self) -> Option<&Index> {
+        match self {
+            Knowledge::Warmup(w) => w.get(),
+            Knowledge::Loaded(i) => Some(i),
+        }
+    }
+}
+
+/// Shared application state.
+#[derive(Clone)]
+struct AppState {
+    index: Knowledge,
+    /// Absent in the baselines: they cannot tell a stream that the server is draining.
+    lifecycle: Option<Lifecycle>,
+    version: String,
+    settings: Arc<Settings>,
+    answers: prometheus::IntCounterVec,
+    served: Arc<AtomicU64>,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    question: String,
+}
+
+#[derive(Serialize)]
+struct SourceJson {
+    slug: String,
+    title: String,
+    score: f64,
+}
+
+#[derive(Serialize)]
+struct ChatResponse {
+    answer: String,
+    sources: Vec<SourceJson>,
+    version: String,
+}
+
+/// A JSON error: `{"error": "...", "status": 422}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.1, "status": self.0.as_u16() });
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let what = match &r {
+            JsonRejection::MissingJsonContentType(_) => {
+                "expected a JSON body with `content-type: application/json`".to_owned()
+            }
+            JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {}", r.body_text()),
+            JsonRejection::JsonDataError(_) => format!(
+                "the JSON must be an object like {{\"question\": \"...\"}}: {}",
+                r.body_text()
+            ),
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+            _ => r.body_text(),
+        };
+        ApiError(status, what)
+    }
+}
+
+impl AppState {
+    fn index(&self) -> Result<&Index, ApiError> {
+        // podcycle serves only once every warm-up has succeeded; this is belt and braces.
+        self.index.get().ok_or(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "knowledge base is still loading".into(),
+        ))
+    }
+
+    fn validate(&self, question: &str) -> Result<String, ApiError> {
+        let q = question.trim();
+        if q.is_empty() {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the question is empty".into(),
+            ));
+        }
+        let n = q.chars().count();
+        if n > self.settings.max_question_chars {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the question is too long: {n} characters, at most {}",
+                    self.settings.max_question_chars
+                ),
+            ));
+        }
+        Ok(q.to_owned())
+    }
+
+    /// Injected latency and errors, for canary demos.
+    async fn faults(&self) -> Result<(), ApiError> {
+        if !self.settings.fault_latency.is_zero() {
+            tokio::time::sleep(self.settings.fault_latency).await;
+        }
+        if self.settings.fault_error_rate > 0.0
+            && random_fraction() < self.settings.fault_error_rate
+        {
+            return Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected fault (CHATBOT_FAULT_ERROR_RATE)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn count(&self, answer: &Answer) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.answers
+            .with_label_values(&[if answer.found() { "true" } else { "false" }])
+            .inc();
+    }
+}
+
+/// A fraction in [0, 1) from a per-process SplitMix64 sequence (good enough for fault injection).
+fn random_fraction() -> f64 {
+    static STATE: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
+    let mut z = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn sources(answer: &Answer) -> Vec<SourceJson> {
+    answer
+        .sources
+        .iter()
+        .map(|s| SourceJson {
+            slug: s.slug.clone(),
+            title: s.title.clone(),
+            score: (s.score * 1000.0).round() / 1000.0,
+        })
+        .collect()
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    body: Result<Json<ChatRequest>, JsonRejection>,
+) -> Result<Json<ChatResponse>, ApiError> {
+    let Json(req) = body?;
+    let question = state.validate(&req.question)?;
+    state.faults().await?;
+    let answer = state.index()?.answer(&question, 3);
+    state.count(&answer);
+    Ok(Json(ChatResponse {
+        sources: sources(&answer),
+        answer: answer.text,
+        version: state.version.clone(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    question: String,
+}
+
+async fn chat_stream(
+    State(state): State<AppState>,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(params) = params.map_err(|r| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("expected ?question=...: {}", r.body_text()),
+        )
+    })?;
+    let question = state.validate(&params.question)?;
+    state.faults().await?;
+    let answer = state.index()?.answer(&question, 3);
+    state.count(&answer);
+    let done = serde_json::json!({
+        "sources": sources(&answer),
+        "version": state.version,
+    })
+    .to_string();
+    let tokens: Vec<String> = answer
+        .text
+        .split_inclusive(' ')
+        .map(str::to_owned)
+        .collect();
+    Ok(Sse::new(token_stream(
+        tokens,
+        done,
+        state.settings.token_delay,
+        match &state.lifecycle {
+            Some(l) => Box::pin(l.draining()),
+            None => Box::pin(std::future::pending()),
+        },
+    ))
+    .keep_alive(KeepAlive::default()))
+}
+
+/// The answer token by token, then `event: done` with the sources; if the pod starts draining
+/// first, a last `event: reconnect` so the client asks again elsewhere.
+fn token_stream(
+    tokens: Vec<String>,
+    done: String,
+    every: Duration,
+    draining: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    enum Next {
+        Token(usize),
+        Finished,
+    }
+    stream::unfold(
+        (Next::Token(0), tokens, done, draining),
+        move |(next, tokens, done, mut draining)| async move {
+            let Next::Token(i) = next else {
+                return None;
+            };
+            if i == tokens.len() {
+                let event = Event::default().event("done").data(done.clone());
+                return Some((Ok(event), (Next::Finished, tokens, done, draining)));
+            }
+            tokio::select! {
+                biased;
+                _ = draining.as_mut() => {
+                    let event = Event::default()
+                        .event("reconnect")
+                        .data("this server is shutting down; ask again to reach another replica");
+                    return Some((Ok(event), (Next::Finished, tokens, done, draining)));
+                }
+                _ = tokio::time::sleep(if i == 0 { Duration::ZERO } else { every }) => {}
+            }
+            let event = Event::default().data(tokens[i].clone());
+            Some((Ok(event), (Next::Token(i + 1), tokens, done, draining)))
+        },
+    )
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {method} {}; try POST /v1/chat or GET /v1/chat/stream?question=...",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed for this route".into(),
+    )
+}
+
+fn load_articles(settings: &Settings) -> Result<Vec<retrieval::Article>, String> {
+    match &settings.knowledge_dir {
+        Some(dir) => {
+            let articles = retrieval::load_dir(dir)?;
+            if articles.is_empty() {
+                return Err(format!("CHATBOT_KNOWLEDGE_DIR={dir:?} has no .md articles"));
+            }
+            Ok(articles)
+        }
+        None => Ok(retrieval::builtin()),
+    }
+}
+
+/// Which server the chatbot runs as (`CHATBOT_MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// podcycle: warm-up-gated probes, propagation delay, drain, metrics (the default).
+    Podcycle,
+    /// Baseline: `axum::serve`, no signal handling: SIGTERM kills the process.
+    Plain,
+    /// Baseline: `axum::serve(...).with_graceful_shutdown(SIGTERM)`: stops accepting at once,
+    /// drains in-flight requests; readiness never flips.
+    Graceful,
+}
+
+impl Mode {
+    /// Every mode, podcycle first.
+    pub const ALL: [Mode; 3] = [Mode::Podcycle, Mode::Plain, Mode::Graceful];
+
+    /// The mode's name, as `CHATBOT_MODE` spells it: `podcycle`, `plain` or `graceful`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Podcycle => "podcycle",
+            Mode::Plain => "plain",
+            Mode::Graceful => "graceful",
+        }
+    }
+
+    /// The mode `CHATBOT_MODE` names (`podcycle` when unset), or what is wrong with it.
+    pub fn from_env() -> Result<Mode, String> {
+        match std::env::var("CHATBOT_MODE") {
+            Err(_) => Ok(Mode::Podcycle),
+            Ok(value) => Mode::ALL
+                .into_iter()
+                .find(|mode| mode.name() == value)
+                .ok_or_else(|| {
+                    format!("invalid CHATBOT_MODE={value:?}: expected podcycle, plain or graceful")
+                }),
+        }
+    }
+}
+
+fn answers_metric() -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "chatbot_answers_total",
+            "Answers given, by whether the knowledge base had one.",
+        ),
+        &["found"],
+    )
+    .expect("valid metric")
+}
+
+/// The application router, for any mode.
+fn router(state: AppState) -> Router {
+    let version =
+        HeaderValue::from_str(&state.version).unwrap_or(HeaderValue::from_static("unknown"));
+    let max_body = state.settings.max_body_bytes;
+    let metrics = state.lifecycle.as_ref().map(|l| l.metrics().layer());
+    let app = Router::new()
+        .route("/v1/chat", post(chat).fallback(method_not_allowed))
+        .route(
+            "/v1/chat/stream",
+            get(chat_stream).fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body));
+    let app = match metrics {
+        Some(layer) => app.layer(layer),
+        None => app,
+    };
+    app.layer(axum::middleware::map_response(move |mut res: Response| {
+        let version = version.clone();
+        async move {
+            res.headers_mut().insert("x-app-version", version);
+            res
+        }
+    }))
+}
+
+/// Runs the chatbot in `mode` until it is told to stop.
+pub async fn run(mode: Mode) -> Outcome {
+    let settings = match Settings::from_env() {
+        Ok(s) => Arc::new(s),
+        Err(e) => return Outcome::Failed(format!("chatbot configuration: {e}")),
+    };
+    match mode {
+        Mode::Podcycle => run_podcycle(settings).await,
+        Mode::Plain | Mode::Graceful => run_baseline(settings, mode).await,
+    }
+}
+
+async fn run_podcycle(settings: Arc<Settings>) -> Outcome {
+    let lifecycle = match Lifecycle::from_env(env!("CARGO_PKG_VERSION")) {
+        Ok(l) => l,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+
+    // Warm-ups: readiness (and serving) wait for both.
+    let s = settings.clone();
+    let index = lifecycle.warmup("knowledge-base", async move {
+        tokio::task::spawn_blocking(move || {
+            let articles = load_articles(&s)?;
+            let index = Index::build(articles);
+            tracing::info!(articles = index.len(), "knowledge base indexed");
+            Ok::<_, String>(index)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    });
+    let delay = settings.warmup_delay;
+    lifecycle.warmup("model", async move {
+        // Stands in for loading model weights.
+        tokio::time::sleep(delay).await;
+        Ok::<_, String>(())
+    });
+    let kb = index.clone();
+    lifecycle.readiness_check("knowledge-base-loaded", move || {
+        let ok = kb.get().is_some_and(|i| !i.is_empty());
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("knowledge base not loaded")
+            }
+        }
+    });
+
+    let answers = answers_metric();
+    lifecycle
+        .metrics()
+        .registry()
+        .register(Box::new(answers.clone()))
+        .expect("registered once");
+    let served = Arc::new(AtomicU64::new(0));
+
+    // A background task tracked for shutdown: cancelled after the drain, awaited before exit.
+    let token = lifecycle.shutdown_token();
+    let counter = served.clone();
+    lifecycle.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.tick().await;
+        while token.run_until_cancelled(tick.tick()).await.is_some() {
+            tracing::info!(answers = counter.load(Ordering::Relaxed), "chatbot stats");
+        }
+        tracing::info!(
+            answers = counter.load(Ordering::Relaxed),
+            "chatbot stats: final"
+        );
+    });
+    let counter = served.clone();
+    lifecycle.on_shutdown("flush-conversation-log", async move {
+        tracing::info!(
+            answers = counter.load(Ordering::Relaxed),
+            "conversation log flushed"
+        );
+    });
+
+    let state = AppState {
+        index: Knowledge::Warmup(index),
+        lifecycle: Some(lifecycle.clone()),
+        version: lifecycle.version().to_owned(),
+        settings,
+        answers,
+        served,
+    };
+    lifecycle.serve(router(state)).await
+}
+
+/// The baselines: same routes and handlers, none of podcycle's lifecycle. `/readyz` on the
+/// admin address answers 200 for as long as the process lives (what a naive health endpoint does).
+async fn run_baseline(settings: Arc<Settings>, mode: Mode) -> Outcome {
+    let env_addr = |name: &str, default: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.to_owned())
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("invalid {name}: {e}"))
+    };
+    let (addr, admin) = match (
+        env_addr("PODCYCLE_ADDR", "0.0.0.0:8080"),
+        env_addr("PODCYCLE_ADMIN_ADDR", "0.0.0.0:9090"),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failed(e),
+    };
+    let version = std::env::var("APP_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").into());
+    let s = settings.clone();
+    let index = match tokio::task::spawn_blocking(move || load_articles(&s).map(Index::build)).await
+    {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => return Outcome::Failed(e),
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    tokio::time::sleep(settings.warmup_delay).await;
+    let state = AppState {
+        index: Knowledge::Loaded(Arc::new(index)),
+        lifecycle: None,
+        version,
+        settings,
+        answers: answers_metric(),
+        served: Arc::new(AtomicU64::new(0)),
+    };
+    let health = Router::new()
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }));
+    let (listener, admin_listener) = match (
+        tokio::net::TcpListener::bind(addr).await,
+        tokio::net::TcpListener::bind(admin).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failed(format!("bind: {e}")),
+    };
+    tokio::spawn(async move { axum::serve(admin_listener, health).await });
+    tracing::info!(%addr, ?mode, "baseline chatbot serving");
+    let served = axum::serve(listener, router(state));
+    let result = if mode == Mode::Graceful {
+        served
+            .with_graceful_shutdown(async {
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    term.recv().await;
+                }
+            })
+            .await
+    } else {
+        served.await
+    };
+    match result {
+        Ok(()) => Outcome::Drained,
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn state(settings: Settings) -> AppState {
+        AppState {
+            index: Knowledge::Loaded(Arc::new(Index::build(retrieval::builtin()))),
+            lifecycle: None,
+            version: "9.9.9".into(),
+            settings: Arc::new(settings),
+            answers: answers_metric(),
+            served: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            warmup_delay: Duration::ZERO,
+            knowledge_dir: None,
+            fault_error_rate: 0.0,
+            fault_latency: Duration::ZERO,
+            token_delay: Duration::ZERO,
+            max_question_chars: 200,
+            max_body_bytes: 1024,
+        }
+    }
+
+    async fn send(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String, serde_json::Value, String) {
+        let mut req = axum::http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(axum::body::Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let version = res.headers()["x-app-version"].to_str().unwrap().to_owned();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, version, json, text)
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+
+    #[tokio::test]
+    async fn a_question_gets_an_answer_with_sources_and_the_version() {
+        let app = router(state(settings()));
+        let (status, version, json, _) = send(
+            &app,
+            "POST",
+            "/v1/chat",
+            JSON,
+            r#"{"question":"How do I size terminationGracePeriodSeconds?"}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(version, "9.9.9");
+        assert_eq!(json["version"], "9.9.9");
+        assert!(json["answer"]
+            .as_str()
+            .unwrap()
+            .contains("terminationGracePeriodSeconds"));
+        assert_eq!(
+            json["sources"][0]["slug"],
+            "sizing-termination-grace-period"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_input_gets_the_right_status_and_a_json_error() {
+        let app = router(state(settings()));
+        let long = format!(r#"{{"question":"{}"}}"#, "a".repeat(300));
+        let huge = format!(r#"{{"question":"{}"}}"#, "a".repeat(5000));
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                "POST",
+                "/v1/chat",
+                JSON,
+                r#"{"question":"#,
+                400,
+                "malformed JSON",
+            ),
+            ("POST", "/v1/chat", JSON, "[1,2]", 422, "must be an object"),
+            (
+                "POST",
+                "/v1/chat",
+                JSON,
+                r#"{"q":"x"}"#,
+                422,
+                "missing field `question`",
+            ),
+            (
+                "POST",
+                "/v1/chat",
+                JSON,
+                r#"{"question":"   "}"#,
+                422,
+                "the question is empty",
+            ),
+            (
+                "POST",
+                "/v1/chat",
+                JSON,
+                &long,
+                422,
+                "too long: 300 characters, at most 200",
+            ),
+            ("POST", "/v1/chat", JSON, &huge, 413, "too large"),
+            (
+                "POST",
+                "/v1/chat",
+                None,
+                r#"{"question":"hi"}"#,
+                415,
+                "content-type",
+            ),
+            ("GET", "/v1/chat", None, "", 405, "method not allowed"),
+            (
+                "GET",
+                "/v1/chat/stream",
+                None,
+                "",
+                400,
+                "expected ?question=",
+            ),
+            ("GET", "/v1/chat/stream?question=", None, "", 422, "empty"),
+            (
+                "GET",
+                "/admin/../etc/passwd",
+                None,
+                "",
+                404,
+                "no route for GET",
+            ),
+        ];
+        for (method, uri, ct, body, want, says) in cases {
+            let (status, version, json, text) = send(&app, method, uri, ct, body).await;
+            assert_eq!(status.as_u16(), want, "{method} {uri} {body:.40}: {text}");
+            assert_eq!(version, "9.9.9");
+            assert_eq!(json["status"], want, "{text}");
+            assert!(
+                json["error"].as_str().unwrap().contains(says),
+                "{uri}: {text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_sends_tokens_then_a_done_event_with_sources() {
+        let app = router(state(settings()));
+        let (status, _, _, text) = send(
+            &app,
+            "GET",
+            "/v1/chat/stream?question=How%20do%20I%20size%20terminationGracePeriodSeconds%3F",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(text.starts_with("data: "), "{text}");
+        let done = text
+            .split("event: done\ndata: ")
+            .nth(1)
+            .expect("a done event");
+        let json: serde_json::Value = serde_json::from_str(done.trim()).unwrap();
+        let slugs: Vec<&str> = json["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["slug"].as_str())
+            .collect();
+        assert!(
+            slugs.contains(&"sizing-termination-grace-period"),
+            "{slugs:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn injected_faults_answer_500() {
+        let mut s = settings();
+        s.fault_error_rate = 1.0;
+        let app = router(state(s));
+        let (status, _, json, _) =
+            send(&app, "POST", "/v1/chat", JSON, r#"{"question":"probes"}"#).await;
+        assert_eq!(status, 500);
+        assert!(json["error"].as_str().unwrap().contains("injected fault"));
+    }
+
+    #[test]
+    fn fault_fraction_is_in_range_and_varies() {
+        let xs: Vec<f64> = (0..1000).map(|_| random_fraction()).collect();
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        assert!((0.4..0.6).contains(&mean), "{mean}");
+    }
+}

@@ -1,0 +1,210 @@
+//! The rollout drill, short, through real HAProxy: a rolling update and a blue/green switch of
+//! two chatbot replicas under steady load lose no request of any kind, cut no stream, and every
+//! replica exits 0 a little after its shutdown delay.
+//!
+//! A run during which the machine stalled (the load generator's own timing shows the host took
+//! the CPUs away) and that failed is run again, up to three times; a run that failed without a
+//! stall fails the test at once.
+//!
+//! Replicas are this test binary run again (its ignored `replica` test runs the chatbot), the
+//! same code as `cargo run -p drill`. Needs `haproxy` (Debian package `haproxy`): in CI
+//! (`CI` set) a missing HAProxy fails the test; elsewhere it says clearly that it skipped.
+
+use std::time::Duration;
+
+use drill::{Mode, Options, ReplicaCommand, Strategy, VERSION_A, VERSION_B};
+
+#[test]
+#[ignore = "a chatbot replica, started by the drill in a child process"]
+fn replica() {
+    if std::env::var_os("DRILL_REPLICA").is_none() {
+        return;
+    }
+    let code = drill::run_replica(|| async {
+        match chatbot::Mode::from_env() {
+            Ok(mode) => chatbot::run(mode).await,
+            Err(e) => podcycle::Outcome::Failed(e),
+        }
+    });
+    std::process::exit(i32::from(code));
+}
+
+fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy, attempt: usize) -> Options {
+    let replica = ReplicaCommand {
+        program: std::env::current_exe().unwrap(),
+        args: [
+            "--ignored",
+            "--exact",
+            "replica",
+            "--nocapture",
+            "--test-threads=1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "rollout-drill-{}-{}-{attempt}",
+        strategy.name(),
+        std::process::id()
+    ));
+    Options {
+        mode: Mode::Podcycle,
+        strategy,
+        replicas: 2,
+        rate: 400.0,
+        connections: 8,
+        stream_every: 25,
+        before: Duration::from_secs(2),
+        after: Duration::from_secs(2),
+        ..Options::new(replica, haproxy, dir)
+    }
+}
+
+/// Runs of one strategy at most, when the machine stalls (see below).
+const ATTEMPTS: usize = 3;
+
+#[test]
+fn podcycle_loses_no_request_in_a_rolling_update_or_a_blue_green_switch() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for strategy in [Strategy::Rolling, Strategy::BlueGreen] {
+        for attempt in 1..=ATTEMPTS {
+            let opts = short_drill(haproxy.clone(), strategy, attempt);
+            let report = rt
+                .block_on(drill::run(&opts))
+                .unwrap_or_else(|e| panic!("{} drill did not complete: {e}", strategy.name()));
+            let text = drill::report::text(&report);
+            println!("{text}");
+            match check(&report, &opts) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&opts.dir);
+                    break;
+                }
+                // On a shared VM the host sometimes takes the CPUs away for seconds (the
+                // generator's own timing shows it): such a run did not apply its load and its
+                // failures say nothing about podcycle, so it runs again. A run that failed
+                // without a stall fails the test at once, and so does the last attempt.
+                Err(why) if report.machine_stalled() && attempt < ATTEMPTS => {
+                    println!(
+                        "the machine stalled during {} attempt {attempt} ({why}); running it again",
+                        strategy.name()
+                    );
+                }
+                Err(why) => panic!(
+                    "{why}\n{text}\nfirst failures: {:#?}\nHAProxy log: {:#?}\nlogs in {}",
+                    report.failures,
+                    report.haproxy_log,
+                    opts.dir.display()
+                ),
+            }
+        }
+    }
+}
+
+/// Returns `Err(what)` unless `report` shows `what` must hold: no failed request of any kind, no
+/// cut stream, and every replica out of HAProxy within its delay and exited 0 soon after.
+fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String> {
+    macro_rules! ensure {
+        ($cond:expr, $($why:tt)+) => {
+            let holds: bool = $cond;
+            if !holds {
+                return Err(format!($($why)+));
+            }
+        };
+    }
+    // The load really ran through the whole drill, and both versions served.
+    let expected = opts.rate * (opts.before + opts.after).as_secs_f64();
+    ensure!(
+        report.requests as f64 > expected,
+        "only {} requests",
+        report.requests
+    );
+    for version in [VERSION_A, VERSION_B] {
+        let ok = report
+            .by_version
+            .get(version)
+            .and_then(|m| m.get("ok"))
+            .copied()
+            .unwrap_or(0);
+        ensure!(ok > 100, "version {version} served {ok}");
+    }
+    ensure!(
+        report.streams.total > 10,
+        "only {} streams",
+        report.streams.total
+    );
+
+    // Zero failed requests of every kind, zero truncated streams.
+    ensure!(
+        report.not_sent == 0,
+        "the load generator could not send {} requests (the machine stalled)",
+        report.not_sent
+    );
+    ensure!(report.failed == 0, "{} requests failed", report.failed);
+    for (outcome, n) in &report.outcomes {
+        ensure!(*outcome == "ok" || *n == 0, "{outcome}: {n}");
+    }
+    ensure!(
+        report.streams.truncated == 0,
+        "{} streams truncated",
+        report.streams.truncated
+    );
+    ensure!(
+        report.streams.done + report.streams.reconnect == report.streams.total,
+        "streams: {} done + {} reconnect of {}",
+        report.streams.done,
+        report.streams.reconnect,
+        report.streams.total
+    );
+
+    // Every replica exited 0, after its delay and well before its drain timeout.
+    ensure!(
+        report.replicas.len() == 2 * opts.replicas,
+        "{} replicas recorded",
+        report.replicas.len()
+    );
+    for r in &report.replicas {
+        ensure!(r.exit_code == Some(0), "{} exited {:?}", r.name, r.exit);
+        let took = r.shutdown_seconds.expect("shutdown time");
+        let delay = opts.shutdown_delay.as_secs_f64();
+        ensure!(
+            took >= delay && took < delay + 3.0,
+            "{} took {took:.2}s from SIGTERM to exit (delay {delay}s)",
+            r.name
+        );
+    }
+    // HAProxy took each old replica out on its failing /readyz before it stopped serving.
+    for r in report.rolled() {
+        let lag = r.removal_lag_seconds.expect("HAProxy saw it DOWN");
+        ensure!(
+            lag < opts.shutdown_delay.as_secs_f64(),
+            "{} left HAProxy {lag:.2}s after SIGTERM, not within the delay",
+            r.name
+        );
+    }
+    Ok(())
+}
+
+/// `name` on PATH; `None` (the test skips, saying so) when it is missing, a panic in CI.
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is required in CI (.ci/run installs it)");
+        }
+        eprintln!(
+            "SKIPPED: {name} is not installed (apt-get install -y {name}); this test did not run"
+        );
+    }
+    found
+}

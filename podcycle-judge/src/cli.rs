@@ -1,0 +1,490 @@
+//! Command-line arguments of `podcycle-judge`, parsed by clap.
+//!
+//! Every mistake is a [`clap::Error`] that names the argument at fault; the
+//! binary prints it and exits 2 ("cannot judge"), never 0.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use podcycle::metrics::schema;
+use podcycle_judge::{ErrorsConfig, LatencyConfig, PrometheusConfig, RunConfig};
+
+const READ: &str = "What to read";
+const DECIDE: &str = "When to decide";
+const COMPARE: &str = "Comparisons (canary against stable)";
+const GUARD: &str = "Guardrails (canary alone, once it has --min-requests)";
+const OUTPUT: &str = "Output";
+
+/// The command line as clap sees it; [`parse`] turns it into [`CliOptions`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "podcycle-judge",
+    version,
+    about = "Compare a canary with the stable version from Prometheus and decide as soon as the \
+             evidence allows (anytime-valid sequential tests).",
+    after_help = "Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s.\n\
+                  Exit status: 0 pass, 1 fail, 2 inconclusive (or unable to judge: bad arguments,\n\
+                  unreachable Prometheus, no traffic). No data is never a pass."
+)]
+struct Args {
+    /// Prometheus base URL, plain http (e.g. http://prometheus:9090)
+    #[arg(long, value_name = "URL", value_parser = non_empty, help_heading = READ)]
+    prometheus: String,
+    /// Version label value of the stable arm
+    #[arg(long, value_name = "VERSION", value_parser = non_empty, help_heading = READ)]
+    stable: String,
+    /// Version label value of the canary arm
+    #[arg(long, value_name = "VERSION", value_parser = non_empty, help_heading = READ)]
+    canary: String,
+    /// Only requests whose http_route is ROUTE (e.g. /v1/chat)
+    #[arg(long, value_name = "ROUTE", value_parser = non_empty, help_heading = READ)]
+    route: Option<String>,
+    /// Extra PromQL label matchers, e.g. 'namespace="shop"'
+    #[arg(long, value_name = "MATCHERS", value_parser = non_empty, help_heading = READ)]
+    selector: Option<String>,
+    /// Label carrying the version
+    #[arg(long, value_name = "NAME", default_value = schema::VERSION, value_parser = non_empty,
+          help_heading = READ)]
+    version_label: String,
+    /// Histogram name
+    #[arg(long, value_name = "NAME", default_value = schema::HTTP_REQUEST_DURATION,
+          value_parser = non_empty, help_heading = READ)]
+    metric: String,
+    /// Extra HTTP header for Prometheus (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header, help_heading = READ)]
+    headers: Vec<(String, String)>,
+    /// Time allowed for one query
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration,
+          help_heading = READ)]
+    query_timeout: Duration,
+
+    /// Time between looks
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration,
+          help_heading = DECIDE)]
+    interval: Duration,
+    /// Deadline; undecided by then is inconclusive
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = positive_duration,
+          help_heading = DECIDE)]
+    max_duration: Duration,
+    /// Requests each arm needs before a pass
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = whole,
+          allow_negative_numbers = true, help_heading = DECIDE)]
+    min_requests: u64,
+    /// Chance of a wrong fail, and of a wrong pass
+    #[arg(long, value_name = "A", default_value_t = 0.05, value_parser = number(0.0, 1.0, OPEN),
+          allow_negative_numbers = true, help_heading = DECIDE)]
+    alpha: f64,
+
+    /// Canary error ratio may exceed stable's by X
+    #[arg(long, value_name = "X", default_value_t = 0.002, value_parser = number(0.0, 1.0, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    error_margin: f64,
+    /// ... and be (1+R) times stable's
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = number(0.0, 1e6, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    error_margin_relative: f64,
+    /// Stable quantile that picks the bucket bound
+    #[arg(long, value_name = "Q", default_value_t = 0.95, value_parser = number(0.0, 1.0, OPEN),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    latency_quantile: f64,
+    /// Canary share of requests slower than that bound may be (1+R) times stable's share
+    #[arg(long, value_name = "R", default_value_t = 0.5, value_parser = number(0.0, 50.0, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    latency_margin: f64,
+    /// Skip the error comparison
+    #[arg(long, help_heading = COMPARE)]
+    no_errors: bool,
+    /// Skip the latency comparison
+    #[arg(long, help_heading = COMPARE)]
+    no_latency: bool,
+
+    /// Fail when the canary's error ratio exceeds X
+    #[arg(long, value_name = "X", value_parser = number(0.0, 1.0, CLOSED),
+          allow_negative_numbers = true, help_heading = GUARD)]
+    max_error_ratio: Option<f64>,
+    /// Fail when the canary's p99 latency exceeds DURATION
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration, help_heading = GUARD)]
+    max_p99: Option<Duration>,
+
+    /// Write the full report as JSON to PATH
+    #[arg(long, value_name = "PATH", value_parser = non_empty, help_heading = OUTPUT)]
+    json: Option<String>,
+    /// No progress lines on stderr
+    #[arg(short, long, help_heading = OUTPUT)]
+    quiet: bool,
+}
+
+/// Options of a judging run.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CliOptions {
+    /// Where and what to read.
+    pub(crate) prometheus: PrometheusConfig,
+    /// The judge and its schedule.
+    pub(crate) run: RunConfig,
+    /// Where to write the JSON report.
+    pub(crate) json: Option<PathBuf>,
+    /// No progress lines.
+    pub(crate) quiet: bool,
+}
+
+/// Parses the command line, program name first.
+///
+/// `--help` and `--version` come back as errors of kind
+/// [`ErrorKind::DisplayHelp`] and [`ErrorKind::DisplayVersion`] (for
+/// stdout, [`clap::Error::use_stderr`] false); every other error names the
+/// argument at fault.
+pub(crate) fn parse<I, T>(args: I) -> Result<CliOptions, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = Args::try_parse_from(args)?;
+    let invalid = |message: String| Args::command().error(ErrorKind::ValueValidation, message);
+    if args.stable == args.canary {
+        return Err(Args::command().error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "--stable and --canary are both {:?}; they must differ",
+                args.stable
+            ),
+        ));
+    }
+    let mut prometheus = PrometheusConfig::new(args.prometheus, args.stable, args.canary);
+    prometheus.route = args.route;
+    prometheus.selector = args.selector;
+    prometheus.version_label = args.version_label;
+    prometheus.metric = args.metric;
+    prometheus.headers = args.headers;
+    prometheus.timeout = args.query_timeout;
+    let mut run = RunConfig {
+        interval: args.interval,
+        max_duration: args.max_duration,
+        ..RunConfig::default()
+    };
+    run.judge.min_requests = args.min_requests;
+    run.judge.alpha = args.alpha;
+    run.judge.errors = (!args.no_errors).then_some(ErrorsConfig {
+        margin: args.error_margin,
+        relative_margin: args.error_margin_relative,
+    });
+    run.judge.latency = (!args.no_latency).then_some(LatencyConfig {
+        quantile: args.latency_quantile,
+        margin: args.latency_margin,
+    });
+    run.judge.max_error_ratio = args.max_error_ratio;
+    run.judge.max_p99 = args.max_p99;
+    run.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(CliOptions {
+        prometheus,
+        run,
+        json: args.json.map(PathBuf::from),
+        quiet: args.quiet,
+    })
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.trim().is_empty() {
+        Err("needs a non-empty value".to_owned())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+fn header(v: &str) -> Result<(String, String), String> {
+    match v.split_once(':') {
+        Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), val.trim().to_owned())),
+        _ => Err("expects 'NAME: VALUE'".to_owned()),
+    }
+}
+
+fn whole(v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| "expects a whole number".to_owned())
+}
+
+const OPEN: bool = false;
+const CLOSED: bool = true;
+
+/// A parser of numbers in `[lo, hi]` (`CLOSED`) or `(lo, hi)` (`OPEN`).
+fn number(lo: f64, hi: f64, closed: bool) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |v| {
+        let x: f64 = v
+            .trim()
+            .parse()
+            .map_err(|_| "expects a number".to_owned())?;
+        match (closed, x >= lo && x <= hi, x > lo && x < hi) {
+            (true, true, _) | (false, _, true) => Ok(x),
+            (true, false, _) => Err(format!("must be in [{lo}, {hi}]")),
+            (false, _, false) => Err(format!("must be between {lo} and {hi} (exclusive)")),
+        }
+    }
+}
+
+/// A duration longer than zero, in humantime's syntax (`500ms`, `1.5s`,
+/// `1m30s`, `1m 30s`), as podcycle reads its `PODCYCLE_*` durations.
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("invalid duration: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [&str; 7] = [
+        "podcycle-judge",
+        "--prometheus",
+        "http://prom:9090",
+        "--stable",
+        "v1",
+        "--canary",
+        "v2",
+    ];
+
+    fn parse_extra(extra: &[&str]) -> Result<CliOptions, clap::Error> {
+        parse(BASE.iter().chain(extra).copied())
+    }
+
+    fn err(args: &[&str]) -> clap::Error {
+        parse(["podcycle-judge"].iter().chain(args).copied()).unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse_extra(&[]).unwrap();
+        assert_eq!(
+            o.prometheus,
+            PrometheusConfig::new("http://prom:9090", "v1", "v2")
+        );
+        assert_eq!(o.run, RunConfig::default());
+        assert_eq!(o.json, None);
+        assert!(!o.quiet);
+    }
+
+    #[test]
+    fn every_option() {
+        let o = parse_extra(&[
+            "--route=/v1/chat",
+            "--selector",
+            "namespace=\"shop\"",
+            "--version-label",
+            "track",
+            "--metric",
+            "my_seconds",
+            "--header",
+            "Authorization: Bearer abc:def",
+            "--query-timeout",
+            "2s",
+            "--interval",
+            "15s",
+            "--max-duration",
+            "1h",
+            "--min-requests",
+            "1000",
+            "--alpha",
+            "0.01",
+            "--error-margin",
+            "0.005",
+            "--error-margin-relative",
+            "0.5",
+            "--latency-quantile",
+            "0.99",
+            "--latency-margin",
+            "0.25",
+            "--max-error-ratio",
+            "0.05",
+            "--max-p99",
+            "750ms",
+            "--json",
+            "out.json",
+            "--quiet",
+        ])
+        .unwrap();
+        assert_eq!(o.prometheus.route.as_deref(), Some("/v1/chat"));
+        assert_eq!(o.prometheus.selector.as_deref(), Some("namespace=\"shop\""));
+        assert_eq!(o.prometheus.version_label, "track");
+        assert_eq!(o.prometheus.metric, "my_seconds");
+        assert_eq!(
+            o.prometheus.headers,
+            vec![("Authorization".to_owned(), "Bearer abc:def".to_owned())]
+        );
+        assert_eq!(o.prometheus.timeout, Duration::from_secs(2));
+        assert_eq!(o.run.interval, Duration::from_secs(15));
+        assert_eq!(o.run.max_duration, Duration::from_secs(3600));
+        let j = &o.run.judge;
+        assert_eq!(j.min_requests, 1000);
+        assert_eq!(j.alpha, 0.01);
+        assert_eq!(
+            j.errors,
+            Some(ErrorsConfig {
+                margin: 0.005,
+                relative_margin: 0.5
+            })
+        );
+        assert_eq!(
+            j.latency,
+            Some(LatencyConfig {
+                quantile: 0.99,
+                margin: 0.25
+            })
+        );
+        assert_eq!(j.max_error_ratio, Some(0.05));
+        assert_eq!(j.max_p99, Some(Duration::from_millis(750)));
+        assert_eq!(o.json, Some(PathBuf::from("out.json")));
+        assert!(o.quiet);
+        let o = parse_extra(&["--no-latency", "-q"]).unwrap();
+        assert_eq!(o.run.judge.latency, None);
+        assert!(o.run.judge.errors.is_some());
+        assert!(o.quiet);
+    }
+
+    #[test]
+    fn help_and_version_win() {
+        for (args, kind) in [
+            (&["--help"][..], ErrorKind::DisplayHelp),
+            (&["--stable", "x", "-h"], ErrorKind::DisplayHelp),
+            (&["-V"], ErrorKind::DisplayVersion),
+            (&["--version"], ErrorKind::DisplayVersion),
+        ] {
+            let e = err(args);
+            assert_eq!(e.kind(), kind, "{args:?}");
+            // To stdout, exit 0: not a mistake.
+            assert!(!e.use_stderr(), "{args:?}");
+        }
+        let help = err(&["--help"]).to_string();
+        for flag in [
+            "--prometheus <URL>",
+            "--header <NAME: VALUE>",
+            "--max-p99 <DURATION>",
+            "[default: http_server_request_duration_seconds]",
+            "[default: 30s]",
+            "[default: 0.002]",
+            "Exit status: 0 pass, 1 fail, 2 inconclusive",
+        ] {
+            assert!(help.contains(flag), "{flag}: {help}");
+        }
+    }
+
+    #[test]
+    fn argument_errors_name_the_argument() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &[],
+                "--prometheus <URL>\n  --stable <VERSION>\n  --canary <VERSION>",
+            ),
+            (
+                &["--prometheus", "http://p"],
+                "not provided:\n  --stable <VERSION>\n  --canary <VERSION>",
+            ),
+            (
+                &["--stable"],
+                "a value is required for '--stable <VERSION>'",
+            ),
+            (&["--bogus"], "unexpected argument '--bogus'"),
+            (&["stray"], "unexpected argument 'stray'"),
+            (
+                &["--prometheus", "http://p", "--stable", "v", "--canary", "v"],
+                "--stable and --canary are both \"v\"; they must differ",
+            ),
+            (
+                &["--stable", ""],
+                "for '--stable <VERSION>': needs a non-empty value",
+            ),
+            (&["--quiet=yes"], "unexpected value 'yes' for '--quiet'"),
+            (
+                &["--header", "no-colon"],
+                "for '--header <NAME: VALUE>': expects 'NAME: VALUE'",
+            ),
+        ];
+        for (args, expected) in cases {
+            let e = err(args);
+            assert!(e.use_stderr(), "{args:?}");
+            let e = e.to_string();
+            assert!(e.contains(expected), "{args:?}: {e}");
+            assert!(e.contains("--help"), "{e}");
+        }
+    }
+
+    #[test]
+    fn value_errors_name_the_argument() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--alpha", "1"],
+                "'1' for '--alpha <A>': must be between 0 and 1 (exclusive)",
+            ),
+            (&["--alpha", "x"], "'x' for '--alpha <A>': expects a number"),
+            (
+                &["--min-requests", "-3"],
+                "'-3' for '--min-requests <N>': expects a whole number",
+            ),
+            (
+                &["--interval", "30"],
+                "'30' for '--interval <DURATION>': invalid duration: time unit needed",
+            ),
+            (
+                &["--interval", "0s"],
+                "'0s' for '--interval <DURATION>': must be longer than zero",
+            ),
+            (
+                &["--max-p99", "fast"],
+                "'fast' for '--max-p99 <DURATION>': invalid duration",
+            ),
+            (
+                &["--error-margin", "2"],
+                "'2' for '--error-margin <X>': must be in [0, 1]",
+            ),
+            (
+                &["--latency-quantile", "95"],
+                "for '--latency-quantile <Q>': must be between 0 and 1",
+            ),
+            (&["--no-errors", "--no-latency"], "nothing to compare"),
+            (
+                &["--interval", "1m", "--max-duration", "30s"],
+                "at least one interval",
+            ),
+        ];
+        for (args, expected) in cases {
+            let e = parse_extra(args).unwrap_err();
+            assert!(e.use_stderr(), "{args:?}");
+            let e = e.to_string();
+            assert!(e.contains(expected), "{args:?}: {e}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_arguments_are_errors() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![
+            b'-', b'-', b's', b't', b'a', b'b', b'l', b'e', b'=', 0xff,
+        ]);
+        let e = parse(["podcycle-judge".into(), bad]).unwrap_err();
+        assert!(e.use_stderr());
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("500ms", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("10m", Duration::from_secs(600)),
+            (" 1h ", Duration::from_secs(3600)),
+            ("1h2m3s", Duration::from_secs(3723)),
+            ("1m 30s", Duration::from_secs(90)),
+        ];
+        for (text, d) in ok {
+            assert_eq!(positive_duration(text), Ok(d), "{text}");
+        }
+        for bad in ["", "s", "10x", "1..5s", "-1s", "1e3s", "0s"] {
+            assert!(positive_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The canary judge against a real Prometheus server (Debian's `prometheus`), scraping three
+//! real chatbot replicas: stable, a canary with injected errors, and a healthy canary.
+//! The judge (the `podcycle-judge` binary) must say FAIL for the faulty canary within its
+//! deadline and must not say FAIL for the healthy one.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{client, Child, SOON};
+
+#[test]
+#[ignore = "a chatbot replica, run by the other tests in a child process"]
+fn child() {
+    if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt.block_on(chatbot::run(chatbot::Mode::Podcycle));
+    std::process::exit(i32::from(outcome.exit_code()));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Replica {
+    _child: Child,
+    app: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn replica(version: &str, error_rate: &str) -> Replica {
+    let (app, admin) = (free_port(), free_port());
+    let app_addr = format!("127.0.0.1:{app}");
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let child = Child::spawn(&[
+        ("PODCYCLE_ADDR", app_addr.as_str()),
+        ("PODCYCLE_ADMIN_ADDR", admin_addr.as_str()),
+        ("APP_VERSION", version),
+        ("CHATBOT_WARMUP_DELAY", "100ms"),
+        ("CHATBOT_FAULT_ERROR_RATE", error_rate),
+        ("CHATBOT_TOKEN_DELAY", "0ms"),
+        ("PODCYCLE_SHUTDOWN_DELAY", "0s"),
+        ("RUST_LOG", "warn"),
+    ]);
+    Replica {
+        _child: child,
+        app: app_addr.parse().unwrap(),
+        admin: admin_addr.parse().unwrap(),
+    }
+}
+
+/// Prometheus on loopback, scraping every second, with its data in a temp dir.
+struct Prometheus {
+    proc: std::process::Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prometheus(bin: &std::path::Path, targets: &[SocketAddr]) -> Prometheus {
+    let dir = std::env::temp_dir().join(format!("podcycle-judge-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: chatbot\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let proc = Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    Prometheus {
+        proc,
+        url: format!("http://127.0.0.1:{port}"),
+        dir,
+    }
+}
+
+async fn wait_ok(addr: SocketAddr, path: &str) {
+    let deadline = Instant::now() + SOON * 3;
+    loop {
+        if let Ok(r) = client::get(addr, path).await {
+            if r.status == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr}{path} never became 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Steady load: `rate` requests/s to `app`, until `stop` passes.
+async fn load(app: SocketAddr, rate: u32, stop: Instant) -> u64 {
+    let mut conn = client::Conn::open(app).await.unwrap();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut sent = 0u64;
+    while Instant::now() < stop {
+        tick.tick().await;
+        let q = [
+            "probes",
+            "exit+codes",
+            "canary",
+            "grace+period",
+            "keep-alive",
+        ][(sent % 5) as usize];
+        if conn
+            .get(&format!("/v1/chat/stream?question={q}"))
+            .await
+            .is_err()
+        {
+            conn = client::Conn::open(app).await.unwrap();
+        }
+        sent += 1;
+    }
+    sent
+}
+
+#[test]
+fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
+    let Some(prom_bin) = support::tool("prometheus") else {
+        return;
+    };
+    let stable = replica("1.0.0", "0");
+    let faulty = replica("1.1.0-faulty", "0.2");
+    let healthy = replica("1.1.0-healthy", "0");
+    let rt = support::rt();
+    rt.block_on(async {
+        for r in [&stable, &faulty, &healthy] {
+            wait_ok(r.admin, "/readyz").await;
+        }
+    });
+    let prom = prometheus(&prom_bin, &[stable.admin, faulty.admin, healthy.admin]);
+    let stop = Instant::now() + Duration::from_secs(80);
+    let loads: Vec<_> = [&stable, &faulty, &healthy]
+        .iter()
+        .map(|r| rt.spawn(load(r.app, 60, stop)))
+        .collect();
+    rt.block_on(async {
+        let addr: SocketAddr = prom.url.trim_start_matches("http://").parse().unwrap();
+        wait_ok(addr, "/-/ready").await;
+    });
+
+    let judge = |canary: &str, max_duration: &str| {
+        Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
+            .args([
+                "--prometheus",
+                &prom.url,
+                "--stable",
+                "1.0.0",
+                "--canary",
+                canary,
+                "--interval",
+                "2s",
+                "--max-duration",
+                max_duration,
+                "--min-requests",
+                "100",
+                "--no-latency",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run podcycle-judge")
+    };
+    let started = Instant::now();
+    let (faulty_run, healthy_run) = (judge("1.1.0-faulty", "60s"), judge("1.1.0-healthy", "30s"));
+    let faulty_out = faulty_run.wait_with_output().unwrap();
+    let faulty_took = started.elapsed();
+    let healthy_out = healthy_run.wait_with_output().unwrap();
+    let show = |o: &std::process::Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert_eq!(
+        faulty_out.status.code(),
+        Some(1),
+        "faulty canary must FAIL:\n{}",
+        show(&faulty_out)
+    );
+    assert!(
+        faulty_took < Duration::from_secs(45),
+        "within its deadline: {faulty_took:?}"
+    );
+    assert_ne!(
+        healthy_out.status.code(),
+        Some(1),
+        "healthy canary must not FAIL:\n{}",
+        show(&healthy_out)
+    );
+    assert!(
+        matches!(healthy_out.status.code(), Some(0) | Some(2)),
+        "{}",
+        show(&healthy_out)
+    );
+    eprintln!(
+        "judge: faulty canary -> exit 1 after {faulty_took:?}; healthy canary -> exit {:?}",
+        healthy_out.status.code()
+    );
+    for l in loads {
+        l.abort();
+    }
+}

@@ -1,0 +1,221 @@
+//! Test support (a copy of the bits of podcycle's tests/support the judge's tests use): a server
+//! under test that runs as a real child process (this very test binary, re-executed to run its
+//! ignored `child` test), and a small HTTP client.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod client;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A generous bound for anything that should happen "soon" (CI machines are slow).
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// The server under test, running in a child process.
+pub struct Child {
+    proc: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    pub admin: Option<SocketAddr>,
+    pub app: Option<SocketAddr>,
+    pub started: Instant,
+}
+
+impl Child {
+    /// Starts the child with `env` on top of test defaults (loopback, port 0, short timings).
+    pub fn spawn(env: &[(&str, &str)]) -> Child {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PODCYCLE_TEST_CHILD", "1")
+        .env("PODCYCLE_ADDR", "127.0.0.1:0")
+        .env("PODCYCLE_ADMIN_ADDR", "127.0.0.1:0")
+        .env("PODCYCLE_CHECK_INTERVAL", "100ms")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = cmd.spawn().expect("spawn child");
+        let (tx, rx) = mpsc::channel();
+        let out = proc.stdout.take().unwrap();
+        let err = proc.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {line}"));
+            }
+        });
+        Child {
+            proc,
+            lines: rx,
+            seen: Vec::new(),
+            admin: None,
+            app: None,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// Waits for a line starting with `prefix`; returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &str, within: Duration) -> String {
+        if let Some(rest) = self.seen.iter().find_map(|l| after(l, prefix)) {
+            return rest;
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = after(&line, prefix);
+                    self.seen.push(line);
+                    if let Some(rest) = hit {
+                        return rest;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} within {within:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Collects output until the process closes stdout/stderr (or `within` passes).
+    pub fn drain_output(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
+    pub fn output(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    pub fn wait_admin(&mut self) -> SocketAddr {
+        let a = self.wait_line("ADMIN ", SOON).parse().unwrap();
+        self.admin = Some(a);
+        a
+    }
+
+    pub fn wait_app(&mut self) -> SocketAddr {
+        let a = self.wait_line("APP ", SOON).parse().unwrap();
+        self.app = Some(a);
+        a
+    }
+
+    /// Sends a real signal (`TERM`, `INT`, ...) with kill(1).
+    /// Returns an instant taken just before the signal is sent, so that "exited at least X after
+    /// the signal" holds however long starting kill(1) takes.
+    pub fn signal(&self, sig: &str) -> Instant {
+        let before = Instant::now();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+        before
+    }
+
+    /// Waits for the process to exit, bounded; returns its status and when it was seen.
+    pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Instant) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.proc.try_wait().unwrap() {
+                return (status, Instant::now());
+            }
+            if Instant::now() > deadline {
+                let _ = self.proc.kill();
+                let out = self.drain_output(Duration::from_secs(1));
+                panic!("child did not exit within {within:?}; output:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.proc.try_wait().unwrap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// The text after `prefix` when the line contains it (libtest may print before it).
+fn after(line: &str, prefix: &str) -> Option<String> {
+    line.find(prefix)
+        .map(|i| line[i + prefix.len()..].trim().to_owned())
+}
+
+/// A runtime for the test's own client side; spawned tasks run in the background.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The exit code of a status (panics on death by signal, with the signal in the message).
+pub fn code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| panic!("killed by signal {:?}", status.signal()))
+}
+
+/// Finds an external tool. In CI (`CI` set) a missing tool fails the test; elsewhere the test
+/// says clearly that it skipped and why.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is required in CI (.ci/run installs it)");
+        }
+        eprintln!(
+            "SKIPPED: {name} is not installed (apt-get install -y {}); this test did not run",
+            debian_package(name)
+        );
+    }
+    found
+}
+
+fn debian_package(tool: &str) -> &str {
+    match tool {
+        "promtool" | "prometheus" => "prometheus",
+        other => other,
+    }
+}

@@ -1,0 +1,129 @@
+//! Connection accounting: which connections of the application listener are open, how many
+//! requests each has in flight, and the counters the drain reports.
+//!
+//! A request is counted by a [`RequestGuard`] (RAII): it is held by the response future and
+//! then by the response body, so the count drops on completion, error or client abort alike.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
+/// count requests started, so one atomic add both counts and marks activity.
+#[derive(Debug, Default)]
+pub(crate) struct ConnState {
+    activity: AtomicU64,
+}
+
+const STARTED_ONE: u64 = 1 << 32;
+const IN_FLIGHT_MASK: u64 = STARTED_ONE - 1;
+
+impl ConnState {
+    #[inline]
+    pub(crate) fn start(self: &Arc<Self>) -> RequestGuard {
+        self.activity.fetch_add(STARTED_ONE + 1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+
+    pub(crate) fn activity(&self) -> u64 {
+        self.activity.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.activity() & IN_FLIGHT_MASK
+    }
+}
+
+/// Counts one request in flight until dropped: when the response body ends, errors, or is
+/// dropped by an aborted client.
+#[derive(Debug)]
+pub(crate) struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.activity.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The live connections of the application listener, and what the drain counted.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<ConnState>>>,
+    /// Requests received after readiness turned off (load-balancer removal lag).
+    pub(crate) requests_after_unready: AtomicU64,
+    /// Connections the drain deadline closed with requests in flight.
+    pub(crate) force_closed: AtomicU64,
+}
+
+impl Connections {
+    /// Registers a connection; it stays registered until the guard is dropped.
+    pub(crate) fn open(self: &Arc<Self>) -> (Arc<ConnState>, ConnectionGuard) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState::default());
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        (
+            state,
+            ConnectionGuard {
+                id,
+                connections: self.clone(),
+            },
+        )
+    }
+
+    /// Open connections.
+    pub(crate) fn len(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Requests in flight over every open connection.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.in_flight())
+            .sum()
+    }
+}
+
+/// Removes a connection from the registry when its task ends.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard {
+    id: u64,
+    connections: Arc<Connections>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.connections
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_requests_and_connections() {
+        let connections = Arc::new(Connections::default());
+        let (conn, registered) = connections.open();
+        let a = conn.start();
+        let b = conn.start();
+        assert_eq!((connections.len(), connections.in_flight()), (1, 2));
+        drop(a);
+        assert_eq!(conn.in_flight(), 1);
+        assert_eq!(conn.activity() >> 32, 2, "two requests started");
+        drop(b);
+        drop(registered);
+        assert_eq!((connections.len(), connections.in_flight()), (0, 0));
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+#[cfg(feature = "metrics")]
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 use http_body_util::Full;
@@ -17,6 +18,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
 use crate::connections::Connections;
+#[cfg(feature = "metrics")]
 use crate::metrics::Metrics;
 use crate::probes::Probes;
 use crate::state::{ShutdownReason, State};
@@ -31,6 +33,7 @@ pub(crate) struct Admin {
     pub(crate) state: Arc<State>,
     pub(crate) connections: Arc<Connections>,
     pub(crate) probes: Probes,
+    #[cfg(feature = "metrics")]
     pub(crate) metrics: Metrics,
 }
 
@@ -176,11 +179,23 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
 
 fn admin_response<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.uri().path() == "/metrics" {
-        let mut res = Response::new(Full::new(Bytes::from(admin.metrics.render())));
-        res.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
+        #[cfg(feature = "metrics")]
+        let res = {
+            let mut res = Response::new(Full::new(Bytes::from(admin.metrics.render())));
+            res.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
+        };
+        #[cfg(not(feature = "metrics"))]
+        let res = {
+            let mut res = Response::new(Full::new(Bytes::from_static(
+                b"metrics are not enabled (podcycle's `metrics` feature is off)\n",
+            )));
+            *res.status_mut() = http::StatusCode::NOT_FOUND;
+            res
+        };
         return res;
     }
     admin.probes.respond(req)

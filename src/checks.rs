@@ -264,6 +264,7 @@ impl Checks {
             .collect()
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the check gauge
     pub(crate) fn all(&self) -> Vec<Arc<CheckEntry>> {
         self.entries
             .read()

@@ -15,7 +15,10 @@ mod connections;
 mod error;
 mod health;
 mod lifecycle;
+#[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics_off;
 mod panic;
 mod phase;
 pub mod probes;
@@ -31,6 +34,7 @@ pub use config::{
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;
+#[cfg(feature = "metrics")]
 pub use metrics::{Metrics, MetricsLayer};
 pub use phase::Phase;
 pub use probes::Probes;

@@ -22,6 +22,7 @@ use crate::config::{Config, OnWarmupFailure};
 use crate::connections::Connections;
 use crate::error::{BoxError, Error};
 use crate::health::{Health, HealthOptions};
+#[cfg(feature = "metrics")]
 use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
@@ -70,6 +71,7 @@ struct Inner {
     health: Arc<Health>,
     connections: Arc<Connections>,
     hooks: Hooks,
+    #[cfg(feature = "metrics")]
     metrics: Metrics,
     app_addr: OnceLock<SocketAddr>,
     admin_addr: Option<SocketAddr>,
@@ -112,6 +114,7 @@ impl Lifecycle {
             },
         ));
         let connections = Arc::new(Connections::default());
+        #[cfg(feature = "metrics")]
         let metrics = Metrics::new(
             &config,
             crate::metrics::Sources {
@@ -129,6 +132,7 @@ impl Lifecycle {
             probes: Probes {
                 health: health.clone(),
             },
+            #[cfg(feature = "metrics")]
             metrics: metrics.clone(),
         })
         .map_err(Error::Io)?;
@@ -153,6 +157,7 @@ impl Lifecycle {
                 health,
                 connections,
                 hooks: Hooks::default(),
+                #[cfg(feature = "metrics")]
                 metrics,
                 app_addr: OnceLock::new(),
                 admin_addr,
@@ -351,6 +356,7 @@ impl Lifecycle {
     }
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
+    #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -442,7 +448,10 @@ impl Lifecycle {
             listener,
             app,
             connection_tasks.clone(),
+            #[cfg(feature = "metrics")]
             inner.metrics.core(),
+            #[cfg(not(feature = "metrics"))]
+            &crate::metrics_off::DISABLED,
         )));
         enter_phase(state, connections, Phase::Serving);
         state.signals.shutdown_requested.cancelled().await;

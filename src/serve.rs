@@ -22,7 +22,10 @@ use tower::{Service, ServiceExt};
 use crate::config::StopAccepting;
 use crate::connections::{ConnState, Connections, RequestGuard};
 use crate::error::BoxError;
+#[cfg(feature = "metrics")]
 use crate::metrics::{at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer};
+#[cfg(not(feature = "metrics"))]
+use crate::metrics_off::{at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer};
 use crate::phase::Phase;
 use crate::state::State;
 
@@ -240,11 +243,7 @@ where
         }
         // Timed here, outside the router, when the application has a metrics layer: the
         // layer names the route through the hand-off while this future polls the router.
-        let timer = self
-            .metrics
-            .layered
-            .load(Ordering::Relaxed)
-            .then(|| Timer::unnamed(self.metrics, req.method()));
+        let timer = Timer::for_serving(self.metrics, req.method());
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),

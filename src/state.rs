@@ -30,6 +30,7 @@ pub(crate) enum Step {
     Hooks = 2,
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the step gauge
 impl Step {
     pub(crate) const ALL: [Step; 3] = [Step::Delay, Step::Drain, Step::Hooks];
 
@@ -138,6 +139,7 @@ impl State {
         );
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the step gauge
     pub(crate) fn step_duration(&self, step: Step) -> Duration {
         Duration::from_nanos(self.step_nanos[step as usize].load(Ordering::Relaxed))
     }

@@ -117,52 +117,52 @@ struct LifecycleGauges {
 impl Metrics {
     pub(crate) fn new(config: &Config, sources: Sources) -> Result<Metrics, prometheus::Error> {
         let mut labels = std::collections::HashMap::new();
-        labels.insert("version".to_owned(), config.version.clone());
+        labels.insert(schema::VERSION.to_owned(), config.version.clone());
         for (k, v) in &config.metric_labels {
             labels.insert(k.clone(), v.clone());
         }
         let registry = Registry::new_custom(None, Some(labels))?;
         let build_info = IntGauge::with_opts(Opts::new(
-            "podcycle_build_info",
+            schema::BUILD_INFO,
             "Always 1; labels tell the application version.",
         ))?;
         build_info.set(1);
         let phase = IntGaugeVec::new(
             Opts::new(
-                "podcycle_phase",
+                schema::PHASE_METRIC,
                 "1 for the current lifecycle phase, 0 for the others.",
             ),
-            &["phase"],
+            &[schema::PHASE],
         )?;
-        let ready = IntGauge::new("podcycle_ready", "1 when /readyz passes.")?;
+        let ready = IntGauge::new(schema::READY, "1 when /readyz passes.")?;
         let warmup = prometheus::GaugeVec::new(
             Opts::new(
-                "podcycle_warmup_duration_seconds",
+                schema::WARMUP_DURATION,
                 "How long each finished warm-up took.",
             ),
-            &["warmup"],
+            &[schema::WARMUP],
         )?;
         let steps = prometheus::GaugeVec::new(
             Opts::new(
-                "podcycle_shutdown_step_duration_seconds",
+                schema::SHUTDOWN_STEP_DURATION,
                 "Time spent in each shutdown step (delay, drain, hooks) of this process.",
             ),
-            &["step"],
+            &[schema::STEP],
         )?;
         let after_unready = IntCounter::new(
-            "podcycle_requests_after_unready_total",
+            schema::REQUESTS_AFTER_UNREADY,
             "Requests received after readiness turned off (load-balancer removal lag).",
         )?;
         let force_closed = IntCounter::new(
-            "podcycle_connections_force_closed_total",
+            schema::CONNECTIONS_FORCE_CLOSED,
             "Connections closed by the drain deadline with requests in flight.",
         )?;
         let checks = IntGaugeVec::new(
             Opts::new(
-                "podcycle_check_status",
+                schema::CHECK_STATUS,
                 "1 when the check passes, 0 when it fails.",
             ),
-            &["check", "probe"],
+            &[schema::CHECK, schema::PROBE],
         )?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(phase.clone()))?;
@@ -250,11 +250,11 @@ impl Metrics {
             core: self.core,
             descs: vec![
                 desc(
-                    "http_server_request_duration_seconds",
+                    schema::HTTP_REQUEST_DURATION,
                     "Duration of HTTP server requests.",
                 ),
                 desc(
-                    "http_server_active_requests",
+                    schema::HTTP_ACTIVE_REQUESTS,
                     "Number of active HTTP server requests.",
                 ),
             ],

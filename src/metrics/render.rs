@@ -19,9 +19,9 @@ use std::sync::Mutex;
 use super::series::{CommonLabels, LabelSet, SeriesKey, METHODS};
 use super::shard::Store;
 
-const DURATION_NAME: &str = "http_server_request_duration_seconds";
+use super::schema::{HTTP_ACTIVE_REQUESTS as ACTIVE_NAME, HTTP_REQUEST_DURATION as DURATION_NAME};
+
 const DURATION_HELP: &str = "Duration of HTTP server requests.";
-const ACTIVE_NAME: &str = "http_server_active_requests";
 const ACTIVE_HELP: &str = "Number of active HTTP server requests.";
 
 /// One series' totals at the scrape.
@@ -113,7 +113,8 @@ impl Renderer {
         self.each_series(store, |labels, t| {
             let mut cumulative = 0u64;
             prefix.clear();
-            prefix.push_str("http_server_request_duration_seconds_bucket");
+            prefix.push_str(DURATION_NAME);
+            prefix.push_str("_bucket");
             prefix.push_str(&labels.text);
             for (label, b) in self.le_labels.iter().zip(t.buckets) {
                 cumulative += b;
@@ -122,12 +123,14 @@ impl Renderer {
                 out.push_str(num.format(cumulative));
                 out.push('\n');
             }
-            out.push_str("http_server_request_duration_seconds_sum");
+            out.push_str(DURATION_NAME);
+            out.push_str("_sum");
             out.push_str(&labels.text);
             out.push_str("} ");
             push_seconds(out, t.sum_nanos, &mut num);
             out.push('\n');
-            out.push_str("http_server_request_duration_seconds_count");
+            out.push_str(DURATION_NAME);
+            out.push_str("_count");
             out.push_str(&labels.text);
             out.push_str("} ");
             out.push_str(num.format(t.count));

@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use super::series::ROUTE_LIMIT;
 
-/// The label value for requests no route matched.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+pub use super::schema::UNMATCHED_ROUTE;
 
 /// The route id of [`UNMATCHED_ROUTE`]: the first one.
 pub(crate) const UNMATCHED_ID: u32 = 0;

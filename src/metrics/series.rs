@@ -22,6 +22,9 @@
 
 use std::fmt::Write as _;
 
+use super::schema::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, VERSION,
+};
 use http::Method;
 
 /// The `http_request_method` values, by [`method_index`].
@@ -187,21 +190,19 @@ impl LabelSet {
     pub(crate) fn new(key: SeriesKey, route: &str, common: &CommonLabels) -> LabelSet {
         let mut pairs: Vec<(&'static str, String)> = vec![
             (
-                "http_request_method",
+                HTTP_REQUEST_METHOD,
                 METHODS[usize::from(key.method) % METHOD_COUNT].to_owned(),
             ),
-            ("http_route", route.to_owned()),
+            (HTTP_ROUTE, route.to_owned()),
         ];
         if key.status != 0 {
-            pairs.push(("http_response_status_code", key.status.to_string()));
+            pairs.push((HTTP_RESPONSE_STATUS_CODE, key.status.to_string()));
         }
-        pairs.push(("version", common.version.clone()));
+        pairs.push((VERSION, common.version.clone()));
         match key.error {
-            Incomplete::No if key.status >= 500 => {
-                pairs.push(("error_type", key.status.to_string()))
-            }
+            Incomplete::No if key.status >= 500 => pairs.push((ERROR_TYPE, key.status.to_string())),
             Incomplete::No => {}
-            other => pairs.push(("error_type", other.label().to_owned())),
+            other => pairs.push((ERROR_TYPE, other.label().to_owned())),
         }
         let mut text = String::from("{");
         for (i, (k, v)) in pairs.iter().enumerate() {
@@ -209,7 +210,7 @@ impl LabelSet {
                 text.push(',');
             }
             let _ = write!(text, "{k}=\"{}\"", escape_label(v));
-            if *k == "version" {
+            if *k == VERSION {
                 text.push_str(&common.constant_escaped);
             }
         }

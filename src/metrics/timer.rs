@@ -46,6 +46,15 @@ impl Timer {
         Timer::start(core, method_index(method), NO_ROUTE)
     }
 
+    /// The serving stack's timer for a request: one when the application has a
+    /// [`MetricsLayer`](super::MetricsLayer) to name its route, else none.
+    #[inline]
+    pub(crate) fn for_serving(core: &'static HttpMetrics, method: &http::Method) -> Option<Timer> {
+        core.layered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| Timer::unnamed(core, method))
+    }
+
     /// The metrics core this timer records into.
     #[inline]
     pub(crate) fn core(&self) -> &'static HttpMetrics {

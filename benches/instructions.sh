@@ -6,6 +6,7 @@
 #
 #   benches/instructions.sh                       # bare podcycle podcycle-noop-layer axum-noop-layer
 #   benches/instructions.sh bare podcycle         # any of the load bench's server kinds
+#   LOAD_BIN=path/to/load-<hash> benches/instructions.sh bare podcycle   # a binary built before
 #
 # Each server runs under callgrind; its counters are zeroed once it is ready and dumped right
 # after wrk (-t1 -c1: one request per wake-up, so batching cannot vary) has run for 3 s, so
@@ -18,9 +19,13 @@ kinds=("$@")
 for tool in valgrind callgrind_annotate wrk; do
     command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is not installed" >&2; exit 2; }
 done
-cargo build --release --bench load >&2
-bin=$(cargo bench --bench load --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\/deps\/load-[^"]*\)".*/\1/p' | tail -1)
+if [ -n "${LOAD_BIN:-}" ]; then
+    bin=$LOAD_BIN # a load bench binary built earlier, e.g. from the commit before a change
+else
+    cargo build --release --bench load >&2
+    bin=$(cargo bench --bench load --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*\/deps\/load-[^"]*\)".*/\1/p' | tail -1)
+fi
 [ -x "$bin" ] || { echo "instructions.sh: load bench binary not found" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

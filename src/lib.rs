@@ -1,13 +1,13 @@
 #![doc = include_str!("docs/crate.md")]
 #![forbid(unsafe_code)]
 
-// Layers, top to bottom; a module imports only from layers below it:
+// Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
 //   serve, admin
-//   metrics, shutdown, probes
-//   health, state
-//   warmup, checks, watchdog
-//   config, phase, connections, error, panic
+//   metrics, shutdown, probes, watchdog
+//   health
+//   state, warmup, checks, error
+//   config, phase, connections, panic, metrics_off
 mod admin;
 mod checks;
 mod config;

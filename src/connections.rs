@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
-/// count requests started, so one atomic add both counts and marks activity.
+/// count requests started, so one atomic add both counts and marks activity; and how many
+/// times the connection made write progress (a response's bytes reaching the socket).
 #[derive(Debug, Default)]
 pub(crate) struct ConnState {
     activity: AtomicU64,
+    writes: AtomicU64,
 }
 
 const STARTED_ONE: u64 = 1 << 32;
@@ -31,6 +33,18 @@ impl ConnState {
 
     pub(crate) fn in_flight(&self) -> u64 {
         self.activity() & IN_FLIGHT_MASK
+    }
+
+    /// Records that bytes were written to the connection.
+    #[inline]
+    pub(crate) fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A value that changes whenever a request starts or ends or bytes are written: equal
+    /// snapshots some time apart mean the connection did nothing in between.
+    pub(crate) fn progress(&self) -> (u64, u64) {
+        (self.activity(), self.writes.load(Ordering::Relaxed))
     }
 }
 

@@ -69,6 +69,10 @@ impl<B> tower::Service<Request<B>> for Probes {
     }
 }
 
+/// The most `?exclude=` parameters one probe request may carry; more get `400 Bad Request`
+/// (a probe with hundreds of exclusions is an attack, not a configuration).
+pub const MAX_EXCLUDES: usize = 64;
+
 pub(crate) fn respond<B>(health: &Health, req: &Request<B>) -> Response<Full<Bytes>> {
     let json = req
         .headers()
@@ -96,6 +100,17 @@ pub(crate) fn respond<B>(health: &Health, req: &Request<B>) -> Response<Full<Byt
             "exclude" => exclude.push(v.into_owned()),
             _ => {}
         }
+    }
+    if exclude.len() > MAX_EXCLUDES {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json,
+            format!(
+                "too many exclude parameters: {} (at most {MAX_EXCLUDES})\n",
+                exclude.len()
+            ),
+            None,
+        );
     }
     let all = health.report(endpoint);
     if let Some(check) = sub {

@@ -43,8 +43,11 @@ pub(crate) struct ServeContext {
     pub(crate) stop_accepting: StopAccepting,
 }
 
+/// How long reject-mode connections may take to receive their 503 once the drain is over.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+
 /// Accepts connections until the propagation delay is over (or, in reject mode, until the
-/// drain deadline), serving each with `service`.
+/// drain is over), serving each with `service`.
 pub(crate) async fn accept_loop<S, B>(
     shared: Arc<ServeContext>,
     listener: TcpListener,
@@ -64,6 +67,10 @@ pub(crate) async fn accept_loop<S, B>(
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let reject = shared.stop_accepting == StopAccepting::Reject;
     let signals = &shared.state.signals;
+    // Reject mode: connections accepted after the delay, answered 503 and closed. Not part of
+    // the drain (they would hold it until the listener closes), but given their answer.
+    let rejecting = tokio_util::task::TaskTracker::new();
+    let reject_cut = signals.drain_deadline.child_token();
     let mut backlog_left: usize = 0;
     loop {
         let accepted = if backlog_left > 0 {
@@ -78,6 +85,11 @@ pub(crate) async fn accept_loop<S, B>(
             tokio::select! {
                 biased;
                 _ = signals.drain_deadline.cancelled() => break,
+                _ = signals.drained.cancelled() => {
+                    // Reject mode, drain over: answer what is in the backlog, then close.
+                    backlog_left = 1024;
+                    continue;
+                }
                 _ = signals.delay_over.cancelled(), if !reject => {
                     backlog_left = 1024;
                     continue;
@@ -100,11 +112,11 @@ pub(crate) async fn accept_loop<S, B>(
         let service = service.clone();
         let builder = builder.clone();
         if reject && shared.state.signals.delay_over.is_cancelled() {
-            // Reject mode: answered 503 and closed; not part of the drain.
-            tokio::spawn(async move {
+            let cut = reject_cut.clone();
+            rejecting.spawn(async move {
                 tokio::select! {
-                    _ = serve_connection(shared.clone(), &builder, stream, service, metrics) => {}
-                    _ = shared.state.signals.drain_deadline.cancelled() => {}
+                    _ = serve_connection(shared, &builder, stream, service, metrics) => {}
+                    _ = cut.cancelled() => {}
                 }
             });
         } else {
@@ -116,6 +128,18 @@ pub(crate) async fn accept_loop<S, B>(
     drop(listener);
     signals.listener_closed.cancel();
     tracing::info!("application listener closed");
+    rejecting.close();
+    if tokio::time::timeout(REJECT_LINGER, rejecting.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = rejecting.len(),
+            "reject-mode connections not done after their linger: closing them"
+        );
+        reject_cut.cancel();
+        rejecting.wait().await;
+    }
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
@@ -148,7 +172,11 @@ async fn serve_connection<S, B>(
         shared: shared.clone(),
         metrics,
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = ProgressIo {
+        inner: stream,
+        conn: conn_state.clone(),
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     // Serve until the propagation delay is over. Not `select!`: that would poll the
     // cancellation future, which takes a lock, on every wake-up of a busy connection. Polled
@@ -184,12 +212,91 @@ async fn serve_connection<S, B>(
         }
     }
     conn.as_mut().graceful_shutdown();
-    tokio::select! {
-        res = conn.as_mut() => log_connection_end(res),
-        _ = signals.drain_deadline.cancelled() => {
-            shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(in_flight = conn_state.in_flight(), "drain deadline: connection closed with requests in flight");
+    loop {
+        let before = conn_state.progress();
+        tokio::select! {
+            res = conn.as_mut() => return log_connection_end(res),
+            _ = signals.drain_deadline.cancelled() => {
+                let in_flight = conn_state.in_flight();
+                if in_flight > 0 {
+                    shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(IDLE_LINGER) => {
+                // Nothing in flight, no request started and no byte written for a whole
+                // linger: idle, or a request whose headers never completed (hyper's graceful
+                // shutdown waits for those). It must not hold the drain, and was not cut.
+                if conn_state.in_flight() == 0 && conn_state.progress() == before {
+                    tracing::debug!("closing a draining connection with no request in flight");
+                    return;
+                }
+            }
         }
+    }
+}
+
+pin_project! {
+    /// The connection's socket, noting write progress in its [`ConnState`] so that the drain
+    /// can tell a connection still sending a response from one that does nothing.
+    #[derive(Debug)]
+    struct ProgressIo {
+        #[pin]
+        inner: TcpStream,
+        conn: Arc<ConnState>,
+    }
+}
+
+impl tokio::io::AsyncRead for ProgressIo {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ProgressIo {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let written = ready!(this.inner.poll_write(cx, buf));
+        this.conn.wrote();
+        Poll::Ready(written)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let written = ready!(this.inner.poll_write_vectored(cx, bufs));
+        this.conn.wrote();
+        Poll::Ready(written)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 

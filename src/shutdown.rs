@@ -215,7 +215,7 @@ pub(crate) async fn delay_and_drain(
         // Connection tasks drop their connection as soon as they see the token.
         let _ = tokio::time::timeout(Duration::from_secs(1), connection_tasks.wait()).await;
     }
-    signals.drain_deadline.cancel(); // also ends reject-mode connections
+    // Ends the reject window (reject mode): the accept loop stops and its 503s get a linger.
     signals.drained.cancel();
     state.record_step(Step::Drain, drain_started.elapsed());
     connections.force_closed.load(Ordering::Relaxed)

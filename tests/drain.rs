@@ -108,3 +108,117 @@ fn a_request_slower_than_the_deadline_exits_at_delay_plus_drain() {
         "hooks still run after a forced drain: {out}"
     );
 }
+
+/// One request on a fresh connection: `Ok(status)`, or `Err(connect refused)` when the
+/// listener is closed, or `Err(other)` when the request got no answer.
+async fn one_request(app: std::net::SocketAddr, path: &str) -> Result<u16, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(app).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(SOON, s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("no answer in time"))??;
+    let text = String::from_utf8_lossy(&buf);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))
+}
+
+#[test]
+fn half_sent_and_silent_connections_do_not_hold_the_drain_or_count_as_cut() {
+    let mut child = Child::spawn(&[
+        ("PODCYCLE_SHUTDOWN_DELAY", "300ms"),
+        ("PODCYCLE_DRAIN_TIMEOUT", "20s"),
+    ]);
+    child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    let held = rt.block_on(async move {
+        use tokio::io::AsyncWriteExt;
+        // One connection that sent half a request line, one that sent part of its headers,
+        // one that never sent a byte.
+        let mut held = Vec::new();
+        for partial in [&b"G"[..], b"GET /hello HTTP/1.1\r\nHo", b""] {
+            let mut s = tokio::net::TcpStream::connect(app).await.unwrap();
+            s.write_all(partial).await.unwrap();
+            held.push(s);
+        }
+        // Let the server read what was sent.
+        assert_eq!(one_request(app, "/hello").await.unwrap(), 200);
+        held
+    });
+    let sent = child.signal("TERM");
+    let (status, exited) = child.wait_exit(SOON);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert_eq!(code(status), 0, "{out}");
+    let took = exited - sent;
+    assert!(
+        took < Duration::from_millis(300) + Duration::from_secs(2),
+        "exits right after the delay and the linger, not at the 20 s deadline: {took:?}"
+    );
+    assert!(out.contains("OUTCOME 0"), "{out}");
+    drop(held);
+}
+
+#[test]
+fn reject_mode_answers_every_request_of_the_reject_window_and_exits_clean() {
+    let mut child = Child::spawn(&[
+        ("PODCYCLE_SHUTDOWN_DELAY", "300ms"),
+        ("PODCYCLE_DRAIN_TIMEOUT", "10s"),
+        ("PODCYCLE_STOP_ACCEPTING", "reject"),
+    ]);
+    child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    // A request in flight keeps the drain (and so the reject window) open for ~1.5 s.
+    let slow = rt.spawn(async move { one_request(app, "/slow?ms=2000").await });
+    child.wait_line("START /slow", SOON);
+    let window_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let over = window_over.clone();
+            rt.spawn(async move {
+                let (mut ok, mut rejected, mut lost) = (0u32, 0u32, Vec::new());
+                // Bounded: at most 500 requests per client, and until the slow request ends.
+                for _ in 0..500 {
+                    if over.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    match one_request(app, "/hello").await {
+                        Ok(200) => ok += 1,
+                        Ok(503) => rejected += 1,
+                        Ok(other) => lost.push(format!("status {other}")),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                        Err(e) => lost.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (ok, rejected, lost)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    child.signal("TERM");
+    assert_eq!(
+        rt.block_on(slow).unwrap().unwrap(),
+        200,
+        "the in-flight request completes"
+    );
+    window_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut rejected, mut lost) = (0, 0, Vec::new());
+    for c in clients {
+        let (o, r, l) = rt.block_on(c).unwrap();
+        ok += o;
+        rejected += r;
+        lost.extend(l);
+    }
+    let (status, _) = child.wait_exit(SOON);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(lost.is_empty(), "requests without an answer: {lost:?}");
+    assert!(ok > 0 && rejected > 0, "served {ok}, rejected {rejected}");
+    assert_eq!(code(status), 0, "{out}");
+    assert!(out.contains("OUTCOME 0"), "{out}");
+}

@@ -212,3 +212,64 @@ fn probes_answer_quickly_while_every_application_worker_is_blocked() {
     child.signal("TERM");
     assert_eq!(code(child.wait_exit(SOON).0), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_heavy_probe_requests_leaves_livez_fast_and_too_many_excludes_get_400() {
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let admin = lifecycle.admin_addr().unwrap();
+    for i in 0..16 {
+        lifecycle.readiness_check(&format!("check-{i}"), || async { Ok::<(), String>(()) });
+    }
+    let serving = tokio::spawn(lifecycle.clone().serve(axum::Router::new()));
+    lifecycle.reached(podcycle::Phase::Serving).await;
+
+    let heavy: String = (0..podcycle::probes::MAX_EXCLUDES)
+        .map(|i| format!("exclude=no-such-check-{i}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let heavy = format!("/readyz?verbose&{heavy}");
+    let too_many = format!("{heavy}&exclude=one-more");
+    let refused = client::get(admin, &too_many).await.unwrap();
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("too many exclude parameters"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(client::get(admin, &heavy).await.unwrap().status, 200);
+
+    // 32 connections sending the heaviest accepted probe back to back, bounded in count and
+    // time, while /livez is timed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..32)
+        .map(|_| {
+            let (stop, heavy) = (stop.clone(), heavy.clone());
+            tokio::spawn(async move {
+                let mut conn = client::Conn::open(admin).await.unwrap();
+                for _ in 0..2_000 {
+                    if stop.load(Ordering::Relaxed) || conn.get(&heavy).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(status(admin, "/livez").await, 200);
+        took.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        let _ = tokio::time::timeout(SOON, f).await;
+    }
+    took.sort();
+    // Every probe well within the kubelet's default 1 s timeout; 19 of 20 under 100 ms.
+    assert!(took[19] < Duration::from_secs(1), "{took:?}");
+    assert!(took[18] < Duration::from_millis(100), "{took:?}");
+    lifecycle.shutdown();
+    assert_eq!(serving.await.unwrap(), podcycle::Outcome::Drained);
+}

@@ -159,7 +159,7 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
             r = listener.accept() => match r {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
+                    shared.connections.admin_accept_errors.record("admin", &e);
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }

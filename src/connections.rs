@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
 /// count requests started, so one atomic add both counts and marks activity; and how many
@@ -69,6 +70,45 @@ pub(crate) struct Connections {
     pub(crate) requests_after_unready: AtomicU64,
     /// Connections the drain deadline closed with requests in flight.
     pub(crate) force_closed: AtomicU64,
+    /// Failed accepts on the application listener (out of file descriptors and the like).
+    pub(crate) app_accept_errors: AcceptErrors,
+    /// Failed accepts on the admin listener.
+    pub(crate) admin_accept_errors: AcceptErrors,
+}
+
+/// Failed accepts of one listener: counted, and logged at most once a second with how many
+/// failed since the last line, so that a flood cannot turn into a log flood.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptErrors {
+    total: AtomicU64,
+    /// When the last line was logged, and failures since.
+    log: Mutex<(Option<Instant>, u64)>,
+}
+
+impl AcceptErrors {
+    /// How often at most a failing listener logs.
+    const LOG_EVERY: Duration = Duration::from_secs(1);
+
+    /// Counts one failed accept on `listener` and logs it, at most once a second.
+    pub(crate) fn record(&self, listener: &'static str, error: &std::io::Error) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.1 += 1;
+        if log.0.is_none_or(|at| at.elapsed() >= Self::LOG_EVERY) {
+            tracing::error!(
+                listener,
+                %error,
+                failures = log.1,
+                "accept failed (logged at most once a second; failures counts them since the last line)"
+            );
+            *log = (Some(Instant::now()), 0);
+        }
+    }
+
+    /// Failed accepts so far.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
 }
 
 impl Connections {
@@ -125,6 +165,18 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_errors_are_all_counted() {
+        let errors = AcceptErrors::default();
+        for _ in 0..1000 {
+            errors.record("app", &std::io::Error::other("too many open files"));
+        }
+        assert_eq!(errors.total(), 1000);
+        let log = errors.log.lock().unwrap();
+        assert!(log.0.is_some(), "the first one was logged");
+        assert_eq!(log.1, 999, "the others wait for the next second's line");
+    }
 
     #[test]
     fn guards_count_requests_and_connections() {

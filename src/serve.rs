@@ -102,7 +102,7 @@ pub(crate) async fn accept_loop<S, B>(
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::error!(error = %e, "accept failed");
+                shared.connections.app_accept_errors.record("app", &e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -8,7 +8,8 @@
 //!   [`MetricsLayer`].
 //! - `podcycle_build_info`, `podcycle_phase`, `podcycle_ready`, `podcycle_warmup_duration_seconds`,
 //!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`,
-//!   `podcycle_connections_force_closed_total`, `podcycle_check_status`.
+//!   `podcycle_connections_force_closed_total`, `podcycle_accept_errors_total`,
+//!   `podcycle_check_status`.
 //!
 //! Every series carries `version` (`APP_VERSION`) and the constant labels from
 //! `PODCYCLE_METRIC_LABELS` (e.g. `track=canary`). Register your own metrics on
@@ -111,6 +112,7 @@ struct LifecycleGauges {
     steps: prometheus::GaugeVec,
     after_unready: IntCounter,
     force_closed: IntCounter,
+    accept_errors: prometheus::IntCounterVec,
     checks: IntGaugeVec,
 }
 
@@ -170,7 +172,18 @@ impl Metrics {
         registry.register(Box::new(warmup.clone()))?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(after_unready.clone()))?;
+        let accept_errors = prometheus::IntCounterVec::new(
+            Opts::new(
+                schema::ACCEPT_ERRORS,
+                "Failed accepts (out of file descriptors and the like), by listener.",
+            ),
+            &[schema::LISTENER],
+        )?;
         registry.register(Box::new(force_closed.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
+        for listener in ["app", "admin"] {
+            accept_errors.with_label_values(&[listener]);
+        }
         registry.register(Box::new(checks.clone()))?;
         for p in Phase::ALL {
             phase.with_label_values(&[p.as_str()]).set(0);
@@ -193,6 +206,7 @@ impl Metrics {
                 steps,
                 after_unready,
                 force_closed,
+                accept_errors,
                 checks,
             }),
             sources,
@@ -300,6 +314,13 @@ impl Metrics {
         let forced = connections.force_closed.load(Ordering::Relaxed);
         g.force_closed
             .inc_by(forced.saturating_sub(g.force_closed.get()));
+        for (listener, errors) in [
+            ("app", &connections.app_accept_errors),
+            ("admin", &connections.admin_accept_errors),
+        ] {
+            let counter = g.accept_errors.with_label_values(&[listener]);
+            counter.inc_by(errors.total().saturating_sub(counter.get()));
+        }
         for c in health.checks.all() {
             g.checks
                 .with_label_values(&[c.name.as_str(), c.probe.as_str()])

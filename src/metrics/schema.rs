@@ -45,6 +45,8 @@ pub const SHUTDOWN_STEP_DURATION: &str = "podcycle_shutdown_step_duration_second
 pub const REQUESTS_AFTER_UNREADY: &str = "podcycle_requests_after_unready_total";
 /// Connections closed by the drain deadline with requests in flight.
 pub const CONNECTIONS_FORCE_CLOSED: &str = "podcycle_connections_force_closed_total";
+/// Counter, label [`LISTENER`]: failed accepts (out of file descriptors and the like).
+pub const ACCEPT_ERRORS: &str = "podcycle_accept_errors_total";
 /// 1 when a check (labels [`CHECK`], [`PROBE`]) passes, 0 when it fails.
 pub const CHECK_STATUS: &str = "podcycle_check_status";
 
@@ -73,6 +75,8 @@ pub const STEP: &str = "step";
 pub const CHECK: &str = "check";
 /// The probe (`livez`, `readyz`, `startupz`) of [`CHECK_STATUS`].
 pub const PROBE: &str = "probe";
+/// Which listener, `app` or `admin` ([`ACCEPT_ERRORS`]).
+pub const LISTENER: &str = "listener";
 
 // ---- Label values ----
 

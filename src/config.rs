@@ -21,6 +21,14 @@ use std::time::Duration;
 /// Time reserved between the end of the shutdown budget and the kubelet's SIGKILL.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(1);
 
+/// The longest any configured duration may be: 365 days. Longer values are refused by
+/// [`Config::validate`] (and by [`Config::from_env`], naming the variable).
+///
+/// No timeout or delay of a pod's lifecycle sensibly exceeds a year, and the bound keeps every
+/// `Instant + duration` and the shutdown budget's sum far from overflow on every platform
+/// (tokio itself caps a sleep at about 30 years).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// The default histogram buckets for request durations, in seconds: the OpenTelemetry HTTP
 /// histogram boundaries, extended for long chat answers.
 pub const DEFAULT_BUCKETS: &[f64] = &[
@@ -148,6 +156,17 @@ pub enum ConfigError {
         /// `PODCYCLE_GRACE_PERIOD`.
         grace_period: Duration,
     },
+    /// A setting made in code (or from the environment) holds a value that cannot be used.
+    InvalidSetting {
+        /// The [`Config`] method that sets it, e.g. `watchdog_stall`.
+        setting: &'static str,
+        /// The environment variable that sets it, e.g. `PODCYCLE_WATCHDOG_STALL`.
+        var: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -164,7 +183,10 @@ impl fmt::Display for ConfigError {
                 hooks,
                 grace_period,
             } => {
-                let need = *delay + *drain + *hooks + GRACE_MARGIN;
+                let need = delay
+                    .saturating_add(*drain)
+                    .saturating_add(*hooks)
+                    .saturating_add(GRACE_MARGIN);
                 write!(
                     f,
                     "shutdown budget does not fit the grace period: \
@@ -177,9 +199,19 @@ impl fmt::Display for ConfigError {
                     fmt_duration(GRACE_MARGIN),
                     fmt_duration(need),
                     fmt_duration(*grace_period),
-                    need.as_secs() + u64::from(need.subsec_nanos() > 0),
+                    need.as_secs()
+                        .saturating_add(u64::from(need.subsec_nanos() > 0)),
                 )
             }
+            ConfigError::InvalidSetting {
+                setting,
+                var,
+                value,
+                expected,
+            } => write!(
+                f,
+                "invalid Config::{setting} ({var}) {value:?}: expected {expected}"
+            ),
         }
     }
 }
@@ -191,6 +223,12 @@ fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
 }
 
 const DURATION: &str = "a duration such as 5s, 500ms or 1m30s";
+const BOUNDED_DURATION: &str = "a duration of at most 365 days, such as 5s, 500ms or 1m30s";
+const NON_ZERO_DURATION: &str = "a non-zero duration of at most 365 days, such as 5s or 500ms";
+const LABELS: &str = "comma-separated name=value pairs, each name once, with Prometheus label \
+     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/http_*/__*";
+const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
+     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
 
 impl Config {
@@ -239,9 +277,24 @@ impl Config {
         let duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
             match get(var) {
                 None => Ok(None),
-                Some(v) => humantime::parse_duration(v.trim())
-                    .map(Some)
-                    .map_err(|_| invalid(var, &v, DURATION)),
+                Some(v) => match humantime::parse_duration(v.trim()) {
+                    Ok(d) if d <= MAX_DURATION => Ok(Some(d)),
+                    // Too many digits for humantime, or too long a duration.
+                    Err(humantime::DurationError::NumberOverflow) | Ok(_) => {
+                        Err(invalid(var, &v, BOUNDED_DURATION))
+                    }
+                    Err(_) => Err(invalid(var, &v, DURATION)),
+                },
+            }
+        };
+        let non_zero_duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            match duration(var)? {
+                Some(d) if d.is_zero() => Err(invalid(
+                    var,
+                    &get(var).unwrap_or_default(),
+                    NON_ZERO_DURATION,
+                )),
+                d => Ok(d),
             }
         };
         if let Some(v) = get("PODCYCLE_ADDR") {
@@ -269,14 +322,7 @@ impl Config {
         }
         c.grace_period = duration("PODCYCLE_GRACE_PERIOD")?;
         c.warmup_timeout = duration("PODCYCLE_WARMUP_TIMEOUT")?;
-        if let Some(d) = duration("PODCYCLE_CHECK_INTERVAL")? {
-            if d.is_zero() {
-                return Err(invalid(
-                    "PODCYCLE_CHECK_INTERVAL",
-                    "0s",
-                    "a non-zero duration",
-                ));
-            }
+        if let Some(d) = non_zero_duration("PODCYCLE_CHECK_INTERVAL")? {
             c.check_interval = d;
         }
         if let Some(d) = duration("PODCYCLE_CHECK_TIMEOUT")? {
@@ -309,7 +355,7 @@ impl Config {
                 }
             };
         }
-        if let Some(d) = duration("PODCYCLE_WATCHDOG_STALL")? {
+        if let Some(d) = non_zero_duration("PODCYCLE_WATCHDOG_STALL")? {
             c.watchdog_stall = d;
         }
         if let Some(v) = get("PODCYCLE_STOP_ACCEPTING") {
@@ -326,16 +372,12 @@ impl Config {
             for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (k, val) = pair
                     .split_once('=')
-                    .filter(|(k, _)| valid_label_name(k.trim()))
-                    .ok_or_else(|| {
-                        invalid(
-                            "PODCYCLE_METRIC_LABELS",
-                            &v,
-                            "comma-separated name=value pairs with Prometheus label names (e.g. track=canary), not version/le/http_*/error_type",
-                        )
-                    })?;
-                c.metric_labels
-                    .push((k.trim().to_owned(), val.trim().to_owned()));
+                    .map(|(k, val)| (k.trim(), val.trim()))
+                    .filter(|(k, _)| {
+                        valid_label_name(k) && c.metric_labels.iter().all(|(seen, _)| seen != k)
+                    })
+                    .ok_or_else(|| invalid("PODCYCLE_METRIC_LABELS", &v, LABELS))?;
+                c.metric_labels.push((k.to_owned(), val.to_owned()));
             }
         }
         if let Some(v) = get("APP_VERSION") {
@@ -349,11 +391,87 @@ impl Config {
         Ok(c)
     }
 
-    /// Checks that the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the
-    /// grace period, when one is set.
+    /// Checks the settings made in code as [`Config::from_env`] checks the environment:
+    ///
+    /// - every duration is at most [`MAX_DURATION`] (365 days);
+    /// - the check interval and the watchdog stall are not zero (a zero stall would fail
+    ///   `/livez` forever: a restart loop);
+    /// - every [metric label](Config::metric_label) has a valid Prometheus name, not one of
+    ///   podcycle's own, and no name is used twice (Prometheus would reject the whole scrape);
+    /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
+    ///   when one is set.
+    ///
+    /// [`Lifecycle::new`](crate::Lifecycle::new) calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            (
+                "shutdown_delay",
+                "PODCYCLE_SHUTDOWN_DELAY",
+                Some(self.shutdown_delay),
+            ),
+            (
+                "drain_timeout",
+                "PODCYCLE_DRAIN_TIMEOUT",
+                Some(self.drain_timeout),
+            ),
+            (
+                "hook_timeout",
+                "PODCYCLE_HOOK_TIMEOUT",
+                Some(self.hook_timeout),
+            ),
+            ("grace_period", "PODCYCLE_GRACE_PERIOD", self.grace_period),
+            (
+                "warmup_timeout",
+                "PODCYCLE_WARMUP_TIMEOUT",
+                self.warmup_timeout,
+            ),
+            (
+                "check_interval",
+                "PODCYCLE_CHECK_INTERVAL",
+                Some(self.check_interval),
+            ),
+            (
+                "check_timeout",
+                "PODCYCLE_CHECK_TIMEOUT",
+                Some(self.check_timeout),
+            ),
+            (
+                "watchdog_stall",
+                "PODCYCLE_WATCHDOG_STALL",
+                Some(self.watchdog_stall),
+            ),
+        ];
+        for (setting, var, d) in durations {
+            let Some(d) = d else { continue };
+            let must_not_be_zero = matches!(setting, "check_interval" | "watchdog_stall");
+            if d > MAX_DURATION || (must_not_be_zero && d.is_zero()) {
+                return Err(ConfigError::InvalidSetting {
+                    setting,
+                    var,
+                    value: fmt_duration(d).to_string(),
+                    expected: if must_not_be_zero {
+                        NON_ZERO_DURATION
+                    } else {
+                        BOUNDED_DURATION
+                    },
+                });
+            }
+        }
+        for (i, (name, value)) in self.metric_labels.iter().enumerate() {
+            let repeated = self.metric_labels[..i].iter().any(|(seen, _)| seen == name);
+            if repeated || !valid_label_name(name) {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "metric_label",
+                    var: "PODCYCLE_METRIC_LABELS",
+                    value: format!("{name}={value}"),
+                    expected: LABEL_NAME,
+                });
+            }
+        }
         if let Some(grace_period) = self.grace_period {
-            let need = self.shutdown_budget() + GRACE_MARGIN;
+            // Each part is at most a year (checked above): the sum cannot overflow, but a
+            // saturated sum would still be refused, never wrap.
+            let need = self.shutdown_budget().saturating_add(GRACE_MARGIN);
             if need > grace_period {
                 return Err(ConfigError::BudgetExceedsGracePeriod {
                     delay: self.shutdown_delay,
@@ -366,9 +484,13 @@ impl Config {
         Ok(())
     }
 
-    /// The longest a shutdown can take: delay + drain timeout + hook timeout.
+    /// The longest a shutdown can take: delay + drain timeout + hook timeout (saturating at
+    /// `Duration::MAX` rather than overflowing, for a configuration not yet
+    /// [validated](Config::validate)).
     pub fn shutdown_budget(&self) -> Duration {
-        self.shutdown_delay + self.drain_timeout + self.hook_timeout
+        self.shutdown_delay
+            .saturating_add(self.drain_timeout)
+            .saturating_add(self.hook_timeout)
     }
 
     /// The application listener's address (`PODCYCLE_ADDR`).
@@ -468,11 +590,13 @@ impl Config {
     }
 
     /// Adds a constant label to every metric (`PODCYCLE_METRIC_LABELS=track=canary,zone=a`).
-    /// Names that clash with podcycle's own labels are ignored.
+    ///
+    /// The name must be a Prometheus label name, not one podcycle sets itself (`version`,
+    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `http_*`, `__*`), and
+    /// used once: [`Config::validate`] (and so [`Lifecycle::new`](crate::Lifecycle::new))
+    /// refuses anything else.
     pub fn metric_label(mut self, name: &str, value: &str) -> Self {
-        if valid_label_name(name) {
-            self.metric_labels.push((name.to_owned(), value.to_owned()));
-        }
+        self.metric_labels.push((name.to_owned(), value.to_owned()));
         self
     }
 

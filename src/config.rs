@@ -726,4 +726,190 @@ mod tests {
         );
         assert!(msg.contains("at least 34"), "{msg}");
     }
+
+    #[test]
+    fn a_duration_over_a_year_names_the_variable() {
+        for (var, val) in [
+            ("PODCYCLE_WARMUP_TIMEOUT", "500000000000y"),
+            ("PODCYCLE_WARMUP_TIMEOUT", "366d"),
+            ("PODCYCLE_SHUTDOWN_DELAY", "99999999999999999999999s"),
+            ("PODCYCLE_DRAIN_TIMEOUT", "18446744073709551615s"),
+            ("PODCYCLE_HOOK_TIMEOUT", "2y"),
+            ("PODCYCLE_GRACE_PERIOD", "400d"),
+            ("PODCYCLE_CHECK_INTERVAL", "10000000000000h"),
+            ("PODCYCLE_CHECK_TIMEOUT", "53w"),
+            ("PODCYCLE_WATCHDOG_STALL", "1000y"),
+        ] {
+            let err = Config::from_vars("x", &vars(&[(var, val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid {var}={val:?}: expected {BOUNDED_DURATION}")
+            );
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_WARMUP_TIMEOUT", "365d")])).unwrap();
+        assert_eq!(c.warmup_timeout, Some(MAX_DURATION));
+    }
+
+    #[test]
+    fn a_zero_watchdog_stall_is_refused() {
+        for val in ["0s", "0ms", " 0ns "] {
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_WATCHDOG_STALL", val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid PODCYCLE_WATCHDOG_STALL={val:?}: expected {NON_ZERO_DURATION}")
+            );
+        }
+        let err = Config::default()
+            .watchdog_stall(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::watchdog_stall (PODCYCLE_WATCHDOG_STALL) \"0s\": expected {NON_ZERO_DURATION}"
+            )
+        );
+    }
+
+    #[test]
+    fn a_duplicated_metric_label_is_refused() {
+        let err = Config::from_vars("x", &vars(&[("PODCYCLE_METRIC_LABELS", "track=a,track=b")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid PODCYCLE_METRIC_LABELS=\"track=a,track=b\": expected"),
+            "{err}"
+        );
+        let err = Config::default()
+            .metric_label("track", "a")
+            .metric_label("track", "b")
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidSetting { setting: "metric_label", value, .. } if value == "track=b"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_reserved_or_invalid_metric_label_name_is_reported_not_dropped() {
+        for name in [
+            "version",
+            "le",
+            "error_type",
+            "phase",
+            "step",
+            "check",
+            "probe",
+            "warmup",
+            "http_route",
+            "__name__",
+            "",
+            "9lives",
+            "zone-a",
+            "zoné",
+        ] {
+            let err = Config::default()
+                .metric_label(name, "v")
+                .validate()
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "invalid Config::metric_label (PODCYCLE_METRIC_LABELS) \"{name}=v\": expected a Prometheus label name"
+                )),
+                "{msg}"
+            );
+            let env = format!("{name}=v");
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_METRIC_LABELS", &env)])).unwrap_err();
+            assert!(err.to_string().contains("PODCYCLE_METRIC_LABELS"), "{err}");
+        }
+        let ok = Config::default()
+            .metric_label("track", "canary")
+            .metric_label("zone", "a");
+        ok.validate().unwrap();
+        assert_eq!(ok.metric_labels.len(), 2);
+    }
+
+    #[test]
+    fn a_code_built_duration_over_a_year_is_refused() {
+        let year_and_a_day = MAX_DURATION + Duration::from_secs(86_400);
+        let cases: [(&str, Config); 8] = [
+            (
+                "shutdown_delay",
+                Config::default().shutdown_delay(year_and_a_day),
+            ),
+            (
+                "drain_timeout",
+                Config::default().drain_timeout(year_and_a_day),
+            ),
+            (
+                "hook_timeout",
+                Config::default().hook_timeout(year_and_a_day),
+            ),
+            (
+                "grace_period",
+                Config::default().grace_period(Duration::MAX),
+            ),
+            (
+                "warmup_timeout",
+                Config::default().warmup_timeout(Duration::MAX),
+            ),
+            (
+                "check_interval",
+                Config::default().check_interval(Duration::MAX),
+            ),
+            (
+                "check_timeout",
+                Config::default().check_timeout(year_and_a_day),
+            ),
+            (
+                "watchdog_stall",
+                Config::default().watchdog_stall(Duration::MAX),
+            ),
+        ];
+        for (name, config) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidSetting { setting, .. } if setting == name),
+                "{name}: {err:?}"
+            );
+            assert!(err.to_string().contains("at most 365 days"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_overflowing_budget_is_an_error_not_a_panic() {
+        let config = Config::default()
+            .shutdown_delay(Duration::MAX)
+            .drain_timeout(Duration::MAX)
+            .hook_timeout(Duration::MAX)
+            .grace_period(Duration::from_secs(30));
+        assert_eq!(config.shutdown_budget(), Duration::MAX);
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("PODCYCLE_SHUTDOWN_DELAY"), "{err}");
+        // The budget message itself saturates too.
+        let msg = ConfigError::BudgetExceedsGracePeriod {
+            delay: Duration::MAX,
+            drain: Duration::MAX,
+            hooks: Duration::MAX,
+            grace_period: Duration::from_secs(30),
+        }
+        .to_string();
+        assert!(msg.contains("PODCYCLE_GRACE_PERIOD 30s"), "{msg}");
+        // At the bound, three years' budget against a year's grace period: refused, no overflow.
+        let err = Config::default()
+            .shutdown_delay(MAX_DURATION)
+            .drain_timeout(MAX_DURATION)
+            .hook_timeout(MAX_DURATION)
+            .grace_period(MAX_DURATION)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BudgetExceedsGracePeriod { .. }),
+            "{err:?}"
+        );
+    }
 }

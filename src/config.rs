@@ -913,3 +913,104 @@ mod tests {
         );
     }
 }
+
+/// Random values for every variable: `Config::from_vars` never panics, and every error names the
+/// variable it read.
+#[cfg(test)]
+mod random_values {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as Cases, TestRunner};
+
+    const VARS: &[&str] = &[
+        "PODCYCLE_ADDR",
+        "PODCYCLE_ADMIN_ADDR",
+        "PODCYCLE_SHUTDOWN_DELAY",
+        "PODCYCLE_DRAIN_TIMEOUT",
+        "PODCYCLE_HOOK_TIMEOUT",
+        "PODCYCLE_GRACE_PERIOD",
+        "PODCYCLE_WARMUP_TIMEOUT",
+        "PODCYCLE_CHECK_INTERVAL",
+        "PODCYCLE_CHECK_TIMEOUT",
+        "PODCYCLE_CHECK_FAILURE_THRESHOLD",
+        "PODCYCLE_READY_DURING_DELAY",
+        "PODCYCLE_WATCHDOG_STALL",
+        "PODCYCLE_STOP_ACCEPTING",
+        "PODCYCLE_ON_WARMUP_FAILURE",
+        "PODCYCLE_METRIC_LABELS",
+        "APP_VERSION",
+    ];
+
+    /// Durations, most of them valid ones: small, huge (up to `u64::MAX` seconds) and in
+    /// between, with every unit humantime knows.
+    fn duration() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..1000).prop_map(|n| format!("{n}s")),
+            any::<u64>().prop_map(|n| format!("{n}s")),
+            "[0-9]{1,25} ?(ns|us|ms|s|m|min|h|d|w|M|y|years)",
+            "[0-9]{1,12}(d|h|y) [0-9]{1,25}(s|ms|ns|x|)",
+        ]
+    }
+
+    /// Arbitrary unicode, numbers with and without units (huge ones too), label lists.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            duration(),
+            any::<u128>().prop_map(|n| n.to_string()),
+            "[ a-z_=,0-9.:-]{0,40}",
+        ]
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn random_values_never_panic_and_errors_name_their_variable() {
+        for var in VARS {
+            let mut runner = TestRunner::new(Cases {
+                cases: 256,
+                failure_persistence: None,
+                ..Cases::default()
+            });
+            runner
+                .run(&value(), |v| {
+                    if let Err(e) = Config::from_vars("x", &vars(&[(var, &v)])) {
+                        let msg = e.to_string();
+                        prop_assert!(msg.contains(var), "{var}={v:?}: {msg}");
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn random_budgets_never_panic() {
+        let budget = (duration(), duration(), duration(), duration());
+        let mut runner = TestRunner::new(Cases {
+            cases: 256,
+            failure_persistence: None,
+            ..Cases::default()
+        });
+        runner
+            .run(&budget, |(delay, drain, hooks, grace)| {
+                let given = [
+                    ("PODCYCLE_SHUTDOWN_DELAY", delay.as_str()),
+                    ("PODCYCLE_DRAIN_TIMEOUT", drain.as_str()),
+                    ("PODCYCLE_HOOK_TIMEOUT", hooks.as_str()),
+                    ("PODCYCLE_GRACE_PERIOD", grace.as_str()),
+                ];
+                if let Err(e) = Config::from_vars("x", &vars(&given)) {
+                    let msg = e.to_string();
+                    prop_assert!(given.iter().any(|(var, _)| msg.contains(var)), "{msg}");
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

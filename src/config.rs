@@ -253,7 +253,9 @@ impl Config {
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
     /// Any invalid value is an error naming the variable, the value and what was expected;
-    /// the result is also [validated](Config::validate).
+    /// so is a duration over [`MAX_DURATION`], a zero check interval or watchdog stall, and a
+    /// label name that is invalid, repeated or podcycle's own. The result is also
+    /// [validated](Config::validate).
     pub fn from_env(version: &str) -> Result<Config, ConfigError> {
         Config::from_lookup(version, |name| std::env::var(name).ok())
     }

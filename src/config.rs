@@ -21,6 +21,14 @@ use std::time::Duration;
 /// Time reserved between the end of the shutdown budget and the kubelet's SIGKILL.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(1);
 
+/// The longest any configured duration may be: 365 days. Longer values are refused by
+/// [`Config::validate`] (and by [`Config::from_env`], naming the variable).
+///
+/// No timeout or delay of a pod's lifecycle sensibly exceeds a year, and the bound keeps every
+/// `Instant + duration` and the shutdown budget's sum far from overflow on every platform
+/// (tokio itself caps a sleep at about 30 years).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// The default histogram buckets for request durations, in seconds: the OpenTelemetry HTTP
 /// histogram boundaries, extended for long chat answers.
 pub const DEFAULT_BUCKETS: &[f64] = &[
@@ -148,6 +156,17 @@ pub enum ConfigError {
         /// `PODCYCLE_GRACE_PERIOD`.
         grace_period: Duration,
     },
+    /// A setting made in code (or from the environment) holds a value that cannot be used.
+    InvalidSetting {
+        /// The [`Config`] method that sets it, e.g. `watchdog_stall`.
+        setting: &'static str,
+        /// The environment variable that sets it, e.g. `PODCYCLE_WATCHDOG_STALL`.
+        var: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected instead.
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -164,7 +183,10 @@ impl fmt::Display for ConfigError {
                 hooks,
                 grace_period,
             } => {
-                let need = *delay + *drain + *hooks + GRACE_MARGIN;
+                let need = delay
+                    .saturating_add(*drain)
+                    .saturating_add(*hooks)
+                    .saturating_add(GRACE_MARGIN);
                 write!(
                     f,
                     "shutdown budget does not fit the grace period: \
@@ -177,9 +199,19 @@ impl fmt::Display for ConfigError {
                     fmt_duration(GRACE_MARGIN),
                     fmt_duration(need),
                     fmt_duration(*grace_period),
-                    need.as_secs() + u64::from(need.subsec_nanos() > 0),
+                    need.as_secs()
+                        .saturating_add(u64::from(need.subsec_nanos() > 0)),
                 )
             }
+            ConfigError::InvalidSetting {
+                setting,
+                var,
+                value,
+                expected,
+            } => write!(
+                f,
+                "invalid Config::{setting} ({var}) {value:?}: expected {expected}"
+            ),
         }
     }
 }
@@ -191,6 +223,12 @@ fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
 }
 
 const DURATION: &str = "a duration such as 5s, 500ms or 1m30s";
+const BOUNDED_DURATION: &str = "a duration of at most 365 days, such as 5s, 500ms or 1m30s";
+const NON_ZERO_DURATION: &str = "a non-zero duration of at most 365 days, such as 5s or 500ms";
+const LABELS: &str = "comma-separated name=value pairs, each name once, with Prometheus label \
+     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/http_*/__*";
+const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
+     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
 
 impl Config {
@@ -215,7 +253,9 @@ impl Config {
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
     /// Any invalid value is an error naming the variable, the value and what was expected;
-    /// the result is also [validated](Config::validate).
+    /// so is a duration over [`MAX_DURATION`], a zero check interval or watchdog stall, and a
+    /// label name that is invalid, repeated or podcycle's own. The result is also
+    /// [validated](Config::validate).
     pub fn from_env(version: &str) -> Result<Config, ConfigError> {
         Config::from_lookup(version, |name| std::env::var(name).ok())
     }
@@ -239,9 +279,24 @@ impl Config {
         let duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
             match get(var) {
                 None => Ok(None),
-                Some(v) => humantime::parse_duration(v.trim())
-                    .map(Some)
-                    .map_err(|_| invalid(var, &v, DURATION)),
+                Some(v) => match humantime::parse_duration(v.trim()) {
+                    Ok(d) if d <= MAX_DURATION => Ok(Some(d)),
+                    // Too many digits for humantime, or too long a duration.
+                    Err(humantime::DurationError::NumberOverflow) | Ok(_) => {
+                        Err(invalid(var, &v, BOUNDED_DURATION))
+                    }
+                    Err(_) => Err(invalid(var, &v, DURATION)),
+                },
+            }
+        };
+        let non_zero_duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            match duration(var)? {
+                Some(d) if d.is_zero() => Err(invalid(
+                    var,
+                    &get(var).unwrap_or_default(),
+                    NON_ZERO_DURATION,
+                )),
+                d => Ok(d),
             }
         };
         if let Some(v) = get("PODCYCLE_ADDR") {
@@ -269,14 +324,7 @@ impl Config {
         }
         c.grace_period = duration("PODCYCLE_GRACE_PERIOD")?;
         c.warmup_timeout = duration("PODCYCLE_WARMUP_TIMEOUT")?;
-        if let Some(d) = duration("PODCYCLE_CHECK_INTERVAL")? {
-            if d.is_zero() {
-                return Err(invalid(
-                    "PODCYCLE_CHECK_INTERVAL",
-                    "0s",
-                    "a non-zero duration",
-                ));
-            }
+        if let Some(d) = non_zero_duration("PODCYCLE_CHECK_INTERVAL")? {
             c.check_interval = d;
         }
         if let Some(d) = duration("PODCYCLE_CHECK_TIMEOUT")? {
@@ -309,7 +357,7 @@ impl Config {
                 }
             };
         }
-        if let Some(d) = duration("PODCYCLE_WATCHDOG_STALL")? {
+        if let Some(d) = non_zero_duration("PODCYCLE_WATCHDOG_STALL")? {
             c.watchdog_stall = d;
         }
         if let Some(v) = get("PODCYCLE_STOP_ACCEPTING") {
@@ -326,16 +374,12 @@ impl Config {
             for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (k, val) = pair
                     .split_once('=')
-                    .filter(|(k, _)| valid_label_name(k.trim()))
-                    .ok_or_else(|| {
-                        invalid(
-                            "PODCYCLE_METRIC_LABELS",
-                            &v,
-                            "comma-separated name=value pairs with Prometheus label names (e.g. track=canary), not version/le/http_*/error_type",
-                        )
-                    })?;
-                c.metric_labels
-                    .push((k.trim().to_owned(), val.trim().to_owned()));
+                    .map(|(k, val)| (k.trim(), val.trim()))
+                    .filter(|(k, _)| {
+                        valid_label_name(k) && c.metric_labels.iter().all(|(seen, _)| seen != k)
+                    })
+                    .ok_or_else(|| invalid("PODCYCLE_METRIC_LABELS", &v, LABELS))?;
+                c.metric_labels.push((k.to_owned(), val.to_owned()));
             }
         }
         if let Some(v) = get("APP_VERSION") {
@@ -349,11 +393,87 @@ impl Config {
         Ok(c)
     }
 
-    /// Checks that the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the
-    /// grace period, when one is set.
+    /// Checks the settings made in code as [`Config::from_env`] checks the environment:
+    ///
+    /// - every duration is at most [`MAX_DURATION`] (365 days);
+    /// - the check interval and the watchdog stall are not zero (a zero stall would fail
+    ///   `/livez` forever: a restart loop);
+    /// - every [metric label](Config::metric_label) has a valid Prometheus name, not one of
+    ///   podcycle's own, and no name is used twice (Prometheus would reject the whole scrape);
+    /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
+    ///   when one is set.
+    ///
+    /// [`Lifecycle::new`](crate::Lifecycle::new) calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            (
+                "shutdown_delay",
+                "PODCYCLE_SHUTDOWN_DELAY",
+                Some(self.shutdown_delay),
+            ),
+            (
+                "drain_timeout",
+                "PODCYCLE_DRAIN_TIMEOUT",
+                Some(self.drain_timeout),
+            ),
+            (
+                "hook_timeout",
+                "PODCYCLE_HOOK_TIMEOUT",
+                Some(self.hook_timeout),
+            ),
+            ("grace_period", "PODCYCLE_GRACE_PERIOD", self.grace_period),
+            (
+                "warmup_timeout",
+                "PODCYCLE_WARMUP_TIMEOUT",
+                self.warmup_timeout,
+            ),
+            (
+                "check_interval",
+                "PODCYCLE_CHECK_INTERVAL",
+                Some(self.check_interval),
+            ),
+            (
+                "check_timeout",
+                "PODCYCLE_CHECK_TIMEOUT",
+                Some(self.check_timeout),
+            ),
+            (
+                "watchdog_stall",
+                "PODCYCLE_WATCHDOG_STALL",
+                Some(self.watchdog_stall),
+            ),
+        ];
+        for (setting, var, d) in durations {
+            let Some(d) = d else { continue };
+            let must_not_be_zero = matches!(setting, "check_interval" | "watchdog_stall");
+            if d > MAX_DURATION || (must_not_be_zero && d.is_zero()) {
+                return Err(ConfigError::InvalidSetting {
+                    setting,
+                    var,
+                    value: fmt_duration(d).to_string(),
+                    expected: if must_not_be_zero {
+                        NON_ZERO_DURATION
+                    } else {
+                        BOUNDED_DURATION
+                    },
+                });
+            }
+        }
+        for (i, (name, value)) in self.metric_labels.iter().enumerate() {
+            let repeated = self.metric_labels[..i].iter().any(|(seen, _)| seen == name);
+            if repeated || !valid_label_name(name) {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "metric_label",
+                    var: "PODCYCLE_METRIC_LABELS",
+                    value: format!("{name}={value}"),
+                    expected: LABEL_NAME,
+                });
+            }
+        }
         if let Some(grace_period) = self.grace_period {
-            let need = self.shutdown_budget() + GRACE_MARGIN;
+            // Each part is at most a year (checked above): the sum cannot overflow, but a
+            // saturated sum would still be refused, never wrap.
+            let need = self.shutdown_budget().saturating_add(GRACE_MARGIN);
             if need > grace_period {
                 return Err(ConfigError::BudgetExceedsGracePeriod {
                     delay: self.shutdown_delay,
@@ -366,9 +486,13 @@ impl Config {
         Ok(())
     }
 
-    /// The longest a shutdown can take: delay + drain timeout + hook timeout.
+    /// The longest a shutdown can take: delay + drain timeout + hook timeout (saturating at
+    /// `Duration::MAX` rather than overflowing, for a configuration not yet
+    /// [validated](Config::validate)).
     pub fn shutdown_budget(&self) -> Duration {
-        self.shutdown_delay + self.drain_timeout + self.hook_timeout
+        self.shutdown_delay
+            .saturating_add(self.drain_timeout)
+            .saturating_add(self.hook_timeout)
     }
 
     /// The application listener's address (`PODCYCLE_ADDR`).
@@ -468,11 +592,13 @@ impl Config {
     }
 
     /// Adds a constant label to every metric (`PODCYCLE_METRIC_LABELS=track=canary,zone=a`).
-    /// Names that clash with podcycle's own labels are ignored.
+    ///
+    /// The name must be a Prometheus label name, not one podcycle sets itself (`version`,
+    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `http_*`, `__*`), and
+    /// used once: [`Config::validate`] (and so [`Lifecycle::new`](crate::Lifecycle::new))
+    /// refuses anything else.
     pub fn metric_label(mut self, name: &str, value: &str) -> Self {
-        if valid_label_name(name) {
-            self.metric_labels.push((name.to_owned(), value.to_owned()));
-        }
+        self.metric_labels.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -601,5 +727,292 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("at least 34"), "{msg}");
+    }
+
+    #[test]
+    fn a_duration_over_a_year_names_the_variable() {
+        for (var, val) in [
+            ("PODCYCLE_WARMUP_TIMEOUT", "500000000000y"),
+            ("PODCYCLE_WARMUP_TIMEOUT", "366d"),
+            ("PODCYCLE_SHUTDOWN_DELAY", "99999999999999999999999s"),
+            ("PODCYCLE_DRAIN_TIMEOUT", "18446744073709551615s"),
+            ("PODCYCLE_HOOK_TIMEOUT", "2y"),
+            ("PODCYCLE_GRACE_PERIOD", "400d"),
+            ("PODCYCLE_CHECK_INTERVAL", "10000000000000h"),
+            ("PODCYCLE_CHECK_TIMEOUT", "53w"),
+            ("PODCYCLE_WATCHDOG_STALL", "1000y"),
+        ] {
+            let err = Config::from_vars("x", &vars(&[(var, val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid {var}={val:?}: expected {BOUNDED_DURATION}")
+            );
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_WARMUP_TIMEOUT", "365d")])).unwrap();
+        assert_eq!(c.warmup_timeout, Some(MAX_DURATION));
+    }
+
+    #[test]
+    fn a_zero_watchdog_stall_is_refused() {
+        for val in ["0s", "0ms", " 0ns "] {
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_WATCHDOG_STALL", val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid PODCYCLE_WATCHDOG_STALL={val:?}: expected {NON_ZERO_DURATION}")
+            );
+        }
+        let err = Config::default()
+            .watchdog_stall(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::watchdog_stall (PODCYCLE_WATCHDOG_STALL) \"0s\": expected {NON_ZERO_DURATION}"
+            )
+        );
+    }
+
+    #[test]
+    fn a_duplicated_metric_label_is_refused() {
+        let err = Config::from_vars("x", &vars(&[("PODCYCLE_METRIC_LABELS", "track=a,track=b")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid PODCYCLE_METRIC_LABELS=\"track=a,track=b\": expected"),
+            "{err}"
+        );
+        let err = Config::default()
+            .metric_label("track", "a")
+            .metric_label("track", "b")
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidSetting { setting: "metric_label", value, .. } if value == "track=b"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_reserved_or_invalid_metric_label_name_is_reported_not_dropped() {
+        for name in [
+            "version",
+            "le",
+            "error_type",
+            "phase",
+            "step",
+            "check",
+            "probe",
+            "warmup",
+            "http_route",
+            "__name__",
+            "",
+            "9lives",
+            "zone-a",
+            "zoné",
+        ] {
+            let err = Config::default()
+                .metric_label(name, "v")
+                .validate()
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "invalid Config::metric_label (PODCYCLE_METRIC_LABELS) \"{name}=v\": expected a Prometheus label name"
+                )),
+                "{msg}"
+            );
+            let env = format!("{name}=v");
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_METRIC_LABELS", &env)])).unwrap_err();
+            assert!(err.to_string().contains("PODCYCLE_METRIC_LABELS"), "{err}");
+        }
+        let ok = Config::default()
+            .metric_label("track", "canary")
+            .metric_label("zone", "a");
+        ok.validate().unwrap();
+        assert_eq!(ok.metric_labels.len(), 2);
+    }
+
+    #[test]
+    fn a_code_built_duration_over_a_year_is_refused() {
+        let year_and_a_day = MAX_DURATION + Duration::from_secs(86_400);
+        let cases: [(&str, Config); 8] = [
+            (
+                "shutdown_delay",
+                Config::default().shutdown_delay(year_and_a_day),
+            ),
+            (
+                "drain_timeout",
+                Config::default().drain_timeout(year_and_a_day),
+            ),
+            (
+                "hook_timeout",
+                Config::default().hook_timeout(year_and_a_day),
+            ),
+            (
+                "grace_period",
+                Config::default().grace_period(Duration::MAX),
+            ),
+            (
+                "warmup_timeout",
+                Config::default().warmup_timeout(Duration::MAX),
+            ),
+            (
+                "check_interval",
+                Config::default().check_interval(Duration::MAX),
+            ),
+            (
+                "check_timeout",
+                Config::default().check_timeout(year_and_a_day),
+            ),
+            (
+                "watchdog_stall",
+                Config::default().watchdog_stall(Duration::MAX),
+            ),
+        ];
+        for (name, config) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidSetting { setting, .. } if setting == name),
+                "{name}: {err:?}"
+            );
+            assert!(err.to_string().contains("at most 365 days"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_overflowing_budget_is_an_error_not_a_panic() {
+        let config = Config::default()
+            .shutdown_delay(Duration::MAX)
+            .drain_timeout(Duration::MAX)
+            .hook_timeout(Duration::MAX)
+            .grace_period(Duration::from_secs(30));
+        assert_eq!(config.shutdown_budget(), Duration::MAX);
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("PODCYCLE_SHUTDOWN_DELAY"), "{err}");
+        // The budget message itself saturates too.
+        let msg = ConfigError::BudgetExceedsGracePeriod {
+            delay: Duration::MAX,
+            drain: Duration::MAX,
+            hooks: Duration::MAX,
+            grace_period: Duration::from_secs(30),
+        }
+        .to_string();
+        assert!(msg.contains("PODCYCLE_GRACE_PERIOD 30s"), "{msg}");
+        // At the bound, three years' budget against a year's grace period: refused, no overflow.
+        let err = Config::default()
+            .shutdown_delay(MAX_DURATION)
+            .drain_timeout(MAX_DURATION)
+            .hook_timeout(MAX_DURATION)
+            .grace_period(MAX_DURATION)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BudgetExceedsGracePeriod { .. }),
+            "{err:?}"
+        );
+    }
+}
+
+/// Random values for every variable: `Config::from_vars` never panics, and every error names the
+/// variable it read.
+#[cfg(test)]
+mod random_values {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as Cases, TestRunner};
+
+    const VARS: &[&str] = &[
+        "PODCYCLE_ADDR",
+        "PODCYCLE_ADMIN_ADDR",
+        "PODCYCLE_SHUTDOWN_DELAY",
+        "PODCYCLE_DRAIN_TIMEOUT",
+        "PODCYCLE_HOOK_TIMEOUT",
+        "PODCYCLE_GRACE_PERIOD",
+        "PODCYCLE_WARMUP_TIMEOUT",
+        "PODCYCLE_CHECK_INTERVAL",
+        "PODCYCLE_CHECK_TIMEOUT",
+        "PODCYCLE_CHECK_FAILURE_THRESHOLD",
+        "PODCYCLE_READY_DURING_DELAY",
+        "PODCYCLE_WATCHDOG_STALL",
+        "PODCYCLE_STOP_ACCEPTING",
+        "PODCYCLE_ON_WARMUP_FAILURE",
+        "PODCYCLE_METRIC_LABELS",
+        "APP_VERSION",
+    ];
+
+    /// Durations, most of them valid ones: small, huge (up to `u64::MAX` seconds) and in
+    /// between, with every unit humantime knows.
+    fn duration() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..1000).prop_map(|n| format!("{n}s")),
+            any::<u64>().prop_map(|n| format!("{n}s")),
+            "[0-9]{1,25} ?(ns|us|ms|s|m|min|h|d|w|M|y|years)",
+            "[0-9]{1,12}(d|h|y) [0-9]{1,25}(s|ms|ns|x|)",
+        ]
+    }
+
+    /// Arbitrary unicode, numbers with and without units (huge ones too), label lists.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            duration(),
+            any::<u128>().prop_map(|n| n.to_string()),
+            "[ a-z_=,0-9.:-]{0,40}",
+        ]
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn random_values_never_panic_and_errors_name_their_variable() {
+        for var in VARS {
+            let mut runner = TestRunner::new(Cases {
+                cases: 256,
+                failure_persistence: None,
+                ..Cases::default()
+            });
+            runner
+                .run(&value(), |v| {
+                    if let Err(e) = Config::from_vars("x", &vars(&[(var, &v)])) {
+                        let msg = e.to_string();
+                        prop_assert!(msg.contains(var), "{var}={v:?}: {msg}");
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn random_budgets_never_panic() {
+        let budget = (duration(), duration(), duration(), duration());
+        let mut runner = TestRunner::new(Cases {
+            cases: 256,
+            failure_persistence: None,
+            ..Cases::default()
+        });
+        runner
+            .run(&budget, |(delay, drain, hooks, grace)| {
+                let given = [
+                    ("PODCYCLE_SHUTDOWN_DELAY", delay.as_str()),
+                    ("PODCYCLE_DRAIN_TIMEOUT", drain.as_str()),
+                    ("PODCYCLE_HOOK_TIMEOUT", hooks.as_str()),
+                    ("PODCYCLE_GRACE_PERIOD", grace.as_str()),
+                ];
+                if let Err(e) = Config::from_vars("x", &vars(&given)) {
+                    let msg = e.to_string();
+                    prop_assert!(given.iter().any(|(var, _)| msg.contains(var)), "{msg}");
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -31,6 +31,7 @@ mod watchdog;
 pub use checks::Check;
 pub use config::{
     Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
+    MAX_DURATION,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;

@@ -487,9 +487,12 @@ impl Lifecycle {
         let inner = &self.inner;
         let (config, state, warmups) = (&inner.config, &inner.state, &inner.health.warmups);
         let requested = &state.signals.shutdown_requested;
+        // `validate` keeps the timeout within a year, so the sum fits; past that (it cannot
+        // happen) there would be no deadline rather than a panic.
         let deadline = config
             .warmup_timeout
-            .map(|t| tokio::time::Instant::from_std(state.started + t));
+            .and_then(|t| state.started.checked_add(t))
+            .map(tokio::time::Instant::from_std);
         let mut changed = warmups.subscribe();
         let failure = loop {
             if requested.is_cancelled() {

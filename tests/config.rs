@@ -52,3 +52,43 @@ fn an_admin_port_in_use_stops_startup() {
         "{out}"
     );
 }
+
+#[test]
+fn a_huge_warmup_timeout_stops_startup_with_the_config_error_not_a_panic() {
+    let mut child = Child::spawn(&[("PODCYCLE_WARMUP_TIMEOUT", "500000000000y")]);
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 1);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(
+        out.contains(
+            "invalid PODCYCLE_WARMUP_TIMEOUT=\"500000000000y\": expected a duration of at most 365 days"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+    assert!(!out.contains("ADMIN "), "nothing started: {out}");
+}
+
+#[test]
+fn a_zero_watchdog_stall_stops_startup() {
+    let mut child = Child::spawn(&[("PODCYCLE_WATCHDOG_STALL", "0s")]);
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 1);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(
+        out.contains("invalid PODCYCLE_WATCHDOG_STALL=\"0s\": expected a non-zero duration"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_duplicated_metric_label_stops_startup() {
+    let mut child = Child::spawn(&[("PODCYCLE_METRIC_LABELS", "track=a,track=b")]);
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 1);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert!(
+        out.contains("invalid PODCYCLE_METRIC_LABELS=\"track=a,track=b\": expected comma-separated name=value pairs, each name once"),
+        "{out}"
+    );
+}

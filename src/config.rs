@@ -226,9 +226,9 @@ const DURATION: &str = "a duration such as 5s, 500ms or 1m30s";
 const BOUNDED_DURATION: &str = "a duration of at most 365 days, such as 5s, 500ms or 1m30s";
 const NON_ZERO_DURATION: &str = "a non-zero duration of at most 365 days, such as 5s or 500ms";
 const LABELS: &str = "comma-separated name=value pairs, each name once, with Prometheus label \
-     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/http_*/__*";
+     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/listener/http_*/__*";
 const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
-     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/http_*/__*";
+     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
 
 impl Config {
@@ -594,7 +594,7 @@ impl Config {
     /// Adds a constant label to every metric (`PODCYCLE_METRIC_LABELS=track=canary,zone=a`).
     ///
     /// The name must be a Prometheus label name, not one podcycle sets itself (`version`,
-    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `http_*`, `__*`), and
+    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `listener`, `http_*`, `__*`), and
     /// used once: [`Config::validate`] (and so [`Lifecycle::new`](crate::Lifecycle::new))
     /// refuses anything else.
     pub fn metric_label(mut self, name: &str, value: &str) -> Self {
@@ -628,7 +628,15 @@ fn valid_label_name(name: &str) -> bool {
         && !name.starts_with("http_")
         && !matches!(
             name,
-            "version" | "le" | "error_type" | "phase" | "step" | "check" | "probe" | "warmup"
+            "version"
+                | "le"
+                | "error_type"
+                | "phase"
+                | "step"
+                | "check"
+                | "probe"
+                | "warmup"
+                | "listener"
         )
 }
 

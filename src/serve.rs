@@ -294,7 +294,7 @@ const PANIC_TEXT: &[u8] = b"Internal Server Error\n";
 pin_project! {
     /// The response future of [`TrackedService`]; holds the in-flight guard until the
     /// response exists, then hands it to the body. A panic of the application's future is
-    /// caught and answered `500` (see [`TrackedFuture::answer_panic`]).
+    /// caught and answered `500` (see [`answer_panic`]).
     #[derive(Debug)]
     pub(crate) struct TrackedFuture<F> {
         #[pin]

@@ -33,8 +33,17 @@ pub(crate) fn poll_naming_route<F: Future>(
     _: &mut Option<Timer>,
     inner: Pin<&mut F>,
     cx: &mut Context<'_>,
-) -> Poll<F::Output> {
-    inner.poll(cx)
+) -> Poll<std::thread::Result<F::Output>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => Poll::Ready(Err(payload)),
+    }
+}
+
+#[inline]
+pub(crate) fn at_panic(_: Option<Timer>) -> Option<std::sync::Arc<str>> {
+    None
 }
 
 #[inline]
@@ -55,6 +64,11 @@ impl<B> RecordingBody<B> {
     #[inline]
     pub(crate) fn new(inner: B, _: Option<Timer>) -> Self {
         RecordingBody { inner }
+    }
+
+    #[inline]
+    pub(crate) fn panicked(self: Pin<&mut Self>) -> Option<std::sync::Arc<str>> {
+        None
     }
 }
 

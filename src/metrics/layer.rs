@@ -44,6 +44,12 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 /// service wrapped but served elsewhere still times itself. Once set, this stays set for the
 /// lifecycle: a request that no layer sees costs the serving stack one clock read, and is
 /// not recorded.
+///
+/// A handler that panics: under `Lifecycle::serve` the serving stack catches the panic,
+/// answers `500` and records it (`error_type="panic"`). Elsewhere the layer does not catch
+/// it; the panic unwinds through the layer, which records the request as `panic` (status 500
+/// if no response existed yet) and stops counting it active. Add tower-http's
+/// `CatchPanicLayer` outside it there for the `500` answer.
 #[derive(Clone, Copy)]
 pub struct MetricsLayer {
     pub(crate) core: &'static HttpMetrics,

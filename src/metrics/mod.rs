@@ -3,8 +3,8 @@
 //!
 //! - `http_server_request_duration_seconds` (histogram; labels `http_request_method`,
 //!   `http_route`, `http_response_status_code`, `version`, and `error_type` when the request
-//!   failed: the status code for 5xx, or `client_aborted`, `body_error`, `drain_deadline` for
-//!   requests that never completed) and `http_server_active_requests` (gauge), recorded by
+//!   failed: the status code for 5xx, `panic` for a handler that panicked, or
+//!   `client_aborted`, `body_error`, `drain_deadline` for requests that never completed) and `http_server_active_requests` (gauge), recorded by
 //!   [`MetricsLayer`].
 //! - `podcycle_build_info`, `podcycle_phase`, `podcycle_ready`, `podcycle_warmup_duration_seconds`,
 //!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`,
@@ -59,7 +59,7 @@ pub use self::recorder::DEFAULT_BUCKETS;
 pub use self::routes::UNMATCHED_ROUTE;
 
 pub(crate) use self::recorder::HttpMetrics;
-pub(crate) use self::recording::{at_response, poll_naming_route, RecordingBody};
+pub(crate) use self::recording::{at_panic, at_response, poll_naming_route, RecordingBody};
 pub(crate) use self::timer::Timer;
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.

@@ -81,6 +81,11 @@ impl HttpMetrics {
         }))
     }
 
+    /// The template of the route `id`, for log lines (takes a lock: not for the request path).
+    pub(crate) fn route_name(&self, id: u32) -> Option<std::sync::Arc<str>> {
+        self.routes.name(id)
+    }
+
     /// This core's id: what the route hand-off and the shards match on.
     #[inline]
     pub(crate) fn id(&self) -> usize {

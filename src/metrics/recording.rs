@@ -3,19 +3,26 @@
 //! stack's.
 //!
 //! ```text
-//! let res = ready!(poll_naming_route(&mut timer, inner, cx));    // the layer names the route
+//! let res = match ready!(poll_naming_route(&mut timer, inner, cx)) { // the layer names the route
+//!     Ok(res) => res,
+//!     Err(panicked) => { let route = at_panic(timer); /* answer 500, log */ }
+//! };
 //! let timer = at_response(timer, &res);                           // failed or bodiless: recorded
 //! res.map(|res| res.map(|body| RecordingBody::new(body, timer)))  // else: recorded at its end
 //! ```
 //!
-//! A request is recorded once: when its response future fails (as a 500), when its response
-//! has no body to send, when its body ends or fails, or, if the body is dropped before that,
-//! as aborted (the [`Timer`]'s drop).
+//! A request is recorded once: when its response future fails (as a 500) or panics (as a 500
+//! with `error_type="panic"`), when its response has no body to send, when its body ends,
+//! fails or panics ([`RecordingBody::panicked`]), or, if the body is dropped before that, as
+//! aborted (the [`Timer`]'s drop; as `panic` if a panic unwinds through it).
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::thread;
 
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
@@ -26,23 +33,45 @@ use super::series::Incomplete;
 use super::timer::Timer;
 
 /// Polls the response future `inner` of a request timed by `timer`; when the timer is waiting
-/// for its route, with the route hand-off open so that a layer inside can name it.
+/// for its route, with the route hand-off open so that a layer inside can name it. A panic
+/// is caught here, inside the hand-off, so that the slot is closed and the route named before
+/// it kept: `Err` holds its payload (see [`at_panic`]), and `inner` must not be polled again.
 #[inline]
 pub(crate) fn poll_naming_route<F: Future>(
     timer: &mut Option<Timer>,
     inner: Pin<&mut F>,
     cx: &mut Context<'_>,
-) -> Poll<F::Output> {
+) -> Poll<thread::Result<F::Output>> {
     match timer {
         Some(timer) if timer.route == NO_ROUTE => {
-            let (res, route) = handoff::open(timer.core().id(), || inner.poll(cx));
+            let (res, route) = handoff::open(timer.core().id(), || poll_catching(inner, cx));
             if let Some(route) = route {
                 timer.route = route;
             }
             res
         }
-        _ => inner.poll(cx),
+        _ => poll_catching(inner, cx),
     }
+}
+
+/// Polls `inner`, catching a panic: `Ready(Err(payload))`.
+#[inline]
+pub(crate) fn poll_catching<F: Future>(
+    inner: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<thread::Result<F::Output>> {
+    match panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => Poll::Ready(Err(payload)),
+    }
+}
+
+/// Records the request of `timer`, whose response future panicked, as a 500 with
+/// `error_type="panic"`; returns its route's template (if a layer named it) for the log line.
+#[cold]
+pub(crate) fn at_panic(timer: Option<Timer>) -> Option<Arc<str>> {
+    timer?.record_panic()
 }
 
 /// The response future's part, once it is ready: records a request whose future failed (as
@@ -87,6 +116,15 @@ impl<B> RecordingBody<B> {
     #[inline]
     pub(crate) fn new(inner: B, timer: Option<Timer>) -> RecordingBody<B> {
         RecordingBody { inner, timer }
+    }
+}
+
+impl<B> RecordingBody<B> {
+    /// Records the request as panicked in its body (`error_type="panic"`, the response's status
+    /// kept), unless it is recorded already; returns its route's template for the log line.
+    #[cold]
+    pub(crate) fn panicked(self: Pin<&mut Self>) -> Option<Arc<str>> {
+        self.project().timer.take()?.record_panic()
     }
 }
 

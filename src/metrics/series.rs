@@ -10,7 +10,7 @@
 //!
 //! | bits | field | values |
 //! |---|---|---|
-//! | 0..4 | `error` ([`Incomplete`]) | 4 of 16 |
+//! | 0..4 | `error` ([`Incomplete`]) | 5 of 16 |
 //! | 4..8 | `method` ([`method_index`]) | 10 of 16 |
 //! | 8..18 | `status` | 0 (no response) and 100..=999 of 1,024 |
 //! | 18..40 | `route` (an interned route id) | 2^22 (4M) route templates |
@@ -65,15 +65,18 @@ pub(crate) enum Incomplete {
     BodyError = 2,
     /// The drain deadline closed the connection under the request.
     DrainDeadline = 3,
+    /// The handler (its response future or body) panicked.
+    Panic = 4,
 }
 
 impl Incomplete {
     /// Every value, by its number.
-    const ALL: [Incomplete; 4] = [
+    const ALL: [Incomplete; 5] = [
         Incomplete::No,
         Incomplete::ClientAborted,
         Incomplete::BodyError,
         Incomplete::DrainDeadline,
+        Incomplete::Panic,
     ];
 
     fn label(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Incomplete {
             Incomplete::ClientAborted => "client_aborted",
             Incomplete::BodyError => "body_error",
             Incomplete::DrainDeadline => "drain_deadline",
+            Incomplete::Panic => "panic",
         }
     }
 }
@@ -257,6 +261,12 @@ mod tests {
                 status: 503,
                 error: Incomplete::BodyError,
             },
+            SeriesKey {
+                method: 0,
+                route: 5,
+                status: 500,
+                error: Incomplete::Panic,
+            },
         ] {
             let packed = key.pack();
             assert_eq!(SeriesKey::unpack(packed), key);
@@ -294,6 +304,17 @@ mod tests {
             .pairs
             .contains(&("error_type", "client_aborted".to_owned())));
         assert!(!labels.text.contains("http_response_status_code"));
+        let panicked = SeriesKey {
+            status: 500,
+            error: Incomplete::Panic,
+            ..key
+        };
+        let labels = LabelSet::new(panicked, "/x", &common);
+        assert!(
+            labels.text.ends_with(",error_type=\"panic\""),
+            "{}",
+            labels.text
+        );
     }
 
     #[test]

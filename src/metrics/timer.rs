@@ -5,9 +5,11 @@
 //! let mut timer = Timer::start(core, method_index(req.method()), route);
 //! timer.status = 200;
 //! timer.record(Incomplete::No);   // or dropped unfinished: recorded as client_aborted
+//!                                 // (as panic when dropped by a panic's unwinding)
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::handoff::NO_ROUTE;
 use super::recorder::HttpMetrics;
@@ -15,7 +17,7 @@ use super::series::{method_index, Incomplete, SeriesKey, HEAD_INDEX};
 
 /// One request's measurement: started with one clock read, recorded exactly once with the
 /// second, on [`Timer::record`] or, if dropped unfinished, as aborted (or, once the drain
-/// deadline has passed, as `drain_deadline`). A timer whose route was never named (see
+/// deadline has passed, as `drain_deadline`; while a panic unwinds, as `panic`). A timer whose route was never named (see
 /// [`super::handoff`]) records nothing: no layer saw the request.
 pub(crate) struct Timer {
     core: &'static HttpMetrics,
@@ -75,6 +77,26 @@ impl Timer {
         this.finish(incomplete);
     }
 
+    /// Records the request as panicked: with status 500 if its response future panicked (no
+    /// response yet), else with its response's status. Returns the route's template, for the
+    /// panic's log line.
+    #[cold]
+    pub(crate) fn record_panic(mut self) -> Option<Arc<str>> {
+        self.status_panicked();
+        let route = (self.route != NO_ROUTE)
+            .then(|| self.core.route_name(self.route))
+            .flatten();
+        self.record(Incomplete::Panic);
+        route
+    }
+
+    /// A panic before the response: a server error, as the serving stack answers it.
+    fn status_panicked(&mut self) {
+        if self.status == 0 {
+            self.status = 500;
+        }
+    }
+
     #[inline]
     fn finish(&self, incomplete: Incomplete) {
         if self.route == NO_ROUTE {
@@ -98,8 +120,15 @@ impl Timer {
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        // Dropped without an explicit record: the future or body went away unfinished.
-        self.finish(Incomplete::ClientAborted);
+        // Dropped without an explicit record: the future or body went away unfinished, or is
+        // unwinding from a panic (a `MetricsLayer` outside `Lifecycle::serve`, whose serving
+        // stack would have caught it and called `record_panic`).
+        if std::thread::panicking() {
+            self.status_panicked();
+            self.finish(Incomplete::Panic);
+        } else {
+            self.finish(Incomplete::ClientAborted);
+        }
     }
 }
 

@@ -106,6 +106,7 @@ impl AcceptErrors {
     }
 
     /// Failed accepts so far.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the accept-error counter
     pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }

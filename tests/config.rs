@@ -1,6 +1,6 @@
 //! Bad configuration stops startup with a message naming the variable and the value.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::time::Duration;
 

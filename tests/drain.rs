@@ -1,7 +1,7 @@
 //! The drain: streams that observe draining end cleanly; what outlives the drain deadline is
 //! cut at delay + drain, with the forced exit code.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The health model seen through the probes: non-gating checks, the application's serving
 //! switch, readiness kept through the shutdown delay, and what dropping `serve` does.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 

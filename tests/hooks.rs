@@ -1,7 +1,7 @@
 //! Step 5 and the options around the drain: background work is cancelled, hooks and tracked
 //! tasks run within the hook timeout; reject mode; HTTP/2 GOAWAY.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

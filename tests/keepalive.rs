@@ -1,7 +1,7 @@
 //! Keep-alive clients across a shutdown: the connection is handed back politely with
 //! `Connection: close`, never reset under a request, never truncated.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Metrics: bounded cardinality, incomplete requests told apart, admin traffic not counted,
 //! independent instances, and output that `promtool check metrics` accepts.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

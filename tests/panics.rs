@@ -1,7 +1,7 @@
 //! Panicking handlers under `Lifecycle::serve`: answered 500 (or, mid-body, cut short),
 //! recorded with `error_type="panic"`, the active gauge balanced, and the process still serving.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Probe endpoints: kube-apiserver format, per-check paths, verbose, exclude, JSON; and
 //! answers that stay fast while every application worker is blocked.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! SIGTERM in a real child process: readiness flips at once, serving continues for the
 //! propagation delay, in-flight requests complete, then new connections are refused.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Warm-up: readiness waits for it; a signal during it stops cleanly without serving; a
 //! failure stops startup with the warm-up's name and error.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::time::Duration;
 

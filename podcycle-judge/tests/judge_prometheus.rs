@@ -3,7 +3,7 @@
 //! The judge (the `podcycle-judge` binary) must say FAIL for the faulty canary within its
 //! deadline and must not say FAIL for the healthy one.
 
-mod support;
+use podcycle_test_support as support;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

@@ -1,6 +1,7 @@
-//! Test support: a server under test that runs as a real child process (this very test
-//! binary, re-executed to run its ignored `child` test), real signals, and a small HTTP client.
-#![allow(dead_code, unreachable_pub)]
+//! Test support shared by the workspace's integration tests (podcycle's, the judge's, the
+//! drill's): a server under test that runs as a real child process (the test binary itself,
+//! re-executed to run its ignored `child` test), real signals, and a small HTTP client.
+#![forbid(unsafe_code)]
 
 pub mod child;
 pub mod client;

@@ -65,7 +65,7 @@ const ATTEMPTS: usize = 3;
 
 #[test]
 fn podcycle_loses_no_request_in_a_rolling_update_or_a_blue_green_switch() {
-    let Some(haproxy) = tool("haproxy") else {
+    let Some(haproxy) = podcycle_test_support::tool("haproxy") else {
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -189,22 +189,4 @@ fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String
         );
     }
     Ok(())
-}
-
-/// `name` on PATH; `None` (the test skips, saying so) when it is missing, a panic in CI.
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is required in CI (.ci/run installs it)");
-        }
-        eprintln!(
-            "SKIPPED: {name} is not installed (apt-get install -y {name}); this test did not run"
-        );
-    }
-    found
 }

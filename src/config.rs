@@ -70,6 +70,8 @@ pub struct Config {
     pub(crate) warmup_timeout: Option<Duration>,
     pub(crate) check_interval: Duration,
     pub(crate) check_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) check_failure_threshold: u32,
     pub(crate) ready_during_delay: bool,
     pub(crate) watchdog_stall: Duration,
@@ -119,6 +121,8 @@ impl Default for Config {
             warmup_timeout: None,
             check_interval: Duration::from_secs(5),
             check_timeout: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(650),
             check_failure_threshold: 1,
             ready_during_delay: false,
             watchdog_stall: Duration::from_secs(10),
@@ -244,6 +248,7 @@ impl Config {
     /// | `PODCYCLE_GRACE_PERIOD` | unset (no budget check) |
     /// | `PODCYCLE_WARMUP_TIMEOUT` | unset (no deadline) |
     /// | `PODCYCLE_CHECK_INTERVAL` / `PODCYCLE_CHECK_TIMEOUT` | `5s` / `1s` |
+    /// | `PODCYCLE_HEADER_READ_TIMEOUT` / `PODCYCLE_IDLE_TIMEOUT` | `30s` / `650s` |
     /// | `PODCYCLE_CHECK_FAILURE_THRESHOLD` | `1` (failures in a row before a check counts as failed) |
     /// | `PODCYCLE_READY_DURING_DELAY` | `false` (`true` keeps `/readyz` green until the delay is over) |
     /// | `PODCYCLE_WATCHDOG_STALL` | `10s` |
@@ -329,6 +334,12 @@ impl Config {
         }
         if let Some(d) = duration("PODCYCLE_CHECK_TIMEOUT")? {
             c.check_timeout = d;
+        }
+        if let Some(d) = non_zero_duration("PODCYCLE_HEADER_READ_TIMEOUT")? {
+            c.header_read_timeout = d;
+        }
+        if let Some(d) = non_zero_duration("PODCYCLE_IDLE_TIMEOUT")? {
+            c.idle_timeout = d;
         }
         if let Some(v) = get("PODCYCLE_CHECK_FAILURE_THRESHOLD") {
             c.check_failure_threshold = v
@@ -442,10 +453,23 @@ impl Config {
                 "PODCYCLE_WATCHDOG_STALL",
                 Some(self.watchdog_stall),
             ),
+            (
+                "header_read_timeout",
+                "PODCYCLE_HEADER_READ_TIMEOUT",
+                Some(self.header_read_timeout),
+            ),
+            (
+                "idle_timeout",
+                "PODCYCLE_IDLE_TIMEOUT",
+                Some(self.idle_timeout),
+            ),
         ];
         for (setting, var, d) in durations {
             let Some(d) = d else { continue };
-            let must_not_be_zero = matches!(setting, "check_interval" | "watchdog_stall");
+            let must_not_be_zero = matches!(
+                setting,
+                "check_interval" | "watchdog_stall" | "header_read_timeout" | "idle_timeout"
+            );
             if d > MAX_DURATION || (must_not_be_zero && d.is_zero()) {
                 return Err(ConfigError::InvalidSetting {
                     setting,
@@ -540,6 +564,26 @@ impl Config {
     /// How often readiness and liveness checks run (`PODCYCLE_CHECK_INTERVAL`).
     pub fn check_interval(mut self, d: Duration) -> Self {
         self.check_interval = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a client may take to send complete request headers: from accepting the
+    /// connection to its first request, and from the first byte of each later request
+    /// (`PODCYCLE_HEADER_READ_TIMEOUT`, default 30 s, as hyper's). Slowloris clients are
+    /// closed by it. Checked by a coarse sweep: a connection is closed within a quarter of
+    /// the shorter timeout (at most 1 s) after it passed.
+    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+        self.header_read_timeout = d;
+        self
+    }
+
+    /// How long a keep-alive connection may sit idle between requests before it is closed
+    /// (`PODCYCLE_IDLE_TIMEOUT`, default 650 s). Keep it above the load balancer's own idle
+    /// timeout (AWS ALB 60 s by default, Google Cloud load balancers 600 s, nginx upstream
+    /// keep-alive 60 s), so the balancer, not podcycle, closes idle connections: otherwise it
+    /// may send a request on a connection podcycle is closing, and the client gets a 502.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
         self
     }
 
@@ -945,6 +989,8 @@ mod random_values {
         "PODCYCLE_CHECK_FAILURE_THRESHOLD",
         "PODCYCLE_READY_DURING_DELAY",
         "PODCYCLE_WATCHDOG_STALL",
+        "PODCYCLE_HEADER_READ_TIMEOUT",
+        "PODCYCLE_IDLE_TIMEOUT",
         "PODCYCLE_STOP_ACCEPTING",
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",

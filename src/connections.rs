@@ -5,23 +5,77 @@
 //! then by the response body, so the count drops on completion, error or client abort alike.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 /// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
 /// count requests started, so one atomic add both counts and marks activity; and how many
 /// times the connection made write progress (a response's bytes reaching the socket).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ConnState {
     activity: AtomicU64,
     writes: AtomicU64,
+    /// Reads that returned bytes, and their count when the last request ended.
+    reads: AtomicU64,
+    reads_at_end: AtomicU64,
+    /// Set by the sweep when the connection outlived a timeout; `wake` then wakes its task.
+    timed_out: AtomicBool,
+    /// Cancelled when the propagation delay is over (a child of that signal) or when the
+    /// sweep times the connection out.
+    pub(crate) wake: CancellationToken,
+    /// The sweep's memory of this connection.
+    sweep: Mutex<Sweep>,
+}
+
+/// What the sweep last saw of a connection.
+#[derive(Debug)]
+struct Sweep {
+    started: u64,
+    quiet_since: Instant,
+    partial_since: Option<Instant>,
+}
+
+/// The timeouts the sweep applies to connections with no request in flight.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// From the connection's first byte, or from the first byte of a request after the
+    /// previous one ended, to complete request headers; also from accept to the first request.
+    pub(crate) header_read: Duration,
+    /// Between requests on a keep-alive connection.
+    pub(crate) idle: Duration,
+}
+
+impl Timeouts {
+    /// How often the sweep looks: a quarter of the shorter timeout, between 100 ms and 1 s.
+    pub(crate) fn tick(&self) -> Duration {
+        (self.header_read.min(self.idle) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
 }
 
 const STARTED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = STARTED_ONE - 1;
 
 impl ConnState {
+    fn new(wake: CancellationToken) -> ConnState {
+        ConnState {
+            activity: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            reads_at_end: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+            wake,
+            sweep: Mutex::new(Sweep {
+                started: 0,
+                quiet_since: Instant::now(),
+                partial_since: None,
+            }),
+        }
+    }
+
     #[inline]
     pub(crate) fn start(self: &Arc<Self>) -> RequestGuard {
         self.activity.fetch_add(STARTED_ONE + 1, Ordering::AcqRel);
@@ -42,6 +96,41 @@ impl ConnState {
         self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records that bytes were read from the connection.
+    #[inline]
+    pub(crate) fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the sweep closed this connection for a timeout.
+    #[inline]
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// The sweep's look at this connection at `now`: which timeout it outlived, if any. A
+    /// connection with a request in flight is never timed out here (its handler decides).
+    fn sweep(&self, now: Instant, timeouts: Timeouts) -> Option<&'static str> {
+        let activity = self.activity();
+        let (started, in_flight) = (activity >> 32, activity & IN_FLIGHT_MASK);
+        let mut s = self.sweep.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight > 0 || started != s.started {
+            s.started = started;
+            s.quiet_since = now;
+            s.partial_since = None;
+            return None;
+        }
+        let (since, limit, which) = if started == 0 {
+            (s.quiet_since, timeouts.header_read, "header_read")
+        } else if self.reads.load(Ordering::Relaxed) > self.reads_at_end.load(Ordering::Relaxed) {
+            let since = *s.partial_since.get_or_insert(now);
+            (since, timeouts.header_read, "header_read")
+        } else {
+            (s.quiet_since, timeouts.idle, "idle")
+        };
+        (now.saturating_duration_since(since) > limit).then_some(which)
+    }
+
     /// A value that changes whenever a request starts or ends or bytes are written: equal
     /// snapshots some time apart mean the connection did nothing in between.
     pub(crate) fn progress(&self) -> (u64, u64) {
@@ -57,7 +146,10 @@ pub(crate) struct RequestGuard(Arc<ConnState>);
 impl Drop for RequestGuard {
     #[inline]
     fn drop(&mut self) {
-        self.0.activity.fetch_sub(1, Ordering::AcqRel);
+        let c = &self.0;
+        c.reads_at_end
+            .store(c.reads.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.activity.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -114,9 +206,14 @@ impl AcceptErrors {
 
 impl Connections {
     /// Registers a connection; it stays registered until the guard is dropped.
-    pub(crate) fn open(self: &Arc<Self>) -> (Arc<ConnState>, ConnectionGuard) {
+    /// Registers a connection whose task `wake` wakes; it stays registered until the guard is
+    /// dropped.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        wake: CancellationToken,
+    ) -> (Arc<ConnState>, ConnectionGuard) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState::new(wake));
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -133,6 +230,29 @@ impl Connections {
     /// Open connections.
     pub(crate) fn len(&self) -> usize {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Times out the connections that outlived `timeouts` with nothing in flight: marks them
+    /// and wakes their tasks, which close them. Returns how many.
+    pub(crate) fn sweep(&self, timeouts: Timeouts) -> usize {
+        let now = Instant::now();
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = 0;
+        for c in live.values() {
+            if c.timed_out() {
+                continue;
+            }
+            if let Some(which) = c.sweep(now, timeouts) {
+                tracing::debug!(
+                    timeout = which,
+                    "closing a connection with nothing in flight"
+                );
+                c.timed_out.store(true, Ordering::Release);
+                c.wake.cancel();
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Requests in flight over every open connection.
@@ -182,7 +302,7 @@ mod tests {
     #[test]
     fn guards_count_requests_and_connections() {
         let connections = Arc::new(Connections::default());
-        let (conn, registered) = connections.open();
+        let (conn, registered) = connections.open(CancellationToken::new());
         let a = conn.start();
         let b = conn.start();
         assert_eq!((connections.len(), connections.in_flight()), (1, 2));

@@ -440,6 +440,10 @@ impl Lifecycle {
             state: state.clone(),
             connections: connections.clone(),
             stop_accepting: config.stop_accepting,
+            timeouts: crate::connections::Timeouts {
+                header_read: config.header_read_timeout,
+                idle: config.idle_timeout,
+            },
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

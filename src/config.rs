@@ -72,6 +72,7 @@ pub struct Config {
     pub(crate) check_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) max_connection_age: Option<Duration>,
     pub(crate) check_failure_threshold: u32,
     pub(crate) ready_during_delay: bool,
     pub(crate) watchdog_stall: Duration,
@@ -123,6 +124,7 @@ impl Default for Config {
             check_timeout: Duration::from_secs(1),
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(650),
+            max_connection_age: None,
             check_failure_threshold: 1,
             ready_during_delay: false,
             watchdog_stall: Duration::from_secs(10),
@@ -249,6 +251,7 @@ impl Config {
     /// | `PODCYCLE_WARMUP_TIMEOUT` | unset (no deadline) |
     /// | `PODCYCLE_CHECK_INTERVAL` / `PODCYCLE_CHECK_TIMEOUT` | `5s` / `1s` |
     /// | `PODCYCLE_HEADER_READ_TIMEOUT` / `PODCYCLE_IDLE_TIMEOUT` | `30s` / `650s` |
+    /// | `PODCYCLE_MAX_CONNECTION_AGE` | unset (no limit) |
     /// | `PODCYCLE_CHECK_FAILURE_THRESHOLD` | `1` (failures in a row before a check counts as failed) |
     /// | `PODCYCLE_READY_DURING_DELAY` | `false` (`true` keeps `/readyz` green until the delay is over) |
     /// | `PODCYCLE_WATCHDOG_STALL` | `10s` |
@@ -340,6 +343,9 @@ impl Config {
         }
         if let Some(d) = non_zero_duration("PODCYCLE_IDLE_TIMEOUT")? {
             c.idle_timeout = d;
+        }
+        if let Some(d) = non_zero_duration("PODCYCLE_MAX_CONNECTION_AGE")? {
+            c.max_connection_age = Some(d);
         }
         if let Some(v) = get("PODCYCLE_CHECK_FAILURE_THRESHOLD") {
             c.check_failure_threshold = v
@@ -463,12 +469,21 @@ impl Config {
                 "PODCYCLE_IDLE_TIMEOUT",
                 Some(self.idle_timeout),
             ),
+            (
+                "max_connection_age",
+                "PODCYCLE_MAX_CONNECTION_AGE",
+                self.max_connection_age,
+            ),
         ];
         for (setting, var, d) in durations {
             let Some(d) = d else { continue };
             let must_not_be_zero = matches!(
                 setting,
-                "check_interval" | "watchdog_stall" | "header_read_timeout" | "idle_timeout"
+                "check_interval"
+                    | "watchdog_stall"
+                    | "header_read_timeout"
+                    | "idle_timeout"
+                    | "max_connection_age"
             );
             if d > MAX_DURATION || (must_not_be_zero && d.is_zero()) {
                 return Err(ConfigError::InvalidSetting {
@@ -584,6 +599,16 @@ impl Config {
     /// may send a request on a connection podcycle is closing, and the client gets a 502.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
+        self
+    }
+
+    /// The longest a connection may live (`PODCYCLE_MAX_CONNECTION_AGE`, default unset: no
+    /// limit), spread by ±10% per connection so they do not all end at once. Past it, an
+    /// HTTP/1 connection's next response carries `Connection: close` and an HTTP/2 connection
+    /// gets a graceful GOAWAY: long-lived clients reconnect, and after a rollout they spread
+    /// onto the new pods (kube-apiserver's `--goaway-chance` solves the same problem).
+    pub fn max_connection_age(mut self, d: Duration) -> Self {
+        self.max_connection_age = Some(d);
         self
     }
 
@@ -991,6 +1016,7 @@ mod random_values {
         "PODCYCLE_WATCHDOG_STALL",
         "PODCYCLE_HEADER_READ_TIMEOUT",
         "PODCYCLE_IDLE_TIMEOUT",
+        "PODCYCLE_MAX_CONNECTION_AGE",
         "PODCYCLE_STOP_ACCEPTING",
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",

@@ -23,6 +23,14 @@ pub(crate) struct ConnState {
     reads_at_end: AtomicU64,
     /// Set by the sweep when the connection outlived a timeout; `wake` then wakes its task.
     timed_out: AtomicBool,
+    /// Set by the sweep when the connection outlived its maximum age: its next HTTP/1 response
+    /// carries `Connection: close`, an HTTP/2 connection gets a graceful GOAWAY.
+    aged: AtomicBool,
+    /// Set by the serving stack once the connection carried an HTTP/2 request.
+    http2: AtomicBool,
+    opened: Instant,
+    /// This connection's share of the age jitter, in [0, 1).
+    jitter: f64,
     /// Cancelled when the propagation delay is over (a child of that signal) or when the
     /// sweep times the connection out.
     pub(crate) wake: CancellationToken,
@@ -46,12 +54,15 @@ pub(crate) struct Timeouts {
     pub(crate) header_read: Duration,
     /// Between requests on a keep-alive connection.
     pub(crate) idle: Duration,
+    /// The maximum age of a connection, if any, spread by ±10% per connection.
+    pub(crate) max_age: Option<Duration>,
 }
 
 impl Timeouts {
     /// How often the sweep looks: a quarter of the shorter timeout, between 100 ms and 1 s.
     pub(crate) fn tick(&self) -> Duration {
-        (self.header_read.min(self.idle) / 4)
+        let shortest = self.header_read.min(self.idle);
+        (self.max_age.map_or(shortest, |age| shortest.min(age)) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 }
@@ -60,8 +71,14 @@ const STARTED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = STARTED_ONE - 1;
 
 impl ConnState {
-    fn new(wake: CancellationToken) -> ConnState {
+    fn new(wake: CancellationToken, id: u64) -> ConnState {
+        // Fibonacci hashing of the id: a well-spread fraction, no random source needed.
+        let jitter = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
         ConnState {
+            aged: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            opened: Instant::now(),
+            jitter,
             activity: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
@@ -100,6 +117,26 @@ impl ConnState {
     #[inline]
     pub(crate) fn read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the connection outlived its maximum age.
+    #[inline]
+    pub(crate) fn aged(&self) -> bool {
+        self.aged.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the connection speaks HTTP/2.
+    #[inline]
+    pub(crate) fn saw_http2(&self) {
+        if !self.http2.load(Ordering::Relaxed) {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the connection carried an HTTP/2 request.
+    #[inline]
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 
     /// Whether the sweep closed this connection for a timeout.
@@ -213,7 +250,7 @@ impl Connections {
         wake: CancellationToken,
     ) -> (Arc<ConnState>, ConnectionGuard) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState::new(wake));
+        let state = Arc::new(ConnState::new(wake, id));
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -241,6 +278,12 @@ impl Connections {
         for c in live.values() {
             if c.timed_out() {
                 continue;
+            }
+            if let Some(max_age) = timeouts.max_age {
+                let limit = max_age.mul_f64(0.9 + 0.2 * c.jitter);
+                if !c.aged() && now.saturating_duration_since(c.opened) > limit {
+                    c.aged.store(true, Ordering::Relaxed);
+                }
             }
             if let Some(which) = c.sweep(now, timeouts) {
                 tracing::debug!(

@@ -443,6 +443,7 @@ impl Lifecycle {
             timeouts: crate::connections::Timeouts {
                 header_read: config.header_read_timeout,
                 idle: config.idle_timeout,
+                max_age: config.max_connection_age,
             },
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody

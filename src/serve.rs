@@ -210,6 +210,7 @@ async fn serve_connection<S, B>(
     let stop = conn_state.wake.cancelled();
     tokio::pin!(stop);
     let mut registered = false;
+    let mut goaway = false;
     let served = std::future::poll_fn(|cx| {
         let stopping = if registered {
             shared.state.phase() >= Phase::Draining || conn_state.timed_out()
@@ -219,6 +220,13 @@ async fn serve_connection<S, B>(
         };
         if stopping {
             return Poll::Ready(None);
+        }
+        if !goaway && conn_state.aged() && conn_state.is_http2() {
+            // Past its maximum age: a graceful GOAWAY, in-flight streams finish, the client
+            // reconnects (to another pod, after a rollout). HTTP/1 gets `Connection: close`
+            // on its next response instead (TrackedService).
+            goaway = true;
+            conn.as_mut().graceful_shutdown();
         }
         conn.as_mut().poll(cx).map(Some)
     })
@@ -384,6 +392,14 @@ where
                     };
                 }
             }
+        }
+        if self.conn.aged() {
+            // Past its maximum age: this HTTP/1 response closes the connection (HTTP/2 gets a
+            // GOAWAY from the connection's task).
+            close |= req.version() <= Version::HTTP_11;
+        }
+        if req.version() == Version::HTTP_2 {
+            self.conn.saw_http2();
         }
         // Timed here, outside the router, when the application has a metrics layer: the
         // layer names the route through the hand-off while this future polls the router.

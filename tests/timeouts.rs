@@ -107,3 +107,86 @@ fn silent_slowloris_and_idle_connections_are_closed_by_their_timeouts() {
     child.signal("TERM");
     assert_eq!(code(child.wait_exit(SOON).0), 0);
 }
+
+#[test]
+fn connections_past_their_maximum_age_are_told_to_reconnect_and_no_request_fails() {
+    let mut child = Child::spawn(&[
+        ("PODCYCLE_MAX_CONNECTION_AGE", "1s"),
+        ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
+    ]);
+    child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    rt.block_on(async move {
+        // HTTP/1: requests every 100 ms on one keep-alive connection (bounded: 60); past
+        // ~1 s (0.9–1.1 s with the jitter, plus one sweep) a response says
+        // `Connection: close` and the connection ends.
+        let start = Instant::now();
+        let mut conn = support::client::Conn::open(app).await.unwrap();
+        let mut closed_at = None;
+        for _ in 0..60 {
+            let reply = conn.get("/hello").await.expect("no request fails");
+            assert_eq!(reply.status, 200);
+            if reply.closes() {
+                closed_at = Some(start.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let closed_at = closed_at.expect("the connection was told to close");
+        assert!(
+            closed_at >= Duration::from_millis(850) && closed_at < Duration::from_secs(4),
+            "HTTP/1 told to reconnect after its maximum age: {closed_at:?}"
+        );
+        conn.finished()
+            .await
+            .expect("closed cleanly after the last response");
+
+        // HTTP/2: the same on one connection; past the age the server sends GOAWAY and the
+        // client connection ends cleanly, with every request answered.
+        let io = hyper_util::rt::TokioIo::new(TcpStream::connect(app).await.unwrap());
+        let (mut sender, driver) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        let start = Instant::now();
+        let driver = tokio::spawn(driver);
+        let mut answered = 0;
+        for _ in 0..60 {
+            if sender.ready().await.is_err() {
+                break; // GOAWAY received: no new streams on this connection
+            }
+            let req = http::Request::get(format!("http://{app}/hello"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            match sender.send_request(req).await {
+                Ok(res) => {
+                    assert_eq!(res.status(), 200);
+                    answered += 1;
+                }
+                Err(e) => {
+                    // Only a request refused by the GOAWAY may fail, never one accepted.
+                    assert!(e.is_canceled() || e.is_closed(), "{e}");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ended = tokio::time::timeout(SOON, driver)
+            .await
+            .expect("the HTTP/2 connection ended")
+            .unwrap();
+        assert!(ended.is_ok(), "ended cleanly: {ended:?}");
+        let took = start.elapsed();
+        assert!(
+            answered >= 5,
+            "requests answered before the GOAWAY: {answered}"
+        );
+        assert!(
+            took >= Duration::from_millis(850) && took < Duration::from_secs(5),
+            "HTTP/2 connection ended by GOAWAY after its maximum age: {took:?}"
+        );
+    });
+    child.signal("TERM");
+    assert_eq!(code(child.wait_exit(SOON).0), 0);
+}

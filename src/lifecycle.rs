@@ -440,6 +440,7 @@ impl Lifecycle {
             state: state.clone(),
             connections: connections.clone(),
             stop_accepting: config.stop_accepting,
+            max_connections: crate::connections::max_app_connections(config.max_connections),
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

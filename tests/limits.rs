@@ -118,6 +118,26 @@ fn an_invalid_connection_limit_stops_startup_naming_the_variable() {
     }
 }
 
+/// Reads until the server closes the connection; `None` if it is still open after `within`.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(received)
+}
+
+/// The admin header-read timeout (5 s) plus a generous margin.
+const ADMIN_CLOSES_WITHIN: Duration = Duration::from_secs(20);
+
 #[test]
 fn an_admin_client_that_never_finishes_its_headers_is_disconnected() {
     let mut child = Child::spawn(&[]);
@@ -130,21 +150,35 @@ fn an_admin_client_that_never_finishes_its_headers_is_disconnected() {
             .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
-        // Header read timeout (5 s) plus a generous margin.
-        let mut buf = [0u8; 1024];
-        tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
+        read_until_closed(&mut stream, ADMIN_CLOSES_WITHIN).await
     });
     assert!(
-        closed.is_ok(),
+        closed.is_some(),
         "a half-sent request held an admin connection for {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn an_idle_keep_alive_admin_connection_is_closed() {
+    let mut child = Child::spawn(&[]);
+    let admin = child.wait_admin();
+    let rt = rt();
+    let started = Instant::now();
+    let received = rt.block_on(async {
+        let mut stream = TcpStream::connect(admin).await.unwrap();
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_until_closed(&mut stream, ADMIN_CLOSES_WITHIN).await
+    });
+    let received = received.unwrap_or_else(|| {
+        panic!(
+            "an idle keep-alive admin connection was still open after {:?}",
+            started.elapsed()
+        )
+    });
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
 }

@@ -35,11 +35,15 @@ fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit(
         "{line}"
     );
     let rt = rt();
-    // Idle connections, opened at once, each bounded in time; held until dropped.
+    // Idle connections, opened at once, each bounded in time; held until dropped. Those the
+    // server accepts plus those the listener's backlog holds complete; the rest give up.
     let flood: Vec<TcpStream> = rt.block_on(async {
         let mut connecting = tokio::task::JoinSet::new();
         for _ in 0..FLOOD {
-            connecting.spawn(tokio::time::timeout(SOON, TcpStream::connect(app)));
+            connecting.spawn(tokio::time::timeout(
+                Duration::from_secs(2),
+                TcpStream::connect(app),
+            ));
         }
         let mut open = Vec::new();
         while let Some(done) = connecting.join_next().await {

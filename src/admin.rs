@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -12,12 +14,13 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
+use tokio::sync::Semaphore;
 
-use crate::connections::Connections;
+use crate::connections::{Connections, ADMIN_MAX_CONNECTIONS};
 #[cfg(feature = "metrics")]
 use crate::metrics::Metrics;
 use crate::probes::Probes;
@@ -151,9 +154,35 @@ async fn handle_signals(shared: Arc<Admin>, mut signals: Signals) {
     }
 }
 
+/// How long an admin client may take to send a request's headers before its connection is
+/// closed (HTTP/1): a slow or silent client cannot hold one of the few admin connections.
+pub(crate) const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an admin connection may stay open without a request before it is closed.
+pub(crate) const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a closing admin connection may take to finish before it is dropped.
+const ADMIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Serves probes and `/metrics`: at most [`ADMIN_MAX_CONNECTIONS`] connections at once
+/// (further ones wait in the backlog), each closed after [`ADMIN_HEADER_READ_TIMEOUT`] without
+/// complete headers or [`ADMIN_IDLE_TIMEOUT`] without a request.
 async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = shared.state.signals.halt.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let (stream, _) = tokio::select! {
             _ = shared.state.signals.halt.cancelled() => return,
             r = listener.accept() => match r {
@@ -168,11 +197,32 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
         let shared = shared.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            // Requests started on this connection: unchanged for a whole idle timeout, idle.
+            let requests = Arc::new(AtomicU64::new(0));
+            let counted = requests.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                counted.fetch_add(1, Ordering::Relaxed);
                 let res = admin_response(&shared, &req);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            loop {
+                let before = requests.load(Ordering::Relaxed);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = tokio::time::sleep(ADMIN_IDLE_TIMEOUT) => {
+                        if requests.load(Ordering::Relaxed) == before {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Idle: closed politely, and dropped if that takes too long (a silent HTTP/2
+            // client, a response nobody reads).
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(ADMIN_CLOSE_LINGER, conn).await;
         });
     }
 }

@@ -82,6 +82,7 @@ pub struct Config {
     pub(crate) handle_signals: bool,
     pub(crate) metric_labels: Vec<(String, String)>,
     pub(crate) buckets: Vec<f64>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl FromStr for StopAccepting {
@@ -134,6 +135,7 @@ impl Default for Config {
             handle_signals: true,
             metric_labels: Vec::new(),
             buckets: DEFAULT_BUCKETS.to_vec(),
+            max_connections: None,
         }
     }
 }
@@ -236,6 +238,7 @@ const LABELS: &str = "comma-separated name=value pairs, each name once, with Pro
 const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
      digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
+const CONNECTIONS: &str = "a positive whole number of connections, such as 1000";
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -258,6 +261,7 @@ impl Config {
     /// | `PODCYCLE_STOP_ACCEPTING` | `close` (or `reject`) |
     /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
     /// | `PODCYCLE_METRIC_LABELS` | unset; e.g. `track=canary,zone=a` |
+    /// | `PODCYCLE_MAX_CONNECTIONS` | unset: the file-descriptor limit less a reserve (see [`Config::max_connections`]) |
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
     /// Any invalid value is an error naming the variable, the value and what was expected;
@@ -399,6 +403,15 @@ impl Config {
                 c.metric_labels.push((k.to_owned(), val.to_owned()));
             }
         }
+        if let Some(v) = get("PODCYCLE_MAX_CONNECTIONS") {
+            c.max_connections = Some(
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| invalid("PODCYCLE_MAX_CONNECTIONS", &v, CONNECTIONS))?,
+            );
+        }
         if let Some(v) = get("APP_VERSION") {
             let t = v.trim();
             if t.is_empty() {
@@ -417,6 +430,7 @@ impl Config {
     ///   `/livez` forever: a restart loop);
     /// - every [metric label](Config::metric_label) has a valid Prometheus name, not one of
     ///   podcycle's own, and no name is used twice (Prometheus would reject the whole scrape);
+    /// - the [connection limit](Config::max_connections), when set, is at least 1;
     /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
     ///   when one is set.
     ///
@@ -508,6 +522,14 @@ impl Config {
                     expected: LABEL_NAME,
                 });
             }
+        }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_connections",
+                var: "PODCYCLE_MAX_CONNECTIONS",
+                value: String::from("0"),
+                expected: CONNECTIONS,
+            });
         }
         if let Some(grace_period) = self.grace_period {
             // Each part is at most a year (checked above): the sum cannot overflow, but a
@@ -677,6 +699,21 @@ impl Config {
         self
     }
 
+    /// The most application connections open at once (`PODCYCLE_MAX_CONNECTIONS`, at least 1).
+    /// At the limit the listener stops accepting until a connection closes; new connections
+    /// wait in the kernel's backlog meanwhile.
+    ///
+    /// Default: the process's soft file-descriptor limit (`ulimit -n`, read from
+    /// `/proc/self/limits`) less 64 for the admin listener's connections and max(64, limit/8)
+    /// for the runtime and the application's own files, so that a connection flood cannot take
+    /// the descriptors the probes need; 10,000 where that limit cannot be read or is unlimited.
+    /// The value in force is logged at start; a larger explicit value is allowed, with a
+    /// warning.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
     /// Whether the lifecycle installs SIGTERM/SIGINT handlers (default `true`).
     /// Without them, shutdown starts only through [`Lifecycle::shutdown`](crate::Lifecycle::shutdown).
     pub fn handle_signals(mut self, yes: bool) -> Self {
@@ -784,6 +821,28 @@ mod tests {
                 ("track".into(), "canary".into()),
                 ("zone".into(), "eu-1".into())
             ]
+        );
+    }
+
+    #[test]
+    fn a_connection_limit_that_is_not_a_positive_number_is_refused() {
+        for val in ["0", "abc", "-5", "1.5", ""] {
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_MAX_CONNECTIONS", val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid PODCYCLE_MAX_CONNECTIONS={val:?}: expected {CONNECTIONS}")
+            );
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_MAX_CONNECTIONS", " 500 ")])).unwrap();
+        assert_eq!(c.max_connections, Some(500));
+        assert_eq!(Config::default().max_connections, None);
+        let err = Config::default().max_connections(0).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::max_connections (PODCYCLE_MAX_CONNECTIONS) \"0\": expected {CONNECTIONS}"
+            )
         );
     }
 
@@ -1020,6 +1079,7 @@ mod random_values {
         "PODCYCLE_STOP_ACCEPTING",
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",
+        "PODCYCLE_MAX_CONNECTIONS",
         "APP_VERSION",
     ];
 

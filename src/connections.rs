@@ -3,6 +3,10 @@
 //!
 //! A request is counted by a [`RequestGuard`] (RAII): it is held by the response future and
 //! then by the response body, so the count drops on completion, error or client abort alike.
+//!
+//! The number of open application connections is bounded ([`max_app_connections`]): by
+//! default the process's file-descriptor limit less a reserve for the admin listener, so that
+//! a flood of idle connections cannot take the descriptors the probes need.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -241,6 +245,71 @@ impl AcceptErrors {
     }
 }
 
+/// Most admin connections open at once; further ones wait in the listener's backlog.
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The connection limit used where the file-descriptor limit cannot be read (not Linux, no
+/// `/proc`) or is unlimited.
+pub(crate) const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
+
+/// The soft "Max open files" limit in the text of `/proc/self/limits`; `None` when it is
+/// missing, unreadable or `unlimited`.
+pub(crate) fn open_files_soft_limit(limits: &str) -> Option<usize> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+/// The application connections a file-descriptor limit of `open_files` leaves room for: the
+/// limit less the admin listener's connections and a reserve of max(64, limit/8) for the
+/// runtime, the listeners and the application's own files; at least 1.
+pub(crate) fn connections_for_fd_limit(open_files: usize) -> usize {
+    let reserve = ADMIN_MAX_CONNECTIONS + (open_files / 8).max(64);
+    open_files.saturating_sub(reserve).max(1)
+}
+
+/// The application connection limit in force: `configured` (`Config::max_connections`) or the
+/// one derived from the file-descriptor limit; logged, with a warning when a configured value
+/// exceeds what the descriptor limit leaves room for.
+pub(crate) fn max_app_connections(configured: Option<usize>) -> usize {
+    let open_files = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .as_deref()
+        .and_then(open_files_soft_limit);
+    let derived = open_files.map_or(FALLBACK_MAX_CONNECTIONS, connections_for_fd_limit);
+    let limit = match configured {
+        Some(n) => {
+            if let Some(open_files) = open_files.filter(|_| n > derived) {
+                tracing::warn!(
+                    max_connections = n,
+                    open_files,
+                    room_for = derived,
+                    "PODCYCLE_MAX_CONNECTIONS exceeds what the file-descriptor limit leaves room \
+                     for: a connection flood can exhaust descriptors and starve the probes; \
+                     raise `ulimit -n` or lower the limit"
+                );
+            }
+            n
+        }
+        None => derived,
+    };
+    match open_files {
+        Some(open_files) => tracing::info!(
+            max_connections = limit,
+            open_files,
+            "application connection limit (further connections wait in the backlog)"
+        ),
+        None => tracing::info!(
+            max_connections = limit,
+            "application connection limit (further connections wait in the backlog; \
+             file-descriptor limit unknown or unlimited)"
+        ),
+    }
+    limit
+}
+
 impl Connections {
     /// Registers a connection; it stays registered until the guard is dropped.
     /// Registers a connection whose task `wake` wakes; it stays registered until the guard is
@@ -329,6 +398,39 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: &str = "\
+Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              unlimited            unlimited            seconds
+Max processes             96365                96365                processes
+Max open files            1024                 1048576              files
+Max locked memory         8388608              8388608              bytes
+";
+
+    #[test]
+    fn the_soft_open_files_limit_is_read_from_proc_self_limits() {
+        assert_eq!(open_files_soft_limit(LIMITS), Some(1024));
+        let unlimited = LIMITS.replace("1024                 1048576", "unlimited unlimited");
+        assert_eq!(open_files_soft_limit(&unlimited), None);
+        assert_eq!(
+            open_files_soft_limit("Max processes 10 10 processes\n"),
+            None
+        );
+        assert_eq!(open_files_soft_limit(""), None);
+        assert_eq!(open_files_soft_limit("Max open files\n"), None);
+    }
+
+    #[test]
+    fn the_derived_limit_leaves_room_for_the_admin_listener_and_the_runtime() {
+        assert_eq!(connections_for_fd_limit(256), 256 - 64 - 64);
+        assert_eq!(connections_for_fd_limit(1024), 1024 - 64 - 128);
+        assert_eq!(
+            connections_for_fd_limit(1_048_576),
+            1_048_576 - 64 - 131_072
+        );
+        assert_eq!(connections_for_fd_limit(100), 1, "never zero");
+        assert_eq!(connections_for_fd_limit(0), 1);
+    }
 
     #[test]
     fn accept_errors_are_all_counted() {

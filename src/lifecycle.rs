@@ -445,6 +445,7 @@ impl Lifecycle {
                 idle: config.idle_timeout,
                 max_age: config.max_connection_age,
             },
+            max_connections: crate::connections::max_app_connections(config.max_connections),
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
@@ -43,20 +44,29 @@ use crate::state::State;
 pub(crate) const IDLE_LINGER: Duration = Duration::from_millis(250);
 
 /// What the serving stack needs of the lifecycle: its phase and signals, the connection
-/// registry, and the stop-accepting mode.
+/// registry, the stop-accepting mode and the connection limit.
 #[derive(Debug)]
 pub(crate) struct ServeContext {
     pub(crate) state: Arc<State>,
     pub(crate) connections: Arc<Connections>,
     pub(crate) stop_accepting: StopAccepting,
     pub(crate) timeouts: Timeouts,
+    /// The most connections open at once ([`crate::connections::max_app_connections`]).
+    pub(crate) max_connections: usize,
 }
+
+/// How often at most the accept loop logs that it is waiting at the connection limit.
+const AT_LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How long reject-mode connections may take to receive their 503 once the drain is over.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 /// Accepts connections until the propagation delay is over (or, in reject mode, until the
 /// drain is over), serving each with `service`.
+///
+/// Each connection's task holds a permit of a semaphore of `max_connections`: at the limit
+/// the loop accepts nothing until a connection closes (the kernel's backlog holds the rest),
+/// so a flood cannot take every file descriptor and starve the admin listener.
 pub(crate) async fn accept_loop<S, B>(
     shared: Arc<ServeContext>,
     listener: TcpListener,
@@ -94,11 +104,33 @@ pub(crate) async fn accept_loop<S, B>(
     }));
     let reject_cut = signals.drain_deadline.child_token();
     let mut backlog_left: usize = 0;
+    let limit = Arc::new(Semaphore::new(
+        shared.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut at_limit_logged: Option<Instant> = None;
     loop {
+        if permit.is_none() {
+            permit = limit.clone().try_acquire_owned().ok();
+            if permit.is_none()
+                && at_limit_logged.is_none_or(|at| at.elapsed() >= AT_LIMIT_LOG_EVERY)
+            {
+                tracing::warn!(
+                    max_connections = shared.max_connections,
+                    "connection limit reached: accepting again when a connection closes \
+                     (logged at most every 10 s)"
+                );
+                at_limit_logged = Some(Instant::now());
+            }
+        }
         let accepted = if backlog_left > 0 {
             // Closing: connections the kernel already completed would be reset by the close;
-            // take them and answer their requests (with `Connection: close`) instead.
+            // take them and answer their requests (with `Connection: close`) instead, as far
+            // as the connection limit allows.
             backlog_left -= 1;
+            if permit.is_none() {
+                break;
+            }
             match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
                 Ok(accepted) => accepted,
                 Err(_) => break,
@@ -116,7 +148,11 @@ pub(crate) async fn accept_loop<S, B>(
                     backlog_left = 1024;
                     continue;
                 }
-                accepted = listener.accept() => accepted,
+                acquired = limit.clone().acquire_owned(), if permit.is_none() => {
+                    permit = acquired.ok();
+                    continue;
+                }
+                accepted = listener.accept(), if permit.is_some() => accepted,
             }
         };
         let (stream, _remote) = match accepted {
@@ -130,12 +166,15 @@ pub(crate) async fn accept_loop<S, B>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Held by the connection's task until it ends.
+        let permit = permit.take();
         let shared = shared.clone();
         let service = service.clone();
         let builder = builder.clone();
         if reject && shared.state.signals.delay_over.is_cancelled() {
             let cut = reject_cut.clone();
             rejecting.spawn(async move {
+                let _permit = permit;
                 tokio::select! {
                     _ = serve_connection(shared, &builder, stream, service, metrics) => {}
                     _ = cut.cancelled() => {}
@@ -143,6 +182,7 @@ pub(crate) async fn accept_loop<S, B>(
             });
         } else {
             connections.spawn(async move {
+                let _permit = permit;
                 serve_connection(shared, &builder, stream, service, metrics).await;
             });
         }

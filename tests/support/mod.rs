@@ -28,8 +28,20 @@ pub struct Child {
 impl Child {
     /// Starts the child with `env` on top of test defaults (loopback, port 0, short timings).
     pub fn spawn(env: &[(&str, &str)]) -> Child {
-        let exe = std::env::current_exe().unwrap();
-        let mut cmd = Command::new(exe);
+        Child::spawn_command(Command::new(std::env::current_exe().unwrap()), env)
+    }
+
+    /// Like [`Child::spawn`], with the child's soft file-descriptor limit set to `open_files`
+    /// (`ulimit -n` in a shell that then execs the test binary).
+    pub fn spawn_with_fd_limit(env: &[(&str, &str)], open_files: u32) -> Child {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(std::env::current_exe().unwrap());
+        Child::spawn_command(cmd, env)
+    }
+
+    fn spawn_command(mut cmd: Command, env: &[(&str, &str)]) -> Child {
         cmd.args([
             "--ignored",
             "--exact",

@@ -1,0 +1,188 @@
+//! Connection limits: a flood of idle connections on the application port, under a low
+//! file-descriptor limit, must not starve the probes; and the admin listener closes a client
+//! that never finishes its headers.
+
+use podcycle_test_support as support;
+
+use std::time::{Duration, Instant};
+
+use support::{client, code, rt, Child, SOON};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[test]
+#[ignore = "the server under test, run by the other tests in a child process"]
+fn child() {
+    support::child::main();
+}
+
+/// Connections in the flood: more than the child has file descriptors.
+const FLOOD: usize = 400;
+/// The child's soft file-descriptor limit.
+const OPEN_FILES: u32 = 256;
+/// What podcycle derives from it: 256 less 64 (admin) less max(64, 256/8).
+const DERIVED_LIMIT: usize = 128;
+
+#[test]
+fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit() {
+    let mut child = Child::spawn_with_fd_limit(&[("PODCYCLE_SHUTDOWN_DELAY", "100ms")], OPEN_FILES);
+    let admin = child.wait_admin();
+    let app = child.wait_app();
+    let line = child.wait_line("application connection limit", SOON);
+    assert!(
+        line.contains(&format!("max_connections={DERIVED_LIMIT}"))
+            && line.contains(&format!("open_files={OPEN_FILES}")),
+        "{line}"
+    );
+    let rt = rt();
+    // Idle connections, opened at once, each bounded in time; held until dropped. Those the
+    // server accepts plus those the listener's backlog holds complete; the rest give up.
+    let flood: Vec<TcpStream> = rt.block_on(async {
+        let mut connecting = tokio::task::JoinSet::new();
+        for _ in 0..FLOOD {
+            connecting.spawn(tokio::time::timeout(
+                Duration::from_secs(2),
+                TcpStream::connect(app),
+            ));
+        }
+        let mut open = Vec::new();
+        while let Some(done) = connecting.join_next().await {
+            if let Ok(Ok(Ok(stream))) = done {
+                open.push(stream);
+            }
+        }
+        open
+    });
+    assert!(
+        flood.len() > DERIVED_LIMIT + 64,
+        "only {} of {FLOOD} flood connections opened: the flood does not reach the limit",
+        flood.len()
+    );
+    for round in 0..20 {
+        for probe in ["/livez", "/readyz"] {
+            let reply = rt
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(1), client::get(admin, probe)).await
+                })
+                .unwrap_or_else(|_| {
+                    panic!("{probe} (round {round}) took over 1 s during the flood")
+                })
+                .unwrap_or_else(|e| panic!("{probe} (round {round}) failed: {e}"));
+            assert_eq!(reply.status, 200, "{probe} (round {round}): {reply:?}");
+        }
+    }
+    // Failed accepts are counted if there were any; the limit may have kept the loop from
+    // reaching the descriptor limit at all, so only the scrape itself is checked.
+    let metrics = rt
+        .block_on(async { tokio::time::timeout(SOON, client::get(admin, "/metrics")).await })
+        .expect("/metrics in time")
+        .expect("/metrics answered");
+    assert_eq!(metrics.status, 200);
+    for line in metrics.body.lines() {
+        if line.starts_with("podcycle_accept_errors_total") {
+            eprintln!("during the flood: {line}");
+        }
+    }
+    drop(flood);
+    // The flood gone, the application serves again.
+    let reply = rt
+        .block_on(async { tokio::time::timeout(SOON, client::get(app, "/hello")).await })
+        .expect("the app port answers once the flood is gone")
+        .expect("a normal request succeeds");
+    assert_eq!(
+        (reply.status.as_u16(), reply.body.as_str()),
+        (200, "hello 42")
+    );
+    child.signal("TERM");
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 0, "{}", child.output());
+}
+
+#[test]
+fn a_configured_limit_above_what_the_fd_limit_leaves_room_for_is_kept_with_a_warning() {
+    let mut child = Child::spawn_with_fd_limit(&[("PODCYCLE_MAX_CONNECTIONS", "1000")], OPEN_FILES);
+    child.wait_app();
+    let warning = child.wait_line("PODCYCLE_MAX_CONNECTIONS exceeds", SOON);
+    assert!(warning.contains("room_for=128"), "{warning}");
+    let line = child.wait_line("application connection limit", SOON);
+    assert!(line.contains("max_connections=1000"), "{line}");
+}
+
+#[test]
+fn an_invalid_connection_limit_stops_startup_naming_the_variable() {
+    for value in ["0", "abc"] {
+        let mut child = Child::spawn(&[("PODCYCLE_MAX_CONNECTIONS", value)]);
+        let (status, _) = child.wait_exit(SOON);
+        let out = child.drain_output(Duration::from_secs(1));
+        assert_ne!(code(status), 0, "{out}");
+        assert!(
+            out.contains(&format!("invalid PODCYCLE_MAX_CONNECTIONS=\"{value}\"")),
+            "{out}"
+        );
+    }
+}
+
+/// Reads until the server closes the connection; `None` if it is still open after `within`.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(received)
+}
+
+/// The admin header-read timeout (5 s) plus a generous margin.
+const ADMIN_CLOSES_WITHIN: Duration = Duration::from_secs(20);
+
+#[test]
+fn an_admin_client_that_never_finishes_its_headers_is_disconnected() {
+    let mut child = Child::spawn(&[]);
+    let admin = child.wait_admin();
+    let rt = rt();
+    let started = Instant::now();
+    let closed = rt.block_on(async {
+        let mut stream = TcpStream::connect(admin).await.unwrap();
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        read_until_closed(&mut stream, ADMIN_CLOSES_WITHIN).await
+    });
+    assert!(
+        closed.is_some(),
+        "a half-sent request held an admin connection for {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_admin_connection_is_closed() {
+    let mut child = Child::spawn(&[]);
+    let admin = child.wait_admin();
+    let rt = rt();
+    let started = Instant::now();
+    let received = rt.block_on(async {
+        let mut stream = TcpStream::connect(admin).await.unwrap();
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_until_closed(&mut stream, ADMIN_CLOSES_WITHIN).await
+    });
+    let received = received.unwrap_or_else(|| {
+        panic!(
+            "an idle keep-alive admin connection was still open after {:?}",
+            started.elapsed()
+        )
+    });
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+}

@@ -1,0 +1,321 @@
+//! The application listener: accepts connections, counts requests in flight until their
+//! bodies end, and closes connections politely once the propagation delay is over.
+//!
+//! - this module: the accept loop (connection limit, reject mode, the timeout sweep) and each
+//!   connection's life (serve, time out, drain);
+//! - [`io`]: the connection's socket, noting read and write progress for the sweep and the drain;
+//! - [`tracked`]: the per-request wrapper around the application's service (in-flight guard,
+//!   `Connection: close` while draining, reject mode, timing, panics answered 500).
+
+mod io;
+mod tracked;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::Service;
+
+use crate::config::StopAccepting;
+use crate::connections::{Connections, Timeouts};
+use crate::error::BoxError;
+#[cfg(feature = "metrics")]
+use crate::metrics::HttpMetrics;
+#[cfg(not(feature = "metrics"))]
+use crate::metrics_off::HttpMetrics;
+use crate::phase::Phase;
+use crate::state::State;
+
+use self::io::ProgressIo;
+use self::tracked::TrackedService;
+
+/// How long a connection that is idle when draining starts may stay open before it is closed.
+/// A keep-alive client sending back to back gets its next response with `Connection: close`
+/// instead of having the connection closed under a request already on the wire.
+pub(crate) const IDLE_LINGER: Duration = Duration::from_millis(250);
+
+/// What the serving stack needs of the lifecycle: its phase and signals, the connection
+/// registry, the stop-accepting mode and the connection limit.
+#[derive(Debug)]
+pub(crate) struct ServeContext {
+    pub(crate) state: Arc<State>,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) stop_accepting: StopAccepting,
+    pub(crate) timeouts: Timeouts,
+    /// The most connections open at once ([`crate::connections::max_app_connections`]).
+    pub(crate) max_connections: usize,
+}
+
+/// How often at most the accept loop logs that it is waiting at the connection limit.
+const AT_LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long reject-mode connections may take to receive their 503 once the drain is over.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+
+/// Accepts connections until the propagation delay is over (or, in reject mode, until the
+/// drain is over), serving each with `service`.
+///
+/// Each connection's task holds a permit of a semaphore of `max_connections`: at the limit
+/// the loop accepts nothing until a connection closes (the kernel's backlog holds the rest),
+/// so a flood cannot take every file descriptor and starve the admin listener.
+pub(crate) async fn accept_loop<S, B>(
+    shared: Arc<ServeContext>,
+    listener: TcpListener,
+    service: S,
+    connections: tokio_util::task::TaskTracker,
+    metrics: &'static HttpMetrics,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    // No hyper timer, as `axum::serve`: with one, hyper allocates and polls a header-read
+    // sleep for every HTTP/1 request (~2% of server CPU in the load benchmark).
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let reject = shared.stop_accepting == StopAccepting::Reject;
+    let signals = &shared.state.signals;
+    // Reject mode: connections accepted after the delay, answered 503 and closed. Not part of
+    // the drain (they would hold it until the listener closes), but given their answer.
+    let rejecting = tokio_util::task::TaskTracker::new();
+    // One coarse sweep for every connection's header-read and idle timeouts, instead of a
+    // timer per read (hyper's timer cost ~2% of server CPU in the load benchmark).
+    let _sweep = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+        let (connections, timeouts) = (shared.connections.clone(), shared.timeouts);
+        async move {
+            let mut tick = tokio::time::interval(timeouts.tick());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                connections.sweep(timeouts);
+            }
+        }
+    }));
+    let reject_cut = signals.drain_deadline.child_token();
+    let mut backlog_left: usize = 0;
+    let limit = Arc::new(Semaphore::new(
+        shared.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut at_limit_logged: Option<Instant> = None;
+    loop {
+        if permit.is_none() {
+            permit = limit.clone().try_acquire_owned().ok();
+            if permit.is_none()
+                && at_limit_logged.is_none_or(|at| at.elapsed() >= AT_LIMIT_LOG_EVERY)
+            {
+                tracing::warn!(
+                    max_connections = shared.max_connections,
+                    "connection limit reached: accepting again when a connection closes \
+                     (logged at most every 10 s)"
+                );
+                at_limit_logged = Some(Instant::now());
+            }
+        }
+        let accepted = if backlog_left > 0 {
+            // Closing: connections the kernel already completed would be reset by the close;
+            // take them and answer their requests (with `Connection: close`) instead, as far
+            // as the connection limit allows.
+            backlog_left -= 1;
+            if permit.is_none() {
+                break;
+            }
+            match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+                Ok(accepted) => accepted,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = signals.drain_deadline.cancelled() => break,
+                _ = signals.drained.cancelled() => {
+                    // Reject mode, drain over: answer what is in the backlog, then close.
+                    backlog_left = 1024;
+                    continue;
+                }
+                _ = signals.delay_over.cancelled(), if !reject => {
+                    backlog_left = 1024;
+                    continue;
+                }
+                acquired = limit.clone().acquire_owned(), if permit.is_none() => {
+                    permit = acquired.ok();
+                    continue;
+                }
+                accepted = listener.accept(), if permit.is_some() => accepted,
+            }
+        };
+        let (stream, _remote) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                shared.connections.app_accept_errors.record("app", &e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // Held by the connection's task until it ends.
+        let permit = permit.take();
+        let shared = shared.clone();
+        let service = service.clone();
+        let builder = builder.clone();
+        if reject && shared.state.signals.delay_over.is_cancelled() {
+            let cut = reject_cut.clone();
+            rejecting.spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    _ = serve_connection(shared, &builder, stream, service, metrics) => {}
+                    _ = cut.cancelled() => {}
+                }
+            });
+        } else {
+            connections.spawn(async move {
+                let _permit = permit;
+                serve_connection(shared, &builder, stream, service, metrics).await;
+            });
+        }
+    }
+    drop(listener);
+    signals.listener_closed.cancel();
+    tracing::info!("application listener closed");
+    rejecting.close();
+    if tokio::time::timeout(REJECT_LINGER, rejecting.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = rejecting.len(),
+            "reject-mode connections not done after their linger: closing them"
+        );
+        reject_cut.cancel();
+        rejecting.wait().await;
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection<S, B>(
+    shared: Arc<ServeContext>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+    metrics: &'static HttpMetrics,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (conn_state, _registered) = shared
+        .connections
+        .open(shared.state.signals.delay_over.child_token());
+    let service = TrackedService {
+        inner: service,
+        conn: conn_state.clone(),
+        shared: shared.clone(),
+        metrics,
+    };
+    let io = ProgressIo {
+        inner: stream,
+        conn: conn_state.clone(),
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Serve until the propagation delay is over. Not `select!`: that would poll the
+    // cancellation future, which takes a lock, on every wake-up of a busy connection. Polled
+    // once, it keeps this task's waker; after that, the phase (one atomic load) says when.
+    let signals = &shared.state.signals;
+    // Woken when the delay is over, or when the sweep times the connection out.
+    let stop = conn_state.wake.cancelled();
+    tokio::pin!(stop);
+    let mut registered = false;
+    let mut goaway = false;
+    let served = std::future::poll_fn(|cx| {
+        let stopping = if registered {
+            shared.state.phase() >= Phase::Draining || conn_state.timed_out()
+        } else {
+            registered = true;
+            stop.as_mut().poll(cx).is_ready()
+        };
+        if stopping {
+            return Poll::Ready(None);
+        }
+        if !goaway && conn_state.aged() && conn_state.is_http2() {
+            // Past its maximum age: a graceful GOAWAY, in-flight streams finish, the client
+            // reconnects (to another pod, after a rollout). HTTP/1 gets `Connection: close`
+            // on its next response instead (TrackedService).
+            goaway = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        conn.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    if let Some(res) = served {
+        return log_connection_end(res);
+    }
+    if conn_state.timed_out() && shared.state.phase() < Phase::Draining {
+        // Nothing in flight past the header-read or idle timeout: close.
+        return;
+    }
+    // Draining. A connection busy with a request gets `Connection: close` on its response
+    // (hyper disables keep-alive); an idle one is given a short linger so that a request
+    // already on the wire is answered, with `Connection: close`, rather than reset.
+    if conn_state.in_flight() == 0 {
+        tokio::select! {
+            res = conn.as_mut() => return log_connection_end(res),
+            _ = tokio::time::sleep(IDLE_LINGER) => {}
+            _ = signals.drain_deadline.cancelled() => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    loop {
+        let before = conn_state.progress();
+        tokio::select! {
+            res = conn.as_mut() => return log_connection_end(res),
+            _ = signals.drain_deadline.cancelled() => {
+                let in_flight = conn_state.in_flight();
+                if in_flight > 0 {
+                    shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(IDLE_LINGER) => {
+                // Nothing in flight, no request started and no byte written for a whole
+                // linger: idle, or a request whose headers never completed (hyper's graceful
+                // shutdown waits for those). It must not hold the drain, and was not cut.
+                if conn_state.in_flight() == 0 && conn_state.progress() == before {
+                    tracing::debug!("closing a draining connection with no request in flight");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn log_connection_end(res: Result<(), BoxError>) {
+    if let Err(error) = res {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}

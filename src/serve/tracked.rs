@@ -1,0 +1,390 @@
+//! The per-request wrapper around the application's service: counts each request in flight
+//! on its connection until its response body ends, marks responses `Connection: close` while
+//! draining or past the connection's maximum age, answers 503 in reject mode, times requests
+//! for the metrics, and answers a panicking handler with a 500.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::io::IoSlice;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
+
+use super::ServeContext;
+use crate::config::StopAccepting;
+use crate::connections::{ConnState, RequestGuard};
+use crate::error::BoxError;
+#[cfg(feature = "metrics")]
+use crate::metrics::{at_panic, at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer};
+#[cfg(not(feature = "metrics"))]
+use crate::metrics_off::{
+    at_panic, at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer,
+};
+use crate::phase::Phase;
+
+/// Wraps the application's service: counts requests per connection, marks responses
+/// `Connection: close` while draining, and rejects in reject mode.
+#[derive(Clone, Debug)]
+pub(crate) struct TrackedService<S> {
+    pub(super) inner: S,
+    pub(super) conn: Arc<ConnState>,
+    pub(super) shared: Arc<ServeContext>,
+    pub(super) metrics: &'static HttpMetrics,
+}
+
+// hyper's `Service` takes `&self`: nothing of ours is cloned per request (only the inner
+// service, as `axum::serve` does).
+impl<S, B> hyper::service::Service<Request<Incoming>> for TrackedService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    B: Body,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<Oneshot<S, Request<Incoming>>>;
+
+    #[inline]
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let request = RequestLine::of(&req);
+        let phase = self.shared.state.phase();
+        let mut close = false;
+        if phase >= Phase::Deregistering {
+            self.shared
+                .connections
+                .requests_after_unready
+                .fetch_add(1, Ordering::Relaxed);
+            if phase >= Phase::Draining {
+                close = req.version() <= Version::HTTP_11;
+                if self.shared.stop_accepting == StopAccepting::Reject {
+                    return TrackedFuture {
+                        inner: None,
+                        guard: None,
+                        timer: None,
+                        close,
+                        request,
+                    };
+                }
+            }
+        }
+        if self.conn.aged() {
+            // Past its maximum age: this HTTP/1 response closes the connection (HTTP/2 gets a
+            // GOAWAY from the connection's task).
+            close |= req.version() <= Version::HTTP_11;
+        }
+        if req.version() == Version::HTTP_2 {
+            self.conn.saw_http2();
+        }
+        // Timed here, outside the router, when the application has a metrics layer: the
+        // layer names the route through the hand-off while this future polls the router.
+        let timer = Timer::for_serving(self.metrics, req.method());
+        TrackedFuture {
+            guard: Some(self.conn.start()),
+            inner: Some(self.inner.clone().oneshot(req)),
+            timer,
+            close,
+            request,
+        }
+    }
+}
+
+/// What a panic's log line and answer need of its request (the request itself is the
+/// application's by then).
+#[derive(Debug)]
+pub(crate) struct RequestLine {
+    method: Method,
+    path: Option<PathAndQuery>,
+    http1: bool,
+}
+
+impl RequestLine {
+    #[inline]
+    fn of<B>(req: &Request<B>) -> RequestLine {
+        RequestLine {
+            method: req.method().clone(),
+            path: req.uri().path_and_query().cloned(),
+            http1: req.version() <= Version::HTTP_11,
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.path.as_ref().map_or("/", PathAndQuery::path)
+    }
+}
+
+/// The body of the `500` that answers a request whose handler panicked.
+const PANIC_TEXT: &[u8] = b"Internal Server Error\n";
+
+pin_project! {
+    /// The response future of [`TrackedService`]; holds the in-flight guard until the
+    /// response exists, then hands it to the body. A panic of the application's future is
+    /// caught and answered `500` (see [`answer_panic`]).
+    #[derive(Debug)]
+    pub(crate) struct TrackedFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        guard: Option<RequestGuard>,
+        timer: Option<Timer>,
+        close: bool,
+        request: RequestLine,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            let mut res = Response::new(TrackedBody::text(b"", None));
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            if *this.close {
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Poll::Ready(Ok(res));
+        };
+        let res = match ready!(poll_naming_route(this.timer, inner, cx)) {
+            Ok(res) => res,
+            Err(payload) => {
+                let route = at_panic(this.timer.take());
+                // Poisoned: never polled again. Dropped now, its own panic (if any) caught.
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| this.inner.set(None)));
+                return Poll::Ready(Ok(answer_panic(
+                    payload,
+                    route,
+                    this.request,
+                    this.guard.take(),
+                )));
+            }
+        };
+        let close = *this.close;
+        let guard = this.guard.take();
+        // Recorded now if the request failed or sends no body; else when its body ends.
+        let timer = at_response(this.timer.take(), &res);
+        Poll::Ready(res.map(|res| {
+            let mut res = res.map(|body| TrackedBody {
+                inner: Some(RecordingBody::new(body, timer)),
+                guard,
+                text: b"",
+            });
+            if close {
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
+        }))
+    }
+}
+
+/// The answer to a request whose response future panicked (recorded already): logged, and
+/// a `500` with a short text, `Connection: close` on HTTP/1 (the application may be in a
+/// state its next request should not see on this connection).
+#[cold]
+#[inline(never)]
+fn answer_panic<B>(
+    payload: Box<dyn Any + Send>,
+    route: Option<Arc<str>>,
+    request: &RequestLine,
+    guard: Option<RequestGuard>,
+) -> Response<TrackedBody<B>> {
+    let message = crate::panic::message(&*payload);
+    let method = &request.method;
+    match route {
+        Some(route) => {
+            tracing::error!(%method, %route, panic = %message, "request handler panicked; answered 500")
+        }
+        None => {
+            tracing::error!(%method, path = request.path(), panic = %message, "request handler panicked; answered 500")
+        }
+    }
+    let mut res = Response::new(TrackedBody::text(PANIC_TEXT, guard));
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if request.http1 {
+        res.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+pin_project! {
+    /// A response body that keeps its request counted in flight until it ends (and, through
+    /// [`RecordingBody`], measured). A panic of the application's body is caught: the body
+    /// ends with [`BodyPanicked`], so that hyper cuts the response short.
+    #[derive(Debug)]
+    pub(crate) struct TrackedBody<B> {
+        #[pin]
+        inner: Option<RecordingBody<B>>,
+        guard: Option<RequestGuard>,
+        // Without `inner`: podcycle's own body (the `500` of a panic), sent as one frame.
+        text: &'static [u8],
+    }
+}
+
+impl<B> TrackedBody<B> {
+    /// A body of podcycle's own: `text`, keeping `guard` until it is sent.
+    fn text(text: &'static [u8], guard: Option<RequestGuard>) -> TrackedBody<B> {
+        TrackedBody {
+            inner: None,
+            guard,
+            text,
+        }
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = TrackedData<B::Data>;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            this.guard.take();
+            if this.text.is_empty() {
+                return Poll::Ready(None);
+            }
+            let text = std::mem::take(this.text);
+            return Poll::Ready(Some(Ok(Frame::data(TrackedData::Text(text)))));
+        };
+        let frame = match panic::catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
+            Ok(Poll::Ready(frame)) => frame,
+            Ok(Poll::Pending) => return Poll::Pending,
+            Err(payload) => {
+                let inner = this.inner.as_mut().as_pin_mut();
+                let route = inner.and_then(RecordingBody::panicked);
+                // Poisoned: never polled again. Dropped now, its own panic (if any) caught.
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| this.inner.set(None)));
+                this.guard.take();
+                return Poll::Ready(Some(Err(body_panicked(payload, route))));
+            }
+        };
+        if !matches!(frame, Some(Ok(_))) {
+            this.guard.take();
+        }
+        Poll::Ready(frame.map(|f| match f {
+            Ok(f) => Ok(f.map_data(TrackedData::App)),
+            Err(e) => Err(e.into()),
+        }))
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Some(b) => b.is_end_stream(),
+            None => self.text.is_empty(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(self.text.len() as u64),
+        }
+    }
+}
+
+/// Logs a panic of a response body (recorded already) and makes the error it ends with.
+#[cold]
+#[inline(never)]
+fn body_panicked(payload: Box<dyn Any + Send>, route: Option<Arc<str>>) -> BoxError {
+    let message = crate::panic::message(&*payload);
+    let route = route.as_deref().unwrap_or("(unknown)");
+    tracing::error!(%route, panic = %message, "response body panicked; response cut short");
+    Box::new(BodyPanicked)
+}
+
+/// The error a response body ends with when it panicked: hyper closes the HTTP/1 connection
+/// or resets the HTTP/2 stream, and the client sees a cut-short response.
+#[derive(Debug)]
+pub(crate) struct BodyPanicked;
+
+impl fmt::Display for BodyPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the response body panicked (its message is in the error log); the response was cut short")
+    }
+}
+
+impl std::error::Error for BodyPanicked {}
+
+/// A chunk of a [`TrackedBody`]: the application's, or podcycle's own text.
+#[derive(Debug)]
+pub(crate) enum TrackedData<D> {
+    /// From the application's body.
+    App(D),
+    /// podcycle's own (the `500` of a panic).
+    Text(&'static [u8]),
+}
+
+impl<D: Buf> Buf for TrackedData<D> {
+    #[inline]
+    fn remaining(&self) -> usize {
+        match self {
+            TrackedData::App(d) => d.remaining(),
+            TrackedData::Text(t) => t.len(),
+        }
+    }
+
+    #[inline]
+    fn chunk(&self) -> &[u8] {
+        match self {
+            TrackedData::App(d) => d.chunk(),
+            TrackedData::Text(t) => t,
+        }
+    }
+
+    #[inline]
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        match self {
+            TrackedData::App(d) => d.chunks_vectored(dst),
+            TrackedData::Text(t) => t.chunks_vectored(dst),
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self, cnt: usize) {
+        match self {
+            TrackedData::App(d) => d.advance(cnt),
+            TrackedData::Text(t) => t.advance(cnt),
+        }
+    }
+
+    #[inline]
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        match self {
+            TrackedData::App(d) => d.copy_to_bytes(len),
+            TrackedData::Text(t) => t.copy_to_bytes(len),
+        }
+    }
+}

@@ -5,30 +5,8 @@ use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 
-use podcycle::{Check, Config, Lifecycle, Phase};
-use support::{client, SOON};
-
-fn config() -> Config {
-    Config::default()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
-        .check_interval(Duration::from_millis(20))
-        .shutdown_delay(Duration::from_millis(100))
-        .handle_signals(false)
-        .version("9.9.9")
-}
-
-async fn eventually(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + SOON;
-    while !f() {
-        assert!(Instant::now() < deadline, "condition not reached in time");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn status(addr: std::net::SocketAddr, path: &str) -> u16 {
-    client::get(addr, path).await.unwrap().status.as_u16()
-}
+use podcycle::{Check, Lifecycle, Phase};
+use support::{client, eventually, in_process_config as config, status, SOON};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_non_gating_check_is_reported_but_readyz_stays_green() {

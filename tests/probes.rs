@@ -7,35 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podcycle::{Config, Lifecycle};
-use support::{client, code, rt, Child, SOON};
+use podcycle::Lifecycle;
+use support::{client, code, eventually, in_process_config as config, rt, status, Child, SOON};
 
 #[test]
 #[ignore = "the server under test, run by the other tests in a child process"]
 fn child() {
     support::child::main();
-}
-
-fn config() -> Config {
-    Config::default()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
-        .check_interval(Duration::from_millis(20))
-        .shutdown_delay(Duration::from_millis(100))
-        .handle_signals(false)
-        .version("9.9.9")
-}
-
-async fn eventually(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + SOON;
-    while !f() {
-        assert!(Instant::now() < deadline, "condition not reached in time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn status(admin: std::net::SocketAddr, path: &str) -> u16 {
-    client::get(admin, path).await.unwrap().status.as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

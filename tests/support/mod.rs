@@ -232,3 +232,30 @@ fn debian_package(tool: &str) -> &str {
         other => other,
     }
 }
+
+/// A configuration for a lifecycle run inside the test process: loopback listeners on free
+/// ports, checks every 20 ms, a 100 ms shutdown delay, no signal handlers (tests in one
+/// process must not share them), version `9.9.9`.
+pub fn in_process_config() -> podcycle::Config {
+    podcycle::Config::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
+        .check_interval(Duration::from_millis(20))
+        .shutdown_delay(Duration::from_millis(100))
+        .handle_signals(false)
+        .version("9.9.9")
+}
+
+/// Waits until `f` holds, checking every 5 ms; fails the test after [`SOON`].
+pub async fn eventually(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SOON;
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The status code of `GET path` on `addr`.
+pub async fn status(addr: SocketAddr, path: &str) -> u16 {
+    client::get(addr, path).await.unwrap().status.as_u16()
+}

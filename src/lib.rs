@@ -7,7 +7,7 @@
 //   metrics, shutdown, probes, watchdog
 //   health
 //   state, warmup, checks, error
-//   config, phase, connections, panic, metrics_off
+//   config, phase, connections, panic, metrics_off, logging
 mod admin;
 mod checks;
 mod config;
@@ -15,6 +15,8 @@ mod connections;
 mod error;
 mod health;
 mod lifecycle;
+#[cfg(feature = "logging")]
+pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]

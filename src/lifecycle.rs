@@ -144,7 +144,7 @@ impl Lifecycle {
         tracing::info!(
             version = %config.version,
             addr = %config.addr,
-            admin_addr = ?admin_addr,
+            admin_addr = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             shutdown_delay = ?config.shutdown_delay,
             drain_timeout = ?config.drain_timeout,
             hook_timeout = ?config.hook_timeout,

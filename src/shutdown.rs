@@ -103,12 +103,25 @@ impl fmt::Display for Outcome {
     }
 }
 
+impl From<crate::error::Error> for Outcome {
+    /// [`Outcome::Failed`] with the error's message (exit code 1), for `main() -> Outcome`:
+    /// `Err(e) => return e.into()`.
+    fn from(e: crate::error::Error) -> Self {
+        Outcome::Failed(e.to_string())
+    }
+}
+
 impl Termination for Outcome {
+    /// Logs how the process ends (an error for a non-zero code) and returns the exit code.
+    /// Without a `tracing` subscriber, an unclean outcome is printed on stderr instead, so a
+    /// startup error is never silent.
     fn report(self) -> ExitCode {
         if self.is_clean() {
             tracing::info!(outcome = %self, "podcycle: exiting");
-        } else {
+        } else if tracing::dispatcher::has_been_set() {
             tracing::error!(outcome = %self, code = self.exit_code(), "podcycle: exiting");
+        } else {
+            eprintln!("podcycle: exiting with code {}: {self}", self.exit_code());
         }
         ExitCode::from(self.exit_code())
     }
@@ -144,7 +157,7 @@ pub(crate) fn request(state: &State, connections: &Connections, reason: Shutdown
             "podcycle phase"
         );
     }
-    tracing::info!(?reason, "shutdown requested: readiness is now failing");
+    tracing::info!(%reason, "shutdown requested: readiness is now failing");
     true
 }
 

@@ -41,6 +41,22 @@ impl Child {
         Child::spawn_command(cmd, env)
     }
 
+    /// Runs the binary at `path` (e.g. `env!("CARGO_BIN_EXE_chatbot")`) with loopback
+    /// listeners on free ports and `env` on top; stdout and stderr are captured as lines.
+    pub fn spawn_binary(path: &str, env: &[(&str, &str)]) -> Child {
+        let mut cmd = Command::new(path);
+        cmd.env("PODCYCLE_ADDR", "127.0.0.1:0")
+            .env("PODCYCLE_ADMIN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Child::capture(cmd.spawn().expect("spawn binary"))
+    }
+
     fn spawn_command(mut cmd: Command, env: &[(&str, &str)]) -> Child {
         cmd.args([
             "--ignored",
@@ -60,7 +76,10 @@ impl Child {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut proc = cmd.spawn().expect("spawn child");
+        Child::capture(cmd.spawn().expect("spawn child"))
+    }
+
+    fn capture(mut proc: std::process::Child) -> Child {
         let (tx, rx) = mpsc::channel();
         let out = proc.stdout.take().unwrap();
         let err = proc.stderr.take().unwrap();

@@ -128,14 +128,17 @@ impl Termination for Outcome {
 }
 
 /// Moves `state` to `to` and logs the transition with the connection counts.
+/// The counts are read just before the change: code woken by the new phase (a stream ending
+/// on drain) must not race the log line.
 pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
+    let (in_flight, open) = (connections.in_flight(), connections.len());
     if let Some(from) = state.set_phase(to) {
         tracing::info!(
             phase = to.as_str(),
             from = from.as_str(),
             elapsed = ?state.started.elapsed(),
-            in_flight = connections.in_flight(),
-            connections = connections.len(),
+            in_flight,
+            connections = open,
             "podcycle phase"
         );
     }
@@ -144,6 +147,7 @@ pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
 /// Starts the shutdown sequence (readiness off at once) and logs it. Returns `false` if it
 /// had already started.
 pub(crate) fn request(state: &State, connections: &Connections, reason: ShutdownReason) -> bool {
+    let (in_flight, open) = (connections.in_flight(), connections.len());
     let Ok(from) = state.request_shutdown(reason) else {
         return false;
     };
@@ -152,8 +156,8 @@ pub(crate) fn request(state: &State, connections: &Connections, reason: Shutdown
             phase = Phase::Deregistering.as_str(),
             from = from.as_str(),
             elapsed = ?state.started.elapsed(),
-            in_flight = connections.in_flight(),
-            connections = connections.len(),
+            in_flight,
+            connections = open,
             "podcycle phase"
         );
     }

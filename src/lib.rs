@@ -7,11 +7,12 @@
 //   metrics, shutdown, probes, watchdog
 //   health
 //   state, warmup, checks, error
-//   config, phase, connections, panic, metrics_off, logging
+//   config, env_check, phase, connections, panic, metrics_off, logging
 mod admin;
 mod checks;
 mod config;
 mod connections;
+mod env_check;
 mod error;
 mod health;
 mod lifecycle;

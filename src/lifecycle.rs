@@ -93,8 +93,13 @@ impl Lifecycle {
     /// `APP_VERSION`: pass `env!("CARGO_PKG_VERSION")`.
     ///
     /// Must be called inside a tokio runtime.
+    ///
+    /// Logs a warning for each `PODCYCLE_*` variable it does not know, naming the closest
+    /// known one (`PODCYCLE_DRAIN_TIMOUT`: did you mean `PODCYCLE_DRAIN_TIMEOUT`?).
     pub fn from_env(version: &str) -> Result<Lifecycle, Error> {
-        Lifecycle::new(Config::from_env(version)?)
+        let config = Config::from_env(version)?;
+        crate::env_check::warn_unknown_env();
+        Lifecycle::new(config)
     }
 
     /// Starts a lifecycle: validates the configuration, binds the admin listener on its own

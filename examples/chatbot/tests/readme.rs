@@ -201,3 +201,17 @@ fn the_drain_walkthrough_shows_what_the_readme_shows() {
         .collect();
     assert!(warnings.is_empty(), "warnings on a normal run:\n{log}");
 }
+
+#[test]
+fn a_mistyped_variable_is_named_with_the_closest_known_one() {
+    let mut child = Child::spawn_binary(CHATBOT, &[("PODCYCLE_DRAIN_TIMOUT", "5s")]);
+    let line = child.wait_line("unknown podcycle variable", SOON);
+    assert!(
+        line.contains("did you mean PODCYCLE_DRAIN_TIMEOUT?")
+            && line.contains("variable=PODCYCLE_DRAIN_TIMOUT"),
+        "{line}"
+    );
+    child.signal("TERM");
+    let (status, _) = child.wait_exit(SOON);
+    assert_eq!(code(status), 0);
+}

@@ -366,8 +366,9 @@ impl Lifecycle {
         &self.inner.metrics
     }
 
-    /// Waits for warm-ups, binds `PODCYCLE_ADDR`, serves `app` until shutdown and runs the
-    /// shutdown sequence. Returns how it ended.
+    /// Binds `PODCYCLE_ADDR` (at once: a port in use fails without waiting for warm-ups),
+    /// waits for warm-ups, serves `app` until shutdown and runs the shutdown sequence. Returns
+    /// how it ended.
     ///
     /// `app` is any tower `Service` for `Request<hyper::body::Incoming>`, e.g. an axum `Router`
     /// (given its state once, as `axum::serve` does, so its handlers are not turned into routes
@@ -392,7 +393,7 @@ impl Lifecycle {
     }
 
     /// Like [`Lifecycle::serve`], on a listener the caller bound. Connections wait in the
-    /// backlog until warm-ups are done.
+    /// backlog until warm-ups are done (as with `serve`, which binds before the warm-ups end).
     ///
     /// # Cancellation safety
     /// As [`Lifecycle::serve`].
@@ -420,9 +421,9 @@ impl Lifecycle {
         let app = prepare_router(app);
         let inner = self.inner.clone();
         let (config, state, connections) = (&inner.config, &inner.state, &inner.connections);
-        if let Some(early) = self.wait_for_warmups().await {
-            return early;
-        }
+        // Bound before the warm-ups end, so a port conflict fails at once, not after a long
+        // warm-up; connections wait in the backlog until serving starts (readiness keeps load
+        // balancers away until then).
         let listener = match listener {
             Some(l) => l,
             None => match TcpListener::bind(config.addr).await {
@@ -431,6 +432,10 @@ impl Lifecycle {
                     let msg = format!("binding {}: {e}", config.addr);
                     tracing::error!(error = %msg, "cannot serve");
                     self.request_shutdown(ShutdownReason::Requested);
+                    inner
+                        .health
+                        .warmups
+                        .abort_running("cancelled: the application listener could not be bound");
                     self.finish_without_serving().await;
                     return Outcome::Failed(msg);
                 }
@@ -439,6 +444,9 @@ impl Lifecycle {
         if let Ok(addr) = listener.local_addr() {
             let _ = inner.app_addr.set(addr);
             tracing::info!(%addr, "application listener bound");
+        }
+        if let Some(early) = self.wait_for_warmups().await {
+            return early;
         }
         let connection_tasks = TaskTracker::new();
         let context = Arc::new(ServeContext {

@@ -7,7 +7,7 @@
 //   metrics, shutdown, probes, watchdog
 //   health
 //   state, warmup, checks, error
-//   config, env_check, phase, connections, panic, metrics_off, logging
+//   config, env_check, phase, connections, panic, metrics_off, logging, until
 mod admin;
 mod checks;
 mod config;
@@ -28,6 +28,7 @@ pub mod probes;
 mod serve;
 mod shutdown;
 mod state;
+mod until;
 mod warmup;
 mod watchdog;
 
@@ -44,4 +45,5 @@ pub use phase::Phase;
 pub use probes::Probes;
 pub use shutdown::Outcome;
 pub use state::ShutdownReason;
+pub use until::{until, Until};
 pub use warmup::Warmup;

@@ -330,6 +330,27 @@ impl Lifecycle {
         self.reached(Phase::Draining)
     }
 
+    /// `stream`'s items until the drain starts ([`Lifecycle::draining`]), then its end: for
+    /// server-sent events, WebSocket feeds and other long responses, so the drain does not
+    /// wait for them. See [`until`](crate::until) to send a last event.
+    ///
+    /// ```no_run
+    /// use axum::response::sse::{Event, Sse};
+    /// use futures_util::{stream, StreamExt};
+    ///
+    /// # fn handler(lifecycle: podcycle::Lifecycle) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    /// let ticks = stream::repeat_with(|| Ok(Event::default().data("tick")));
+    /// let last = stream::once(async { Ok(Event::default().event("reconnect").data("draining")) });
+    /// Sse::new(lifecycle.until_draining(ticks).chain(last))
+    /// # }
+    /// ```
+    pub fn until_draining<S: futures_util::Stream>(
+        &self,
+        stream: S,
+    ) -> crate::until::Until<S, impl Future<Output = ()> + Send + 'static> {
+        crate::until::until(stream, self.draining())
+    }
+
     /// Whether `/readyz` would pass right now (ignoring exclusions).
     pub fn is_ready(&self) -> bool {
         self.inner.health.is_ready()

@@ -47,3 +47,8 @@ pub use shutdown::Outcome;
 pub use state::ShutdownReason;
 pub use until::{until, Until};
 pub use warmup::Warmup;
+
+/// The README's Rust snippets, compiled as doc tests (`cargo test --doc`) so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

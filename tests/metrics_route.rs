@@ -51,3 +51,17 @@ async fn metrics_are_served_on_the_app_router_when_the_admin_port_is_off() {
         "scrapes are not recorded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_requests_exist_at_zero_for_every_method_from_the_start() {
+    let lifecycle = Lifecycle::new(support::in_process_config().admin_addr(None)).unwrap();
+    let text = lifecycle.metrics().render();
+    for method in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+    ] {
+        let line = format!(
+            "http_server_active_requests{{http_request_method=\"{method}\",version=\"9.9.9\"}} 0\n"
+        );
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
+}

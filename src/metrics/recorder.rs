@@ -373,7 +373,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            !out.contains("http_server_active_requests{http_request_method=\"POST\""),
+            out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 0\n"),
             "active back to 0: {out}"
         );
     }

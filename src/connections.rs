@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
@@ -40,6 +41,8 @@ pub(crate) struct ConnState {
     pub(crate) wake: CancellationToken,
     /// The sweep's memory of this connection.
     sweep: Mutex<Sweep>,
+    /// The socket, handed back when hyper drops it, for a lingering close.
+    socket: Mutex<Option<TcpStream>>,
 }
 
 /// What the sweep last saw of a connection.
@@ -94,7 +97,18 @@ impl ConnState {
                 quiet_since: Instant::now(),
                 partial_since: None,
             }),
+            socket: Mutex::new(None),
         }
+    }
+
+    /// Keeps the socket hyper is done with, for [`ConnState::take_socket`].
+    pub(crate) fn keep_socket(&self, socket: TcpStream) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
+    }
+
+    /// The socket hyper dropped, if it did (not after an upgrade: the upgraded I/O owns it).
+    pub(crate) fn take_socket(&self) -> Option<TcpStream> {
+        self.socket.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     #[inline]

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::config::StopAccepting;
-use crate::connections::{Connections, Timeouts};
+use crate::connections::{ConnState, Connections, Timeouts};
 use crate::error::BoxError;
 #[cfg(feature = "metrics")]
 use crate::metrics::HttpMetrics;
@@ -213,6 +213,24 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// How long a closing connection's socket lingers after the peer's last byte: written,
+/// half-closed, reading and discarding what the peer still sends, until it closes too (Go's
+/// net/http waits 500 ms). Closing a socket with unread bytes sends a reset, and a reset makes
+/// the kernels drop response bytes not delivered yet.
+pub(crate) const CLOSE_LINGER_QUIET: Duration = Duration::from_millis(500);
+
+/// The longest a closing connection lingers, however long its peer keeps sending (nginx's
+/// `lingering_time` is 30 s, its `lingering_timeout` 5 s); never past the drain deadline.
+pub(crate) const CLOSE_LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// How a connection's serving ended.
+enum Closed {
+    /// hyper finished the connection: every response it took is written to the socket.
+    Politely,
+    /// Closed by podcycle (a timeout, an idle or cut connection in the drain): no lingering.
+    Abruptly,
+}
+
 async fn serve_connection<S, B>(
     shared: Arc<ServeContext>,
     builder: &auto::Builder<TokioExecutor>,
@@ -230,16 +248,71 @@ async fn serve_connection<S, B>(
     let (conn_state, _registered) = shared
         .connections
         .open(shared.state.signals.delay_over.child_token());
+    let closed = serve_until_closed(&shared, &conn_state, builder, stream, service, metrics).await;
+    // hyper dropped the socket by now (unless the connection was upgraded): it is back here.
+    if let (Closed::Politely, Some(socket)) = (closed, conn_state.take_socket()) {
+        linger(socket, &shared.state.signals.drain_deadline).await;
+    }
+}
+
+/// Closes `socket` the way Go and nginx do: half-close (everything written is sent first, then
+/// a FIN), then read and discard what the peer still sends until it closes too, or is quiet
+/// for [`CLOSE_LINGER_QUIET`], for at most [`CLOSE_LINGER_MAX`] and never past the drain
+/// deadline. Closing at once instead would reset a connection whose peer had pipelined
+/// requests hyper never read, and the reset destroys response bytes still queued.
+async fn linger(mut socket: TcpStream, drain_deadline: &tokio_util::sync::CancellationToken) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut discard = [0u8; 1024];
+    // Usually the peer closed first (hyper saw its FIN): no timer.
+    match socket.try_read(&mut discard) {
+        Ok(0) => return,
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+        _ => {}
+    }
+    if socket.shutdown().await.is_err() {
+        return;
+    }
+    let give_up = tokio::time::Instant::now() + CLOSE_LINGER_MAX;
+    let quiet = tokio::time::sleep(CLOSE_LINGER_QUIET);
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            read = socket.read(&mut discard) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let next = tokio::time::Instant::now() + CLOSE_LINGER_QUIET;
+                    quiet.as_mut().reset(next.min(give_up));
+                }
+            },
+            _ = &mut quiet => return,
+            _ = drain_deadline.cancelled() => return,
+        }
+    }
+}
+
+async fn serve_until_closed<S, B>(
+    shared: &Arc<ServeContext>,
+    conn_state: &Arc<ConnState>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+    metrics: &'static HttpMetrics,
+) -> Closed
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let service = TrackedService {
         inner: service,
         conn: conn_state.clone(),
         shared: shared.clone(),
         metrics,
     };
-    let io = ProgressIo {
-        inner: stream,
-        conn: conn_state.clone(),
-    };
+    let io = ProgressIo::new(stream, conn_state.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     // Serve until the propagation delay is over. Not `select!`: that would poll the
@@ -276,7 +349,7 @@ async fn serve_connection<S, B>(
     }
     if conn_state.timed_out() && shared.state.phase() < Phase::Draining {
         // Nothing in flight past the header-read or idle timeout: close.
-        return;
+        return Closed::Abruptly;
     }
     // Draining. A connection busy with a request gets `Connection: close` on its response
     // (hyper disables keep-alive); an idle one is given a short linger so that a request
@@ -299,7 +372,7 @@ async fn serve_connection<S, B>(
                     shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
                 }
-                return;
+                return Closed::Abruptly;
             }
             _ = tokio::time::sleep(IDLE_LINGER) => {
                 // Nothing in flight, no request started and no byte written for a whole
@@ -307,15 +380,19 @@ async fn serve_connection<S, B>(
                 // shutdown waits for those). It must not hold the drain, and was not cut.
                 if conn_state.in_flight() == 0 && conn_state.progress() == before {
                     tracing::debug!("closing a draining connection with no request in flight");
-                    return;
+                    return Closed::Abruptly;
                 }
             }
         }
     }
 }
 
-fn log_connection_end(res: Result<(), BoxError>) {
-    if let Err(error) = res {
-        tracing::debug!(%error, "connection ended with an error");
+fn log_connection_end(res: Result<(), BoxError>) -> Closed {
+    match res {
+        Ok(()) => Closed::Politely,
+        Err(error) => {
+            tracing::debug!(%error, "connection ended with an error");
+            Closed::Abruptly
+        }
     }
 }

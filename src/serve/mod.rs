@@ -8,6 +8,7 @@
 //!   `Connection: close` while draining, reject mode, timing, panics answered 500).
 
 mod io;
+mod request_body;
 mod tracked;
 
 use std::future::Future;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,6 +36,7 @@ use crate::phase::Phase;
 use crate::state::State;
 
 use self::io::ProgressIo;
+pub(crate) use self::request_body::AppBody;
 use self::tracked::TrackedService;
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
@@ -74,7 +75,7 @@ pub(crate) async fn accept_loop<S, B>(
     connections: tokio_util::task::TaskTracker,
     metrics: &'static HttpMetrics,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -238,7 +239,7 @@ async fn serve_connection<S, B>(
     service: S,
     metrics: &'static HttpMetrics,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -299,7 +300,7 @@ async fn serve_until_closed<S, B>(
     metrics: &'static HttpMetrics,
 ) -> Closed
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,

@@ -115,6 +115,14 @@ async fn run() -> i32 {
             }),
         )
         .route(
+            "/upload",
+            axum::routing::post(|Query(p): Query<Params>, body: bytes::Bytes| async move {
+                // Works on the body it has read for `ms` (no body read meanwhile).
+                tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
+                format!("received {}", body.len())
+            }),
+        )
+        .route(
             "/big",
             get(|Query(p): Query<Params>| async move {
                 say("START /big".into());

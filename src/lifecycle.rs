@@ -421,7 +421,7 @@ impl Lifecycle {
         }
         let listener = match listener {
             Some(l) => l,
-            None => match TcpListener::bind(config.addr).await {
+            None => match crate::serve::bind(config.addr) {
                 Ok(l) => l,
                 Err(e) => {
                     let msg = format!("binding {}: {e}", config.addr);

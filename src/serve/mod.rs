@@ -56,6 +56,25 @@ pub(crate) struct ServeContext {
     pub(crate) max_connections: usize,
 }
 
+/// The application listener's accept backlog: connections the kernel completes while the
+/// accept loop is at the connection limit or busy. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4); Go asks for that, nginx for 511;
+/// the standard library's and tokio's `bind` ask for 128.
+pub(crate) const BACKLOG: u32 = 4096;
+
+/// Binds the application listener (address reuse on, as `TcpListener::bind`) with
+/// [`BACKLOG`].
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// How often at most the accept loop logs that it is waiting at the connection limit.
 const AT_LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 

@@ -1,5 +1,6 @@
-//! podcycle without axum: a plain `tower::service_fn` over hyper's request type, served by
-//! `lifecycle.serve`. Probes, the SIGTERM drain and metrics work the same; the metrics layer
+//! podcycle without an axum `Router`: a plain `tower::service_fn`, served by `lifecycle.serve`.
+//! The request body is `axum::body::Body` (hyper's body, watched for the minimum body rate);
+//! the response body any `http_body::Body`. Probes, the SIGTERM drain and metrics work the same; the metrics layer
 //! is given a `route_fn` since there is no axum router to name routes.
 //!
 //! ```text
@@ -12,7 +13,7 @@ use std::convert::Infallible;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use podcycle::{Lifecycle, Outcome};
 use tower::ServiceBuilder;
 
@@ -24,7 +25,7 @@ fn route(_: &Method, path: &str) -> Option<&'static str> {
     }
 }
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<axum::body::Body>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/hello") => (StatusCode::OK, "hello from a plain hyper service\n"),
         _ => (StatusCode::NOT_FOUND, "not found\n"),

@@ -23,6 +23,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "PODCYCLE_WATCHDOG_STALL",
     "PODCYCLE_METRIC_LABELS",
     "PODCYCLE_MAX_CONNECTIONS",
+    "PODCYCLE_MIN_BODY_RATE",
     // Test tooling, not settings.
     "PODCYCLE_TEST_CHILD",
     "PODCYCLE_SKIP_MISSING_TOOLS",

@@ -152,7 +152,7 @@ mod snapshot;
 mod stats;
 mod verdict;
 
-pub use config::{ConfigError, ErrorsConfig, JudgeConfig, LatencyConfig, RunConfig};
+pub use config::{ConfigError, CpuConfig, ErrorsConfig, JudgeConfig, LatencyConfig, RunConfig};
 pub use engine::Judge;
 pub use prometheus::{
     parse_query_response, PrometheusConfig, PrometheusError, PrometheusSource, QueryResult, Sample,

@@ -444,6 +444,7 @@ impl ArmTracker {
                     .into_values()
                     .map(|(le, total)| (le, to_count(total))),
             ),
+            ..ArmCounts::default()
         }
     }
 }

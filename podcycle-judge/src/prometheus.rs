@@ -33,6 +33,10 @@ use serde_json::Value;
 use crate::run::SnapshotSource;
 use crate::snapshot::{ArmCounts, Histogram, Snapshot};
 
+/// podcycle's process metrics (Prometheus' standard names).
+const PROCESS_CPU: &str = "process_cpu_seconds_total";
+const PROCESS_RSS: &str = "process_resident_memory_bytes";
+
 /// Largest response body accepted from Prometheus.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -58,6 +62,10 @@ pub struct PrometheusConfig {
     pub headers: Vec<(String, String)>,
     /// Time allowed for one query. Default 10 s.
     pub timeout: Duration,
+    /// Also read each arm's `process_cpu_seconds_total` and
+    /// `process_resident_memory_bytes` (for the CPU comparison and the
+    /// memory guardrail). Default off.
+    pub resources: bool,
 }
 
 impl PrometheusConfig {
@@ -78,7 +86,42 @@ impl PrometheusConfig {
             selector: None,
             headers: Vec::new(),
             timeout: Duration::from_secs(10),
+            resources: false,
         }
+    }
+
+    /// The PromQL of the resource queries of one look, when
+    /// [`resources`](Self::resources) is on: stable CPU, stable resident
+    /// memory, canary CPU, canary resident memory. Process metrics are per
+    /// process, so `route` does not apply; `selector` does.
+    pub fn resource_queries(&self) -> Result<[String; 4], PrometheusError> {
+        Ok([
+            self.process_query(&self.stable, PROCESS_CPU)?,
+            self.process_query(&self.stable, PROCESS_RSS)?,
+            self.process_query(&self.canary, PROCESS_CPU)?,
+            self.process_query(&self.canary, PROCESS_RSS)?,
+        ])
+    }
+
+    fn process_query(&self, version: &str, metric: &str) -> Result<String, PrometheusError> {
+        if !is_label_name(&self.version_label) {
+            return Err(PrometheusError::Config(format!(
+                "{:?} is not a valid label name",
+                self.version_label
+            )));
+        }
+        let mut matchers = vec![format!("{}=\"{}\"", self.version_label, escape(version))];
+        matchers.extend(self.selector_matchers());
+        Ok(format!("{metric}{{{}}}", matchers.join(",")))
+    }
+
+    fn selector_matchers(&self) -> Option<String> {
+        let selector = self.selector.as_deref()?;
+        let selector = selector
+            .trim()
+            .trim_matches(|c| c == '{' || c == '}')
+            .trim();
+        (!selector.is_empty()).then(|| selector.to_owned())
     }
 
     /// The PromQL of the four queries of one look: stable requests, stable
@@ -449,6 +492,24 @@ impl ArmTracker {
     }
 }
 
+/// CPU seconds since the first look, summed over series (pods), each
+/// series reset-aware.
+fn cpu_total(tracker: &mut CounterTracker, samples: &[Sample]) -> f64 {
+    tracker.update(samples);
+    tracker.started = true;
+    tracker.all_totals().map(|(_, total)| total).sum()
+}
+
+/// Mean of the finite, non-negative values (per-pod resident memory).
+fn mean(samples: &[Sample]) -> Option<f64> {
+    let values: Vec<f64> = samples
+        .iter()
+        .map(|s| s.value)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
 fn to_count(x: f64) -> u64 {
     if x.is_finite() && x > 0.0 {
         // Saturating float-to-int conversion.
@@ -466,8 +527,11 @@ pub struct PrometheusSource {
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     queries: [String; 4],
+    resource_queries: Option<[String; 4]>,
     stable: ArmTracker,
     canary: ArmTracker,
+    stable_cpu: CounterTracker,
+    canary_cpu: CounterTracker,
 }
 
 impl PrometheusSource {
@@ -512,14 +576,25 @@ impl PrometheusSource {
             headers,
             timeout: config.timeout,
             queries: config.queries()?,
+            resource_queries: if config.resources {
+                Some(config.resource_queries()?)
+            } else {
+                None
+            },
             stable: ArmTracker::default(),
             canary: ArmTracker::default(),
+            stable_cpu: CounterTracker::default(),
+            canary_cpu: CounterTracker::default(),
         })
     }
 
-    /// The PromQL queries of one look.
-    pub fn queries(&self) -> &[String; 4] {
-        &self.queries
+    /// The PromQL queries of one look (the request counters; then the
+    /// resource queries when they are read).
+    pub fn queries(&self) -> Vec<&String> {
+        self.queries
+            .iter()
+            .chain(self.resource_queries.iter().flatten())
+            .collect()
     }
 
     /// Runs one instant query evaluated at `time` (Unix seconds).
@@ -586,10 +661,24 @@ impl SnapshotSource for PrometheusSource {
         let stable_buckets = self.vector(q1, time).await?;
         let canary_counts = self.vector(q2, time).await?;
         let canary_buckets = self.vector(q3, time).await?;
-        Ok(Snapshot {
-            stable: self.stable.update(&stable_counts, &stable_buckets),
-            canary: self.canary.update(&canary_counts, &canary_buckets),
-        })
+        let resources = match &self.resource_queries {
+            Some([r0, r1, r2, r3]) => Some((
+                self.vector(r0, time).await?,
+                self.vector(r1, time).await?,
+                self.vector(r2, time).await?,
+                self.vector(r3, time).await?,
+            )),
+            None => None,
+        };
+        let mut stable = self.stable.update(&stable_counts, &stable_buckets);
+        let mut canary = self.canary.update(&canary_counts, &canary_buckets);
+        if let Some((stable_cpu, stable_rss, canary_cpu, canary_rss)) = resources {
+            stable.cpu_seconds = cpu_total(&mut self.stable_cpu, &stable_cpu);
+            stable.resident_memory_bytes = mean(&stable_rss);
+            canary.cpu_seconds = cpu_total(&mut self.canary_cpu, &canary_cpu);
+            canary.resident_memory_bytes = mean(&canary_rss);
+        }
+        Ok(Snapshot { stable, canary })
     }
 }
 

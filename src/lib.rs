@@ -7,13 +7,14 @@
 //   metrics, shutdown, probes, watchdog
 //   health
 //   state, warmup, checks, error
-//   config, phase, connections, panic, metrics_off
+//   config, phase, connections, panic, metrics_off, lag
 mod admin;
 mod checks;
 mod config;
 mod connections;
 mod error;
 mod health;
+mod lag;
 mod lifecycle;
 #[cfg(feature = "metrics")]
 pub mod metrics;

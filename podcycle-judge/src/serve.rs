@@ -202,7 +202,12 @@ impl IntoResponse for BadRequest {
 impl Service {
     /// The judge's options for one request: the defaults, then `params`.
     fn options(&self, params: &BTreeMap<String, String>) -> Result<cli::CliOptions, BadRequest> {
-        let mut argv = vec!["podcycle-judge".to_owned()];
+        // The command's default max-duration (10m), within this server's limit.
+        let cap = self.max_duration.min(Duration::from_secs(600));
+        let mut argv = vec![
+            "podcycle-judge".to_owned(),
+            format!("--max-duration={}", humantime::format_duration(cap)),
+        ];
         argv.extend(self.defaults.iter().cloned());
         for key in ["stable", "canary"] {
             if !params.contains_key(key) {

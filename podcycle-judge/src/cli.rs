@@ -34,7 +34,7 @@ const OUTPUT: &str = "Output";
                   podcycle-judge serve --help"
 )]
 struct Args {
-    /// Prometheus base URL, plain http (e.g. http://prometheus:9090)
+    /// Prometheus base URL, http or https (e.g. http://prometheus:9090)
     #[arg(long, value_name = "URL", value_parser = non_empty, help_heading = READ)]
     prometheus: String,
     /// Version label value of the stable arm
@@ -64,6 +64,10 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration,
           help_heading = READ)]
     query_timeout: Duration,
+    /// Trust the certificate authorities in this PEM file for https, instead of the system's
+    #[arg(long, value_name = "PATH", env = "PODCYCLE_JUDGE_CA_FILE", value_parser = non_empty,
+          help_heading = READ)]
+    ca_file: Option<String>,
     /// Send 'Authorization: Bearer <token>' with the token read from PATH (e.g. a service
     /// account token)
     #[arg(long, value_name = "PATH", env = "PODCYCLE_JUDGE_BEARER_TOKEN_FILE",
@@ -189,6 +193,7 @@ where
     prometheus.headers = args.headers;
     prometheus.timeout = args.query_timeout;
     prometheus.resources = args.cpu || args.max_memory_ratio.is_some();
+    prometheus.ca_file = args.ca_file.map(PathBuf::from);
     let read = |flag: &str, path: &str| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_owned())

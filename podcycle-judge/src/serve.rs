@@ -459,4 +459,47 @@ mod tests {
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
         drop(held);
     }
+
+    async fn post_flagger(body: &str) -> (StatusCode, Value) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::post("/v1/flagger")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        let response = router(service(1)).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn flagger_webhook_never_answers_2xx_without_evidence() {
+        // Prometheus unreachable: inconclusive after max-duration, a 503.
+        let (status, body) = post_flagger(
+            r#"{"name":"chatbot","namespace":"shop","phase":"Progressing","checksum":"x",
+                "metadata":{"stable":"chatbot-primary","canary":"chatbot","interval":"1s",
+                "max-duration":"1s"}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["verdict"], "inconclusive");
+        assert_eq!(body["canary_name"], "chatbot");
+        assert!(
+            body["report"]["failed_reads"].as_u64().unwrap() >= 1,
+            "{body}"
+        );
+
+        let (status, body) = post_flagger("{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, body) =
+            post_flagger(r#"{"metadata":{"stable":"a","canary":"b","margin":"1"}}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "margin");
+        let (status, body) =
+            post_flagger(r#"{"metadata":{"stable":"a","canary":"b","cpu":true}}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "metadata", "{body}");
+    }
 }

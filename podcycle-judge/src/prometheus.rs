@@ -116,17 +116,30 @@ impl PrometheusConfig {
             )));
         }
         let mut matchers = vec![format!("{}=\"{}\"", self.version_label, escape(version))];
-        matchers.extend(self.selector_matchers());
+        matchers.extend(self.selector_matchers()?);
         Ok(format!("{metric}{{{}}}", matchers.join(",")))
     }
 
-    fn selector_matchers(&self) -> Option<String> {
-        let selector = self.selector.as_deref()?;
+    /// The selector's label matchers, checked: only `name op "value"` pairs separated by
+    /// commas, so a selector (which `podcycle-judge serve` takes from its callers) cannot
+    /// splice other PromQL into the queries.
+    fn selector_matchers(&self) -> Result<Option<String>, PrometheusError> {
+        let Some(selector) = self.selector.as_deref() else {
+            return Ok(None);
+        };
         let selector = selector
             .trim()
             .trim_matches(|c| c == '{' || c == '}')
             .trim();
-        (!selector.is_empty()).then(|| selector.to_owned())
+        if selector.is_empty() {
+            return Ok(None);
+        }
+        label_matchers(selector).map(Some).map_err(|why| {
+            PrometheusError::Config(format!(
+                "selector {selector:?} is not a list of label matchers such as \
+                 namespace=\"shop\",pod=~\"chatbot-.*\": {why}"
+            ))
+        })
     }
 
     /// The PromQL of the four queries of one look: stable requests, stable
@@ -160,21 +173,65 @@ impl PrometheusConfig {
         if let Some(route) = &self.route {
             matchers.push(format!("{}=\"{}\"", schema::HTTP_ROUTE, escape(route)));
         }
-        if let Some(selector) = &self.selector {
-            let selector = selector
-                .trim()
-                .trim_matches(|c| c == '{' || c == '}')
-                .trim();
-            if !selector.is_empty() {
-                matchers.push(selector.to_owned());
-            }
-        }
+        matchers.extend(self.selector_matchers()?);
         let suffix = if buckets { "_bucket" } else { "_count" };
         Ok(format!("{}{suffix}{{{}}}", self.metric, matchers.join(",")))
     }
 }
 
 /// Escapes a PromQL double-quoted string.
+/// Parses `name op "value", ...` (op one of `=`, `!=`, `=~`, `!~`; values double-quoted
+/// with backslash escapes) and returns the matchers joined by commas.
+fn label_matchers(selector: &str) -> Result<String, &'static str> {
+    let mut out = Vec::new();
+    let mut rest = selector;
+    loop {
+        rest = rest.trim_start();
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        if !is_label_name(name) {
+            return Err("expected a label name");
+        }
+        rest = rest[name_len..].trim_start();
+        let op = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|op| rest.starts_with(op))
+            .ok_or("expected =, !=, =~ or !~ after the label name")?;
+        rest = rest[op.len()..].trim_start();
+        let Some(body) = rest.strip_prefix('"') else {
+            return Err("expected a double-quoted value");
+        };
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    end = Some(i);
+                    break;
+                }
+                (false, '\n') => return Err("a value spans lines"),
+                _ => {}
+            }
+        }
+        let end = end.ok_or("a value's closing quote is missing")?;
+        out.push(format!("{name}{op}\"{}\"", &body[..end]));
+        rest = body[end + 1..].trim_start();
+        if rest.is_empty() {
+            return Ok(out.join(","));
+        }
+        rest = rest
+            .strip_prefix(',')
+            .ok_or("expected a comma between matchers")?;
+        if rest.trim().is_empty() {
+            return Ok(out.join(","));
+        }
+    }
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -869,6 +926,29 @@ mod tests {
             parse_query_response(200, matrix).unwrap_err(),
             PrometheusError::UnexpectedResultType("matrix".to_owned())
         );
+    }
+
+    #[test]
+    fn a_selector_is_label_matchers_only() {
+        assert_eq!(
+            label_matchers(r#"namespace="shop", pod=~"chatbot-.*",x!="a\"b""#).unwrap(),
+            r#"namespace="shop",pod=~"chatbot-.*",x!="a\"b""#
+        );
+        for bad in [
+            r#"namespace="shop"} or vector(1) #"#,
+            r#"namespace="shop"}[5m]"#,
+            r#"namespace=shop"#,
+            r#"1a="b""#,
+            r#"a="b" b="c""#,
+            r#"a="unterminated"#,
+            r#"a<"b""#,
+        ] {
+            assert!(label_matchers(bad).is_err(), "{bad}");
+        }
+        let mut config = PrometheusConfig::new("http://p", "1", "2");
+        config.selector = Some(r#"a="b"} or vector(1)"#.into());
+        assert!(config.queries().is_err());
+        assert!(config.resource_queries().is_err());
     }
 
     #[test]

@@ -191,8 +191,9 @@ impl CheckEntry {
         }
     }
 
-    /// Takes one run's result into account, applying the failure threshold.
-    fn observe(&self, run: Result<(), String>) {
+    /// Takes one run's result into account, applying the failure threshold. Returns whether
+    /// the check's standing (passing or not) changed.
+    fn observe(&self, run: Result<(), String>) -> bool {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let was = s.reported.clone();
         match run {
@@ -218,7 +219,8 @@ impl CheckEntry {
             }
         }
         let now = &s.reported;
-        if now.as_ref().map(Result::is_ok) != was.as_ref().map(Result::is_ok) {
+        let flipped = now.as_ref().map(Result::is_ok) != was.as_ref().map(Result::is_ok);
+        if flipped {
             match now {
                 Some(Ok(())) => tracing::info!(
                     check = %self.name,
@@ -236,6 +238,7 @@ impl CheckEntry {
                 None => {}
             }
         }
+        flipped
     }
 }
 
@@ -248,12 +251,29 @@ pub(crate) struct CheckDefaults {
 }
 
 /// All user checks of one lifecycle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Checks {
     entries: RwLock<Vec<Arc<CheckEntry>>>,
+    /// Bumped whenever a check starts or stops passing.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            entries: RwLock::default(),
+            changed: watch::channel(0).0,
+        }
+    }
 }
 
 impl Checks {
+    /// A receiver that sees a change whenever a check starts or stops passing.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // the gRPC health service follows it
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     pub(crate) fn of(&self, probe: Probe) -> Vec<Arc<CheckEntry>> {
         self.entries
             .read()
@@ -302,6 +322,7 @@ impl Checks {
             .unwrap_or_else(|e| e.into_inner())
             .push(entry.clone());
         let run = check.run;
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -320,7 +341,9 @@ impl Checks {
                     _ = stop.cancelled() => return,
                     r = run_once(&run, timeout) => r,
                 };
-                entry.observe(result);
+                if entry.observe(result) {
+                    changed.send_modify(|n| *n = n.wrapping_add(1));
+                }
             }
         });
     }

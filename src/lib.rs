@@ -4,7 +4,7 @@
 // Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
 //   serve, admin
-//   metrics, shutdown, probes, watchdog
+//   metrics, shutdown, probes, watchdog, grpc_health
 //   health
 //   state, warmup, checks, error
 //   config, phase, connections, panic, metrics_off
@@ -13,6 +13,8 @@ mod checks;
 mod config;
 mod connections;
 mod error;
+#[cfg(feature = "grpc")]
+mod grpc_health;
 mod health;
 mod lifecycle;
 #[cfg(feature = "metrics")]

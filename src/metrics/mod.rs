@@ -29,6 +29,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "grpc")]
+mod grpc;
 mod handoff;
 mod layer;
 mod recorder;

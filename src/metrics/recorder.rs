@@ -46,6 +46,9 @@ pub(crate) struct HttpMetrics {
     /// podcycle's serving stack times requests only then (see `MetricsLayer`'s docs).
     pub(crate) layered: AtomicBool,
     clock: quanta::Clock,
+    /// gRPC methods with a route of their own (feature `grpc`).
+    #[cfg(feature = "grpc")]
+    grpc_methods: super::grpc::GrpcMethods,
 }
 
 impl HttpMetrics {
@@ -78,7 +81,16 @@ impl HttpMetrics {
             force_closing,
             layered: AtomicBool::new(false),
             clock: quanta::Clock::new(),
+            #[cfg(feature = "grpc")]
+            grpc_methods: Default::default(),
         }))
+    }
+
+    /// The route id to record the gRPC request `call`, matched as `route`, under (see
+    /// [`super::grpc`]).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn grpc_route(&self, route: u32, call: &super::grpc::GrpcCall) -> u32 {
+        call.route(route, &self.grpc_methods, &self.routes)
     }
 
     /// The template of the route `id`, for log lines (takes a lock: not for the request path).

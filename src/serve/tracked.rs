@@ -89,7 +89,7 @@ where
         }
         // Timed here, outside the router, when the application has a metrics layer: the
         // layer names the route through the hand-off while this future polls the router.
-        let timer = Timer::for_serving(self.metrics, req.method());
+        let timer = Timer::for_serving(self.metrics, &req);
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),

@@ -157,7 +157,9 @@ impl<B: Body> Body for RecordingBody<B> {
         }
         if this.timer.is_some() {
             let outcome = match &frame {
-                Some(Ok(_)) if !this.inner.is_end_stream() => None,
+                // Trailers are a body's last frame, whether or not it says it has ended
+                // (hyper does not poll a body again after them).
+                Some(Ok(f)) if !f.is_trailers() && !this.inner.is_end_stream() => None,
                 Some(Ok(_)) | None => Some(Incomplete::No),
                 Some(Err(_)) => Some(Incomplete::BodyError),
             };

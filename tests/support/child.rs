@@ -60,7 +60,6 @@ async fn run() -> i32 {
             return 1;
         }
     };
-    say(format!("ADMIN {}", lifecycle.admin_addr().unwrap()));
     let mut phases = lifecycle.subscribe();
     tokio::spawn(async move {
         loop {
@@ -82,6 +81,8 @@ async fn run() -> i32 {
             _ => Err("could not load test data: file missing"),
         }
     });
+    // Announced once the warm-up is registered: a probe before it would find none to wait for.
+    say(format!("ADMIN {}", lifecycle.admin_addr().unwrap()));
     let l2 = lifecycle.clone();
     tokio::spawn(async move {
         l2.reached(podcycle::Phase::Serving).await;

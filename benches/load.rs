@@ -500,6 +500,10 @@ impl Server {
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),
+            "tonic-podcycle" => (
+                "http_server_request_duration_seconds_count{",
+                "http_route=\"/grpc.health.v1.Health/Check\"",
+            ),
             _ => ("axum_http_requests_total{", "endpoint=\"/hello/{name}\""),
         };
         Some(

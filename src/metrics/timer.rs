@@ -109,8 +109,12 @@ impl Timer {
     /// Records the request as ended by `incomplete` (`Incomplete::No`: completed).
     #[inline]
     pub(crate) fn record(self, incomplete: Incomplete) {
-        let this = std::mem::ManuallyDrop::new(self);
+        #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
+        let mut this = std::mem::ManuallyDrop::new(self);
         this.finish(incomplete);
+        // The only field that owns memory: dropped here, as `Drop` does not run.
+        #[cfg(feature = "grpc")]
+        drop(this.grpc.take());
     }
 
     /// Records the request as panicked: with status 500 if its response future panicked (no

@@ -21,7 +21,11 @@
 //! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-no-metrics`: podcycle's
 //! serving stack without the metrics layer, `axum-podcycle-layer`: `axum::serve` with
 //! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
-//! that does nothing, i.e. what any layer costs inside axum's router), `LOAD_CLIENT` (`wrk` or `builtin`; `wrk`
+//! that does nothing, i.e. what any layer costs inside axum's router; `tonic-bare` and
+//! `tonic-podcycle`: unary gRPC, `grpc.health.v1.Health/Check` served by tonic's own server and
+//! as an axum route under `lifecycle.serve` with the metrics layer, loaded by an in-repo tonic
+//! client with `LOAD_CONNS` calls in flight over 4 HTTP/2 connections and compared with
+//! `tonic-bare`), `LOAD_CLIENT` (`wrk` or `builtin`; `wrk`
 //! when installed), `LOAD_SERVER_CPU` (0), `LOAD_CLIENT_CPU` (1).
 //! Everything stays on 127.0.0.1; every run is bounded in time, and servers exit when this
 //! process goes away (their stdin closes) or after a hard time limit.
@@ -42,7 +46,7 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 9] = [
     "bare",
     "podcycle",
     "axum-prometheus",
@@ -50,7 +54,15 @@ const KINDS: [&str; 7] = [
     "axum-podcycle-layer",
     "axum-noop-layer",
     "podcycle-noop-layer",
+    "tonic-bare",
+    "tonic-podcycle",
 ];
+
+/// Whether a server kind speaks gRPC (unary `grpc.health.v1.Health/Check`, compared with
+/// `tonic-bare`, loaded by the in-repo gRPC client).
+fn is_grpc(kind: &str) -> bool {
+    kind.starts_with("tonic")
+}
 const PATH: &str = "/hello/world";
 
 fn main() {
@@ -63,7 +75,11 @@ fn main() {
         let addr: SocketAddr = args[i + 1].parse().expect("client address");
         let conns: usize = args[i + 2].parse().expect("client connections");
         let secs: f64 = args[i + 3].parse().expect("client seconds");
-        client(addr, conns, Duration::from_secs_f64(secs));
+        if args.get(i + 4).is_some_and(|a| a == "grpc") {
+            grpc_client(addr, conns, Duration::from_secs_f64(secs));
+        } else {
+            client(addr, conns, Duration::from_secs_f64(secs));
+        }
     } else {
         orchestrate();
     }
@@ -161,6 +177,38 @@ fn server(kind: &str, max: Duration) {
                 announce(addr, Some(format!("{addr}/metrics")));
                 axum::serve(listener, app).await.expect("serve");
             }
+            "tonic-bare" => {
+                // tonic's own server (hyper, HTTP/2), no lifecycle and no metrics.
+                let (_reporter, health) = tonic_health::server::health_reporter();
+                let listener = tokio::net::TcpListener::bind(loopback).await.expect("bind");
+                announce(listener.local_addr().expect("addr"), None);
+                tonic::transport::Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+                    .expect("serve");
+            }
+            "tonic-podcycle" => {
+                // The same tonic service as an axum route under `lifecycle.serve`, with metrics.
+                let (_reporter, health) = tonic_health::server::health_reporter();
+                let lifecycle = podcycle::Lifecycle::new(
+                    podcycle::Config::default()
+                        .addr(loopback)
+                        .admin_addr(Some(loopback)),
+                )
+                .expect("lifecycle");
+                let app = Router::new()
+                    .route_service("/grpc.health.v1.Health/{*rest}", health)
+                    .layer(lifecycle.metrics().layer());
+                let lc = lifecycle.clone();
+                tokio::spawn(async move {
+                    lc.reached(podcycle::Phase::Serving).await;
+                    let metrics = lc.admin_addr().map(|a| format!("{a}/metrics"));
+                    announce(lc.app_addr().expect("app listener bound"), metrics);
+                });
+                let outcome = lifecycle.serve(app).await;
+                eprintln!("load server {kind}: {outcome:?}");
+            }
             other => panic!("unknown server kind {other:?}; expected one of {KINDS:?}"),
         }
     });
@@ -234,6 +282,56 @@ async fn connection_loop(addr: SocketAddr, deadline: tokio::time::Instant) -> (u
         }
     }
     (ok, errors)
+}
+
+/// The gRPC load generator: `calls` unary `grpc.health.v1.Health/Check` calls in flight at
+/// once, over 4 HTTP/2 connections, closed loop, on a current-thread runtime. Prints
+/// `DONE <calls> <errors> <seconds>`.
+fn grpc_client(addr: SocketAddr, calls: usize, duration: Duration) {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (ok, errors, took) = rt.block_on(async move {
+        let mut channels = Vec::new();
+        for _ in 0..4 {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect");
+            channels.push(channel);
+        }
+        let start = tokio::time::Instant::now();
+        let deadline = start + duration;
+        let tasks: Vec<_> = (0..calls)
+            .map(|i| {
+                let mut client = HealthClient::new(channels[i % channels.len()].clone());
+                tokio::spawn(async move {
+                    let (mut ok, mut errors) = (0u64, 0u64);
+                    // Bounded by the deadline: every call completes, fails, or is cut by it.
+                    while tokio::time::Instant::now() < deadline {
+                        let call = client.check(HealthCheckRequest::default());
+                        match tokio::time::timeout_at(deadline, call).await {
+                            Ok(Ok(_)) => ok += 1,
+                            Ok(Err(_)) => errors += 1,
+                            Err(_) => break,
+                        }
+                    }
+                    (ok, errors)
+                })
+            })
+            .collect();
+        let (mut ok, mut errors) = (0u64, 0u64);
+        for t in tasks {
+            let (o, e) = t.await.unwrap_or((0, 1));
+            ok += o;
+            errors += e;
+        }
+        (ok, errors, start.elapsed())
+    });
+    println!("DONE {ok} {errors} {}", took.as_secs_f64());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,6 +500,10 @@ impl Server {
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),
+            "tonic-podcycle" => (
+                "http_server_request_duration_seconds_count{",
+                "http_route=\"/grpc.health.v1.Health/Check\"",
+            ),
             _ => ("axum_http_requests_total{", "endpoint=\"/hello/{name}\""),
         };
         Some(
@@ -455,7 +557,8 @@ struct Run {
 
 /// Runs the load generator against `server` for `secs`, bounded by a hard deadline.
 fn load(settings: &Settings, server: &Server, secs: f64) -> Run {
-    let mut cmd = if settings.wrk {
+    let wrk = settings.wrk && !is_grpc(&server.kind);
+    let mut cmd = if wrk {
         let mut c = settings.pinned(&settings.client_cpu, "wrk");
         c.args([
             "-t1".to_owned(),
@@ -475,6 +578,9 @@ fn load(settings: &Settings, server: &Server, secs: f64) -> Run {
             settings.conns.to_string(),
             secs.to_string(),
         ]);
+        if is_grpc(&server.kind) {
+            c.arg("grpc");
+        }
         c
     };
     let mut child = cmd
@@ -504,7 +610,7 @@ fn load(settings: &Settings, server: &Server, secs: f64) -> Run {
     let _ = child.kill();
     let _ = child.wait();
     let out = out.unwrap_or_else(|_| panic!("load generator exceeded {limit:?}"));
-    let mut run = if settings.wrk {
+    let mut run = if wrk {
         parse_wrk(&out)
     } else {
         let mut w = out
@@ -767,6 +873,7 @@ fn report(
     (load_before, load_after): (&str, &str),
 ) {
     let bare = s.servers.iter().position(|k| k == "bare");
+    let tonic_bare = s.servers.iter().position(|k| k == "tonic-bare");
     println!();
     println!(
         "## Load: `GET /hello/{{name}}` on loopback, one tokio worker (CPU {}), {generator} (CPU {}), {} interleaved rounds x {} s",
@@ -790,6 +897,12 @@ fn report(
         let total = mine.len();
         let (chosen, clean) = select(mine, undisturbed);
         let rps: Vec<f64> = chosen.iter().map(|r| r.rps).collect();
+        // gRPC servers are compared with bare tonic, HTTP ones with bare axum.
+        let bare = if is_grpc(&server.kind) {
+            tonic_bare
+        } else {
+            bare
+        };
         println!(
             "| {} | {:.0} | {} | {} | {}/{total}{} | {:.1} → {:.1} → {:.1} | {} | {} | {} |",
             server.kind,

@@ -110,7 +110,17 @@ async fn run(
     let signal_handle = signals.as_ref().map(|s| s.handle());
     let signal_task = signals.map(|s| tokio::spawn(handle_signals(shared.clone(), s)));
     if let Some(listener) = listener {
-        serve_admin(shared.clone(), listener).await;
+        #[cfg(feature = "grpc")]
+        let (grpc, follow) = {
+            let grpc = crate::grpc_health::GrpcHealth::new(&shared.probes.health).await;
+            let follow = tokio::spawn(grpc.clone().follow(shared.probes.health.clone()));
+            (grpc.server(), follow)
+        };
+        #[cfg(not(feature = "grpc"))]
+        let grpc = NoGrpc;
+        serve_admin(shared.clone(), listener, grpc).await;
+        #[cfg(feature = "grpc")]
+        follow.abort();
     } else {
         shared.state.signals.halt.cancelled().await;
     }
@@ -170,7 +180,7 @@ const ADMIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Serves probes and `/metrics`: at most [`ADMIN_MAX_CONNECTIONS`] connections at once
 /// (further ones wait in the backlog), each closed after [`ADMIN_HEADER_READ_TIMEOUT`] without
 /// complete headers or [`ADMIN_IDLE_TIMEOUT`] without a request.
-async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
+async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc: Grpc) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -199,6 +209,7 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
         };
         let shared = shared.clone();
         let builder = builder.clone();
+        let grpc = grpc.clone();
         tokio::spawn(async move {
             let _permit = permit;
             // Requests started on this connection: unchanged for a whole idle timeout, idle.
@@ -206,8 +217,7 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
             let counted = requests.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 counted.fetch_add(1, Ordering::Relaxed);
-                let res = admin_response(&shared, &req);
-                async move { Ok::<_, Infallible>(res) }
+                respond(&shared, &grpc, req)
             });
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
@@ -229,6 +239,54 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
         });
     }
 }
+
+/// The gRPC health service the admin listener serves besides the probes (feature `grpc`).
+#[cfg(feature = "grpc")]
+type Grpc = tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+/// Without the `grpc` feature: nothing.
+#[cfg(not(feature = "grpc"))]
+type Grpc = NoGrpc;
+
+/// No gRPC health service (the `grpc` feature is off).
+#[cfg(not(feature = "grpc"))]
+#[derive(Clone, Debug)]
+struct NoGrpc;
+
+/// Answers one admin request: a probe or `/metrics`.
+#[cfg(not(feature = "grpc"))]
+fn respond(
+    shared: &Admin,
+    _grpc: &Grpc,
+    req: Request<Incoming>,
+) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    std::future::ready(Ok(admin_response(shared, &req)))
+}
+
+/// Answers one admin request: a probe, `/metrics`, or a `grpc.health.v1.Health` RPC.
+#[cfg(feature = "grpc")]
+fn respond(
+    shared: &Admin,
+    grpc: &Grpc,
+    req: Request<Incoming>,
+) -> impl std::future::Future<Output = Result<Response<AdminBody>, Infallible>> {
+    use http_body_util::Either;
+    use tower::ServiceExt;
+    let call = if crate::grpc_health::GrpcHealth::is_for(&req) {
+        Err((grpc.clone(), req))
+    } else {
+        Ok(admin_response(shared, &req))
+    };
+    async move {
+        match call {
+            Ok(res) => Ok(res.map(Either::Left)),
+            Err((grpc, req)) => Ok(grpc.oneshot(req).await?.map(Either::Right)),
+        }
+    }
+}
+
+/// An admin response's body: a probe's or `/metrics`' text, or a gRPC response.
+#[cfg(feature = "grpc")]
+type AdminBody = http_body_util::Either<Full<Bytes>, tonic::body::Body>;
 
 fn admin_response<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.uri().path() == "/metrics" {

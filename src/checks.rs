@@ -193,10 +193,11 @@ impl CheckEntry {
         }
     }
 
-    /// Takes one run's result into account, applying the failure threshold. A check failing
-    /// while the process starts or stops is expected (e.g. it waits for a warm-up): logged at
-    /// INFO; a failing check is a WARN only while serving or draining, once per failure streak.
-    fn observe(&self, run: Result<(), String>, phase: Phase) {
+    /// Takes one run's result into account, applying the failure threshold, and returns
+    /// whether the check's standing (passing or not) changed. A check failing while the
+    /// process starts or stops is expected (e.g. it waits for a warm-up): logged at INFO; a
+    /// failing check is a WARN only while serving or draining, once per failure streak.
+    fn observe(&self, run: Result<(), String>, phase: Phase) -> bool {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let was = s.reported.clone();
         match run {
@@ -256,6 +257,7 @@ impl CheckEntry {
             ),
             _ => {}
         }
+        changed
     }
 }
 
@@ -268,12 +270,29 @@ pub(crate) struct CheckDefaults {
 }
 
 /// All user checks of one lifecycle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Checks {
     entries: RwLock<Vec<Arc<CheckEntry>>>,
+    /// Bumped whenever a check starts or stops passing.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            entries: RwLock::default(),
+            changed: watch::channel(0).0,
+        }
+    }
 }
 
 impl Checks {
+    /// A receiver that sees a change whenever a check starts or stops passing.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // the gRPC health service follows it
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     pub(crate) fn of(&self, probe: Probe) -> Vec<Arc<CheckEntry>> {
         self.entries
             .read()
@@ -323,6 +342,7 @@ impl Checks {
             .unwrap_or_else(|e| e.into_inner())
             .push(entry.clone());
         let run = check.run;
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,7 +364,9 @@ impl Checks {
                 // `None`: the check's task was cancelled (the runtime is shutting down).
                 let Some(result) = result else { return };
                 let now = *phase.borrow();
-                entry.observe(result, now);
+                if entry.observe(result, now) {
+                    changed.send_modify(|n| *n = n.wrapping_add(1));
+                }
             }
         });
     }

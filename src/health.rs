@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::checks::{Checks, Probe};
 use crate::phase::Phase;
 use crate::state::State;
@@ -71,6 +73,8 @@ pub(crate) struct Health {
     options: HealthOptions,
     /// The application's own switch ([`Lifecycle::set_serving`](crate::Lifecycle::set_serving)).
     serving: AtomicBool,
+    /// Follows `serving`, for those who wait for a change ([`Health::subscribe`]).
+    serving_changed: watch::Sender<bool>,
     /// Milliseconds since the lifecycle started at the runtime watchdog's last heartbeat.
     heartbeat_ms: AtomicU64,
 }
@@ -83,6 +87,7 @@ impl Health {
             checks: Checks::default(),
             options,
             serving: AtomicBool::new(true),
+            serving_changed: watch::channel(true).0,
             heartbeat_ms: AtomicU64::new(0),
         }
     }
@@ -181,7 +186,22 @@ impl Health {
 
     /// Sets the application's serving switch; returns the previous value.
     pub(crate) fn set_serving(&self, serving: bool) -> bool {
-        self.serving.swap(serving, Ordering::AcqRel)
+        let was = self.serving.swap(serving, Ordering::AcqRel);
+        self.serving_changed.send_replace(serving);
+        was
+    }
+
+    /// Receivers that, together, see every event that can change a probe's answer: the
+    /// phase, warm-ups, checks starting or stopping to pass, and the serving switch. (The
+    /// watchdog line changes with time alone: it has no event.)
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))] // the gRPC health service follows it
+    pub(crate) fn subscribe(&self) -> HealthChanges {
+        HealthChanges {
+            phase: self.state.subscribe(),
+            warmups: self.warmups.subscribe(),
+            checks: self.checks.subscribe(),
+            serving: self.serving_changed.subscribe(),
+        }
     }
 
     /// Records that the application runtime made progress (the watchdog's heartbeat).
@@ -196,6 +216,32 @@ impl Health {
         now.saturating_sub(Duration::from_millis(
             self.heartbeat_ms.load(Ordering::Relaxed),
         ))
+    }
+}
+
+/// What [`Health::subscribe`] returns: resolves [`HealthChanges::changed`] at each event that
+/// may change a probe's answer.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+pub(crate) struct HealthChanges {
+    phase: watch::Receiver<Phase>,
+    warmups: watch::Receiver<u64>,
+    checks: watch::Receiver<u64>,
+    serving: watch::Receiver<bool>,
+}
+
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+impl HealthChanges {
+    /// Waits for the next event (at once if one happened since the last call). Never
+    /// resolves once every sender is gone (the lifecycle is over).
+    pub(crate) async fn changed(&mut self) {
+        tokio::select! {
+            Ok(()) = self.phase.changed() => {}
+            Ok(()) = self.warmups.changed() => {}
+            Ok(()) = self.checks.changed() => {}
+            Ok(()) = self.serving.changed() => {}
+            else => std::future::pending().await,
+        }
     }
 }
 

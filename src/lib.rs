@@ -4,7 +4,7 @@
 // Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
 //   serve, admin
-//   metrics, shutdown, probes, watchdog
+//   metrics, shutdown, probes, watchdog, grpc_health
 //   health
 //   state, warmup, checks, error
 //   config, env_check, phase, connections, panic, metrics_off, logging, until, lag
@@ -14,6 +14,8 @@ mod config;
 mod connections;
 mod env_check;
 mod error;
+#[cfg(feature = "grpc")]
+mod grpc_health;
 mod health;
 mod lag;
 mod lifecycle;

@@ -23,7 +23,7 @@ pub(crate) enum Timer {}
 
 impl Timer {
     #[inline]
-    pub(crate) fn for_serving(_: &'static HttpMetrics, _: &http::Method) -> Option<Timer> {
+    pub(crate) fn for_serving<B>(_: &'static HttpMetrics, _: &http::Request<B>) -> Option<Timer> {
         None
     }
 }

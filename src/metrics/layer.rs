@@ -140,7 +140,7 @@ where
         let route = core.start(method, route, found != Found::Named);
         let timer = if found == Found::Closed {
             // Not under `Lifecycle::serve` (or called from another task): time it here.
-            Some(Timer::start(core, method, route))
+            Some(Timer::start(core, method, route).of_request(&req))
         } else {
             // The serving stack times this request; it only needs the route.
             handoff::name(core.id(), route);

@@ -37,6 +37,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "grpc")]
+mod grpc;
 mod handoff;
 mod layer;
 mod process;

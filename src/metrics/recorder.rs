@@ -48,6 +48,9 @@ pub(crate) struct HttpMetrics {
     /// Warns once when a layer of this core looks like it sits outside the router.
     pub(crate) placement: super::layer::PlacementCheck,
     clock: quanta::Clock,
+    /// gRPC methods with a route of their own (feature `grpc`).
+    #[cfg(feature = "grpc")]
+    grpc_methods: super::grpc::GrpcMethods,
 }
 
 impl HttpMetrics {
@@ -81,7 +84,16 @@ impl HttpMetrics {
             layered: AtomicBool::new(false),
             placement: super::layer::PlacementCheck::default(),
             clock: quanta::Clock::new(),
+            #[cfg(feature = "grpc")]
+            grpc_methods: Default::default(),
         }))
+    }
+
+    /// The route id to record the gRPC request `call`, matched as `route`, under (see
+    /// [`super::grpc`]).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn grpc_route(&self, route: u32, call: &super::grpc::GrpcCall) -> u32 {
+        call.route(route, &self.grpc_methods, &self.routes)
     }
 
     /// The template of the route `id`, for log lines (takes a lock: not for the request path).

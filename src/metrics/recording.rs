@@ -86,6 +86,8 @@ pub(crate) fn at_response<B: Body, E>(
     match result {
         Ok(res) => {
             timer.status = res.status().as_u16();
+            // A gRPC error before any message is trailers-only: its status is in the headers.
+            timer.observe_headers(res.headers());
             if timer.bodiless() || res.body().is_end_stream() {
                 timer.record(Incomplete::No);
                 return None;
@@ -147,9 +149,17 @@ impl<B: Body> Body for RecordingBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        #[cfg(feature = "grpc")]
+        if let (Some(timer), Some(Ok(f))) = (this.timer.as_mut(), &frame) {
+            if let Some(trailers) = f.trailers_ref() {
+                timer.observe_headers(trailers);
+            }
+        }
         if this.timer.is_some() {
             let outcome = match &frame {
-                Some(Ok(_)) if !this.inner.is_end_stream() => None,
+                // Trailers are a body's last frame, whether or not it says it has ended
+                // (hyper does not poll a body again after them).
+                Some(Ok(f)) if !f.is_trailers() && !this.inner.is_end_stream() => None,
                 Some(Ok(_)) | None => Some(Incomplete::No),
                 Some(Err(_)) => Some(Incomplete::BodyError),
             };

@@ -98,7 +98,8 @@ pub const HTTP_REQUEST_METHOD: &str = "http_request_method";
 pub const HTTP_RESPONSE_STATUS_CODE: &str = "http_response_status_code";
 /// Set only on failed requests: the status code for 5xx, `panic` for a handler that panicked
 /// (status 500 if it had not responded yet), or `client_aborted`, `body_error`,
-/// `drain_deadline` for requests that never completed.
+/// `drain_deadline` for requests that never completed; for a gRPC call (feature `grpc`), the
+/// name of its non-OK status, e.g. `UNAVAILABLE`.
 pub const ERROR_TYPE: &str = "error_type";
 /// A histogram bucket's upper bound (Prometheus' own label).
 pub const LE: &str = "le";

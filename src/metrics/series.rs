@@ -10,11 +10,11 @@
 //!
 //! | bits | field | values |
 //! |---|---|---|
-//! | 0..4 | `error` ([`Incomplete`]) | 5 of 16 |
-//! | 4..8 | `method` ([`method_index`]) | 10 of 16 |
-//! | 8..18 | `status` | 0 (no response) and 100..=999 of 1,024 |
-//! | 18..40 | `route` (an interned route id) | 2^22 (4M) route templates |
-//! | 40..64 | free | 24 bits for more labels |
+//! | 0..5 | `error` ([`Incomplete`]: how it ended, or its gRPC status) | 21 of 32 |
+//! | 5..9 | `method` ([`method_index`]) | 10 of 16 |
+//! | 9..19 | `status` | 0 (no response) and 100..=999 of 1,024 |
+//! | 19..41 | `route` (an interned route id) | 2^22 (4M) route templates |
+//! | 41..64 | free | 23 bits for more labels |
 //!
 //! A new label takes its bits from the free range and a field here; the per-thread tables,
 //! the shards and the renderers carry the key without looking inside. The free bits are 0, so
@@ -67,17 +67,96 @@ pub(crate) enum Incomplete {
     DrainDeadline = 3,
     /// The handler (its response future or body) panicked.
     Panic = 4,
+    // Completed gRPC calls with a status other than OK, 1 to 16: `error_type` is its name.
+    /// gRPC `CANCELLED`.
+    GrpcCancelled = 5,
+    /// gRPC `UNKNOWN`.
+    GrpcUnknown = 6,
+    /// gRPC `INVALID_ARGUMENT`.
+    GrpcInvalidArgument = 7,
+    /// gRPC `DEADLINE_EXCEEDED`.
+    GrpcDeadlineExceeded = 8,
+    /// gRPC `NOT_FOUND`.
+    GrpcNotFound = 9,
+    /// gRPC `ALREADY_EXISTS`.
+    GrpcAlreadyExists = 10,
+    /// gRPC `PERMISSION_DENIED`.
+    GrpcPermissionDenied = 11,
+    /// gRPC `RESOURCE_EXHAUSTED`.
+    GrpcResourceExhausted = 12,
+    /// gRPC `FAILED_PRECONDITION`.
+    GrpcFailedPrecondition = 13,
+    /// gRPC `ABORTED`.
+    GrpcAborted = 14,
+    /// gRPC `OUT_OF_RANGE`.
+    GrpcOutOfRange = 15,
+    /// gRPC `UNIMPLEMENTED`.
+    GrpcUnimplemented = 16,
+    /// gRPC `INTERNAL`.
+    GrpcInternal = 17,
+    /// gRPC `UNAVAILABLE`.
+    GrpcUnavailable = 18,
+    /// gRPC `DATA_LOSS`.
+    GrpcDataLoss = 19,
+    /// gRPC `UNAUTHENTICATED`.
+    GrpcUnauthenticated = 20,
 }
+
+/// The first gRPC value of [`Incomplete`]: gRPC status code 1.
+const GRPC_FIRST: u8 = Incomplete::GrpcCancelled as u8;
+
+/// The names of the gRPC status codes 1 to 16, as `error_type` spells them.
+const GRPC_STATUS_NAMES: [&str; 16] = [
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 
 impl Incomplete {
     /// Every value, by its number.
-    const ALL: [Incomplete; 5] = [
+    const ALL: [Incomplete; 21] = [
         Incomplete::No,
         Incomplete::ClientAborted,
         Incomplete::BodyError,
         Incomplete::DrainDeadline,
         Incomplete::Panic,
+        Incomplete::GrpcCancelled,
+        Incomplete::GrpcUnknown,
+        Incomplete::GrpcInvalidArgument,
+        Incomplete::GrpcDeadlineExceeded,
+        Incomplete::GrpcNotFound,
+        Incomplete::GrpcAlreadyExists,
+        Incomplete::GrpcPermissionDenied,
+        Incomplete::GrpcResourceExhausted,
+        Incomplete::GrpcFailedPrecondition,
+        Incomplete::GrpcAborted,
+        Incomplete::GrpcOutOfRange,
+        Incomplete::GrpcUnimplemented,
+        Incomplete::GrpcInternal,
+        Incomplete::GrpcUnavailable,
+        Incomplete::GrpcDataLoss,
+        Incomplete::GrpcUnauthenticated,
     ];
+
+    /// A completed gRPC call with status `code` (1 to 16; anything else is `UNKNOWN`).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) fn grpc(code: u8) -> Incomplete {
+        let code = if (1..=16).contains(&code) { code } else { 2 };
+        Incomplete::ALL[usize::from(GRPC_FIRST + code - 1)]
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -86,6 +165,7 @@ impl Incomplete {
             Incomplete::BodyError => "body_error",
             Incomplete::DrainDeadline => "drain_deadline",
             Incomplete::Panic => "panic",
+            grpc => GRPC_STATUS_NAMES[usize::from(grpc as u8 - GRPC_FIRST)],
         }
     }
 }
@@ -105,7 +185,7 @@ pub(crate) struct SeriesKey {
 }
 
 const ERROR_SHIFT: u32 = 0;
-const ERROR_BITS: u32 = 4;
+const ERROR_BITS: u32 = 5;
 const METHOD_SHIFT: u32 = ERROR_SHIFT + ERROR_BITS;
 const METHOD_BITS: u32 = 4;
 const STATUS_SHIFT: u32 = METHOD_SHIFT + METHOD_BITS;
@@ -312,6 +392,27 @@ mod tests {
         let labels = LabelSet::new(panicked, "/x", &common);
         assert!(
             labels.text.ends_with(",error_type=\"panic\""),
+            "{}",
+            labels.text
+        );
+    }
+
+    #[test]
+    fn grpc_statuses_are_named_and_packed() {
+        assert_eq!(Incomplete::grpc(1).label(), "CANCELLED");
+        assert_eq!(Incomplete::grpc(14).label(), "UNAVAILABLE");
+        assert_eq!(Incomplete::grpc(16).label(), "UNAUTHENTICATED");
+        assert_eq!(Incomplete::grpc(0).label(), "UNKNOWN", "not an error code");
+        let key = SeriesKey {
+            method: 2,
+            route: 3,
+            status: 200,
+            error: Incomplete::grpc(13),
+        };
+        assert_eq!(SeriesKey::unpack(key.pack()), key);
+        let labels = LabelSet::new(key, "/a.B/C", &CommonLabels::new("1", &[]));
+        assert!(
+            labels.text.ends_with(",error_type=\"INTERNAL\""),
             "{}",
             labels.text
         );

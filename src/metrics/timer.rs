@@ -25,6 +25,9 @@ pub(crate) struct Timer {
     method: u8,
     pub(crate) route: u32,
     pub(crate) status: u16,
+    /// A gRPC request's path and status (feature `grpc`).
+    #[cfg(feature = "grpc")]
+    pub(crate) grpc: Option<super::grpc::GrpcCall>,
 }
 
 impl Timer {
@@ -38,7 +41,37 @@ impl Timer {
             method,
             route,
             status: 0,
+            #[cfg(feature = "grpc")]
+            grpc: None,
         }
+    }
+
+    /// This timer, knowing whether `req` is a gRPC request (feature `grpc`; else as it is).
+    #[inline]
+    pub(crate) fn of_request<B>(self, req: &http::Request<B>) -> Timer {
+        #[cfg(feature = "grpc")]
+        let mut this = self;
+        #[cfg(feature = "grpc")]
+        {
+            this.grpc = super::grpc::GrpcCall::of(req);
+            this
+        }
+        #[cfg(not(feature = "grpc"))]
+        {
+            let _ = req;
+            self
+        }
+    }
+
+    /// Takes a gRPC status from response headers or trailers, if this is a gRPC request.
+    #[inline]
+    pub(crate) fn observe_headers(&mut self, headers: &http::HeaderMap) {
+        #[cfg(feature = "grpc")]
+        if let Some(call) = self.grpc.as_mut() {
+            call.observe(headers);
+        }
+        #[cfg(not(feature = "grpc"))]
+        let _ = headers;
     }
 
     /// Starts timing a request of `method` whose route a layer will name later, through the
@@ -51,10 +84,13 @@ impl Timer {
     /// The serving stack's timer for a request: one when the application has a
     /// [`MetricsLayer`](super::MetricsLayer) to name its route, else none.
     #[inline]
-    pub(crate) fn for_serving(core: &'static HttpMetrics, method: &http::Method) -> Option<Timer> {
+    pub(crate) fn for_serving<B>(
+        core: &'static HttpMetrics,
+        req: &http::Request<B>,
+    ) -> Option<Timer> {
         core.layered
             .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| Timer::unnamed(core, method))
+            .then(|| Timer::unnamed(core, req.method()).of_request(req))
     }
 
     /// The metrics core this timer records into.
@@ -73,8 +109,12 @@ impl Timer {
     /// Records the request as ended by `incomplete` (`Incomplete::No`: completed).
     #[inline]
     pub(crate) fn record(self, incomplete: Incomplete) {
-        let this = std::mem::ManuallyDrop::new(self);
+        #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
+        let mut this = std::mem::ManuallyDrop::new(self);
         this.finish(incomplete);
+        // The only field that owns memory: dropped here, as `Drop` does not run.
+        #[cfg(feature = "grpc")]
+        drop(this.grpc.take());
     }
 
     /// Records the request as panicked: with status 500 if its response future panicked (no
@@ -108,9 +148,23 @@ impl Timer {
             } else {
                 incomplete
             };
+        #[cfg(feature = "grpc")]
+        let (route, error) = match &self.grpc {
+            None => (self.route, error),
+            Some(call) => (
+                self.core.grpc_route(self.route, call),
+                if error == Incomplete::No && call.status != 0 {
+                    Incomplete::grpc(call.status)
+                } else {
+                    error
+                },
+            ),
+        };
+        #[cfg(not(feature = "grpc"))]
+        let route = self.route;
         let key = SeriesKey {
             method: self.method,
-            route: self.route,
+            route,
             status: self.status,
             error,
         };

@@ -90,7 +90,7 @@ where
         }
         // Timed here, outside the router, when the application has a metrics layer: the
         // layer names the route through the hand-off while this future polls the router.
-        let timer = Timer::for_serving(self.metrics, req.method());
+        let timer = Timer::for_serving(self.metrics, &req);
         let http1 = req.version() <= Version::HTTP_11;
         let req = req.map(|body| app_body(body, &self.conn, http1));
         TrackedFuture {

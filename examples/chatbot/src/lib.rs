@@ -32,6 +32,7 @@
 //! (`podcycle`; `plain` and `graceful` are the rollout drill's baselines, see [`Mode`]).
 #![forbid(unsafe_code)]
 
+pub mod grpc;
 mod retrieval;
 mod service;
 

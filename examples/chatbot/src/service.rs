@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::retrieval::{self, Answer, Index};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// The chatbot's own settings.
 #[derive(Clone, Debug)]
-struct Settings {
+pub(crate) struct Settings {
     warmup_delay: Duration,
     knowledge_dir: Option<String>,
     fault_error_rate: f64,
@@ -30,9 +30,9 @@ struct Settings {
     fault_cpu: Duration,
     /// Bytes leaked per chat request (`CHATBOT_FAULT_LEAK`), until [`LEAK_CAP`] in all.
     fault_leak: usize,
-    token_delay: Duration,
+    pub(crate) token_delay: Duration,
     max_question_chars: usize,
-    max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
 }
 
 impl Settings {
@@ -177,12 +177,12 @@ impl Knowledge {
 
 /// Shared application state.
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     index: Knowledge,
     /// Absent in the baselines: they cannot tell a stream that the server is draining.
-    lifecycle: Option<Lifecycle>,
-    version: String,
-    settings: Arc<Settings>,
+    pub(crate) lifecycle: Option<Lifecycle>,
+    pub(crate) version: String,
+    pub(crate) settings: Arc<Settings>,
     answers: prometheus::IntCounterVec,
     served: Arc<AtomicU64>,
     leak: Arc<Leak>,
@@ -208,7 +208,7 @@ struct ChatResponse {
 }
 
 /// A JSON error: `{"error": "...", "status": 422}`.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -237,7 +237,7 @@ impl From<JsonRejection> for ApiError {
 }
 
 impl AppState {
-    fn index(&self) -> Result<&Index, ApiError> {
+    pub(crate) fn index(&self) -> Result<&Index, ApiError> {
         // podcycle serves only once every warm-up has succeeded; this is belt and braces.
         self.index.get().ok_or(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -245,7 +245,7 @@ impl AppState {
         ))
     }
 
-    fn validate(&self, question: &str) -> Result<String, ApiError> {
+    pub(crate) fn validate(&self, question: &str) -> Result<String, ApiError> {
         let q = question.trim();
         if q.is_empty() {
             return Err(ApiError(
@@ -267,7 +267,7 @@ impl AppState {
     }
 
     /// Injected CPU, memory, latency and errors, for canary demos.
-    async fn faults(&self) -> Result<(), ApiError> {
+    pub(crate) async fn faults(&self) -> Result<(), ApiError> {
         if !self.settings.fault_cpu.is_zero() {
             burn_cpu(self.settings.fault_cpu);
         }
@@ -288,7 +288,7 @@ impl AppState {
         Ok(())
     }
 
-    fn count(&self, answer: &Answer) {
+    pub(crate) fn count(&self, answer: &Answer) {
         self.served.fetch_add(1, Ordering::Relaxed);
         self.answers
             .with_label_values(&[if answer.found() { "true" } else { "false" }])
@@ -412,7 +412,15 @@ fn token_stream(
     )
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        // A gRPC client calling a service this server does not have.
+        let status = tonic::Status::unimplemented(format!("no gRPC service at {}", uri.path()));
+        return status.into_http::<axum::body::Body>();
+    }
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
@@ -420,6 +428,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
             uri.path()
         ),
     )
+    .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -498,12 +507,14 @@ fn router(state: AppState) -> Router {
         HeaderValue::from_str(&state.version).unwrap_or(HeaderValue::from_static("unknown"));
     let max_body = state.settings.max_body_bytes;
     let metrics = state.lifecycle.as_ref().map(|l| l.metrics().layer());
+    let grpc = crate::grpc::GrpcChatbot::server(state.clone());
     let app = Router::new()
         .route("/v1/chat", post(chat).fallback(method_not_allowed))
         .route(
             "/v1/chat/stream",
             get(chat_stream).fallback(method_not_allowed),
         )
+        .route_service(crate::grpc::ROUTE, grpc)
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body));

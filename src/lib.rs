@@ -4,7 +4,7 @@
 // Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
 //   serve, admin
-//   metrics, shutdown, probes, watchdog
+//   metrics, shutdown, probes, watchdog, stream_drain
 //   health
 //   state, warmup, checks, error
 //   config, phase, connections, panic, metrics_off
@@ -25,6 +25,7 @@ pub mod probes;
 mod serve;
 mod shutdown;
 mod state;
+mod stream_drain;
 mod warmup;
 mod watchdog;
 

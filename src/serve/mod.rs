@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::config::StopAccepting;
-use crate::connections::{Connections, Timeouts};
+use crate::connections::{ConnState, Connections, Timeouts};
 use crate::error::BoxError;
 #[cfg(feature = "metrics")]
 use crate::metrics::HttpMetrics;
@@ -230,6 +230,41 @@ async fn serve_connection<S, B>(
     let (conn_state, _registered) = shared
         .connections
         .open(shared.state.signals.delay_over.child_token());
+    serve_http(&shared, builder, stream, service, metrics, &conn_state).await;
+    // hyper's connection is gone; after a `101` the socket lives on in the application's
+    // hands (a WebSocket). The connection stays registered, its request in flight, until
+    // the application drops it or the drain deadline cuts it.
+    if conn_state.is_upgraded() {
+        tokio::select! {
+            _ = conn_state.upgrade_ended() => {}
+            _ = shared.state.signals.drain_deadline.cancelled() => {
+                if conn_state.cut_upgrade() {
+                    shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
+                    shared.connections.streams_cut.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("drain deadline: upgraded connection (WebSocket) cut");
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP on `stream` until hyper's connection ends (closed, timed out, drained, cut
+/// by the drain deadline, or handed over to the application by an upgrade).
+async fn serve_http<S, B>(
+    shared: &Arc<ServeContext>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+    metrics: &'static HttpMetrics,
+    conn_state: &Arc<ConnState>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let service = TrackedService {
         inner: service,
         conn: conn_state.clone(),
@@ -297,6 +332,7 @@ async fn serve_connection<S, B>(
                 let in_flight = conn_state.in_flight();
                 if in_flight > 0 {
                     shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
+                    shared.connections.streams_cut.fetch_add(in_flight, Ordering::Relaxed);
                     tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
                 }
                 return;

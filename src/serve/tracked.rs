@@ -183,7 +183,9 @@ where
         };
         let mut close = *this.close;
         let mut guard = this.guard.take();
-        let timer = if matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        let timer = if matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
+            && this.request.http1
+        {
             // An upgrade (a WebSocket): in flight, and measured, until the upgraded I/O is
             // dropped; never `Connection: close` (it would replace `Connection: upgrade`).
             close = false;

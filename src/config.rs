@@ -84,6 +84,7 @@ pub struct Config {
     pub(crate) metric_labels: Vec<(String, String)>,
     pub(crate) buckets: Vec<f64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) min_body_rate: u64,
 }
 
 impl FromStr for StopAccepting {
@@ -138,6 +139,7 @@ impl Default for Config {
             metric_labels: Vec::new(),
             buckets: DEFAULT_BUCKETS.to_vec(),
             max_connections: None,
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
         }
     }
 }
@@ -258,6 +260,10 @@ const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not sta
      digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
 const CONNECTIONS: &str = "a positive whole number of connections, such as 1000";
+const BODY_RATE: &str = "a whole number of bytes per second, such as 240 (0: no minimum)";
+
+/// The default [minimum request body rate](Config::min_body_rate), Kestrel's.
+const DEFAULT_MIN_BODY_RATE: u64 = 240;
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -282,6 +288,7 @@ impl Config {
     /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
     /// | `PODCYCLE_METRIC_LABELS` | unset; e.g. `track=canary,zone=a` |
     /// | `PODCYCLE_MAX_CONNECTIONS` | unset: the file-descriptor limit less a reserve (see [`Config::max_connections`]) |
+    /// | `PODCYCLE_MIN_BODY_RATE` | `240` bytes per second (`0`: no minimum; see [`Config::min_body_rate`]) |
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
     /// Any invalid value is an error naming the variable, the value and what was expected;
@@ -434,6 +441,12 @@ impl Config {
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| invalid("PODCYCLE_MAX_CONNECTIONS", &v, CONNECTIONS))?,
             );
+        }
+        if let Some(v) = get("PODCYCLE_MIN_BODY_RATE") {
+            c.min_body_rate = v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| invalid("PODCYCLE_MIN_BODY_RATE", &v, BODY_RATE))?;
         }
         if let Some(v) = get("APP_VERSION") {
             let t = v.trim();
@@ -751,6 +764,18 @@ impl Config {
         self
     }
 
+    /// The slowest an HTTP/1 request body may arrive while the application waits for it, in
+    /// bytes per second (`PODCYCLE_MIN_BODY_RATE`, default 240 as Kestrel's; `0`: no minimum).
+    /// Measured over the time the application's body reads are pending, once that is over a
+    /// 5 s grace period: a client that trickles its body (slowloris with a body) has its
+    /// connection closed, and the handler sees its body end with an error. Time a handler
+    /// spends on anything else does not count. Checked by the same coarse sweep as the
+    /// header-read timeout. HTTP/2 bodies are flow-controlled by the protocol and not checked.
+    pub fn min_body_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_body_rate = bytes_per_second;
+        self
+    }
+
     /// The most application connections open at once (`PODCYCLE_MAX_CONNECTIONS`, at least 1).
     /// At the limit the listener stops accepting until a connection closes; new connections
     /// wait in the kernel's backlog meanwhile.
@@ -897,6 +922,21 @@ mod tests {
                 "invalid Config::max_connections (PODCYCLE_MAX_CONNECTIONS) \"0\": expected {CONNECTIONS}"
             )
         );
+    }
+
+    #[test]
+    fn a_minimum_body_rate_that_is_not_a_whole_number_is_refused() {
+        for val in ["abc", "-5", "1.5", "", "240B/s"] {
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_MIN_BODY_RATE", val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid PODCYCLE_MIN_BODY_RATE={val:?}: expected {BODY_RATE}")
+            );
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_MIN_BODY_RATE", " 0 ")])).unwrap();
+        assert_eq!(c.min_body_rate, 0, "0 turns the minimum off");
+        assert_eq!(Config::default().min_body_rate, 240);
     }
 
     #[test]
@@ -1170,6 +1210,7 @@ mod random_values {
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",
         "PODCYCLE_MAX_CONNECTIONS",
+        "PODCYCLE_MIN_BODY_RATE",
         "APP_VERSION",
     ];
 

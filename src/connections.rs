@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,12 @@ pub(crate) struct ConnState {
     pub(crate) wake: CancellationToken,
     /// The sweep's memory of this connection.
     sweep: Mutex<Sweep>,
+    /// The socket, handed back when hyper drops it, for a lingering close.
+    socket: Mutex<Option<TcpStream>>,
+    /// Request body bytes received on this connection, and whether the application is
+    /// waiting for more (set when its body read is pending, cleared when bytes arrive).
+    body_bytes: AtomicU64,
+    body_waiting: AtomicBool,
     /// The upgraded connection (HTTP/1 `101 Switching Protocols`), if any: see [`Upgrade`].
     upgrade: Upgrade,
 }
@@ -88,6 +95,12 @@ struct Sweep {
     started: u64,
     quiet_since: Instant,
     partial_since: Option<Instant>,
+    /// When the sweep last looked.
+    at: Instant,
+    /// How long the request in flight has kept the application waiting for its body, and
+    /// the body bytes counted when the request started.
+    body_waited: Duration,
+    body_bytes_at_start: u64,
 }
 
 /// The timeouts the sweep applies to connections with no request in flight.
@@ -100,7 +113,14 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     /// The maximum age of a connection, if any, spread by ±10% per connection.
     pub(crate) max_age: Option<Duration>,
+    /// The slowest an HTTP/1 request body may arrive while the application waits for it,
+    /// in bytes per second, measured once it has waited [`BODY_RATE_GRACE`]; `None`: no limit.
+    pub(crate) min_body_rate: Option<u64>,
 }
+
+/// How long the application may wait for a request body before its rate is checked
+/// (Kestrel's grace period for its minimum request body data rate).
+pub(crate) const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
 
 impl Timeouts {
     /// How often the sweep looks: a quarter of the shorter timeout, between 100 ms and 1 s.
@@ -133,9 +153,42 @@ impl ConnState {
                 started: 0,
                 quiet_since: Instant::now(),
                 partial_since: None,
+                at: Instant::now(),
+                body_waited: Duration::ZERO,
+                body_bytes_at_start: 0,
             }),
+            socket: Mutex::new(None),
+            body_bytes: AtomicU64::new(0),
+            body_waiting: AtomicBool::new(false),
             upgrade: Upgrade::default(),
         }
+    }
+
+    /// Notes that the application waits for request body bytes (`true`) or not.
+    #[inline]
+    pub(crate) fn body_waiting(&self, waiting: bool) {
+        if self.body_waiting.load(Ordering::Relaxed) != waiting {
+            self.body_waiting.store(waiting, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that `bytes` of request body arrived (or the body ended).
+    #[inline]
+    pub(crate) fn body_arrived(&self, bytes: u64) {
+        if bytes > 0 {
+            self.body_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        self.body_waiting(false);
+    }
+
+    /// Keeps the socket hyper is done with, for [`ConnState::take_socket`].
+    pub(crate) fn keep_socket(&self, socket: TcpStream) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
+    }
+
+    /// The socket hyper dropped, if it did (not after an upgrade: the upgraded I/O owns it).
+    pub(crate) fn take_socket(&self) -> Option<TcpStream> {
+        self.socket.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     #[inline]
@@ -191,16 +244,34 @@ impl ConnState {
     }
 
     /// The sweep's look at this connection at `now`: which timeout it outlived, if any. A
-    /// connection with a request in flight is never timed out here (its handler decides).
+    /// connection with a request in flight is timed out only when the application waits for
+    /// a request body that arrives slower than the minimum rate; otherwise its handler decides.
     fn sweep(&self, now: Instant, timeouts: Timeouts) -> Option<&'static str> {
         let activity = self.activity();
         let (started, in_flight) = (activity >> 32, activity & IN_FLIGHT_MASK);
         let mut s = self.sweep.lock().unwrap_or_else(|e| e.into_inner());
-        if in_flight > 0 || started != s.started {
+        let since_last = now.saturating_duration_since(s.at);
+        s.at = now;
+        if started != s.started {
             s.started = started;
             s.quiet_since = now;
             s.partial_since = None;
+            s.body_waited = Duration::ZERO;
+            s.body_bytes_at_start = self.body_bytes.load(Ordering::Relaxed);
             return None;
+        }
+        if in_flight > 0 {
+            let min_rate = timeouts.min_body_rate?;
+            if !self.body_waiting.load(Ordering::Relaxed) {
+                return None;
+            }
+            s.body_waited += since_last;
+            if s.body_waited < BODY_RATE_GRACE {
+                return None;
+            }
+            let arrived = self.body_bytes.load(Ordering::Relaxed) - s.body_bytes_at_start;
+            let rate = arrived as f64 / s.body_waited.as_secs_f64();
+            return (rate < min_rate as f64).then_some("body_rate");
         }
         let (since, limit, which) = if started == 0 {
             (s.quiet_since, timeouts.header_read, "header_read")
@@ -478,8 +549,9 @@ impl Connections {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Times out the connections that outlived `timeouts` with nothing in flight: marks them
-    /// and wakes their tasks, which close them. Returns how many.
+    /// Times out the connections that outlived `timeouts` (with nothing in flight, or with
+    /// a request body arriving too slowly): marks them and wakes their tasks, which close
+    /// them. Returns how many.
     pub(crate) fn sweep(&self, timeouts: Timeouts) -> usize {
         let now = Instant::now();
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,10 +567,7 @@ impl Connections {
                 }
             }
             if let Some(which) = c.sweep(now, timeouts) {
-                tracing::debug!(
-                    timeout = which,
-                    "closing a connection with nothing in flight"
-                );
+                tracing::debug!(timeout = which, "closing a connection that timed out");
                 c.timed_out.store(true, Ordering::Release);
                 c.wake.cancel();
                 closed += 1;

@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -396,9 +395,11 @@ impl Lifecycle {
     /// Waits for warm-ups, binds `PODCYCLE_ADDR`, serves `app` until shutdown and runs the
     /// shutdown sequence. Returns how it ended.
     ///
-    /// `app` is any tower `Service` for `Request<hyper::body::Incoming>`, e.g. an axum `Router`
+    /// `app` is any tower `Service` for `Request<axum::body::Body>`, e.g. an axum `Router`
     /// (given its state once, as `axum::serve` does, so its handlers are not turned into routes
-    /// on every request). With a [`MetricsLayer`](crate::MetricsLayer) in `app`, the serving
+    /// on every request). The body is hyper's, watched for the
+    /// [minimum body rate](crate::Config::min_body_rate); an axum `Router` takes it as it is,
+    /// without boxing it again. With a [`MetricsLayer`](crate::MetricsLayer) in `app`, the serving
     /// stack, which already tracks every request for the drain, also times it; the layer only
     /// names the route.
     ///
@@ -408,7 +409,7 @@ impl Lifecycle {
     /// skips the drain and the hooks; connections already accepted are served until they end.
     pub async fn serve<S, B>(self, app: S) -> Outcome
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,
@@ -425,7 +426,7 @@ impl Lifecycle {
     /// As [`Lifecycle::serve`].
     pub async fn serve_with_listener<S, B>(self, listener: TcpListener, app: S) -> Outcome
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,
@@ -437,7 +438,7 @@ impl Lifecycle {
 
     async fn serve_inner<S, B>(self, listener: Option<TcpListener>, app: S) -> Outcome
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,
@@ -452,7 +453,7 @@ impl Lifecycle {
         }
         let listener = match listener {
             Some(l) => l,
-            None => match TcpListener::bind(config.addr).await {
+            None => match crate::serve::bind(config.addr) {
                 Ok(l) => l,
                 Err(e) => {
                     let msg = format!("binding {}: {e}", config.addr);
@@ -476,6 +477,7 @@ impl Lifecycle {
                 header_read: config.header_read_timeout,
                 idle: config.idle_timeout,
                 max_age: config.max_connection_age,
+                min_body_rate: (config.min_body_rate > 0).then_some(config.min_body_rate),
             },
             max_connections: crate::connections::max_app_connections(config.max_connections),
         });

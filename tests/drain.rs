@@ -222,3 +222,69 @@ fn reject_mode_answers_every_request_of_the_reject_window_and_exits_clean() {
     assert_eq!(code(status), 0, "{out}");
     assert!(out.contains("OUTCOME 0"), "{out}");
 }
+
+/// A client that pipelines requests and reads nothing until the process is gone: the response
+/// the process completed (a large one, mostly still in the kernel's buffers when hyper is
+/// done with it) arrives whole. Closing the socket at once would reset the connection when
+/// the client's next request arrives, and the reset throws away the queued bytes.
+#[test]
+fn a_pipelining_client_that_reads_late_receives_every_completed_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BYTES: usize = 1 << 20;
+    let mut child = Child::spawn(&[
+        ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
+        ("PODCYCLE_DRAIN_TIMEOUT", "10s"),
+    ]);
+    child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    let mut socket = rt.block_on(tokio::net::TcpStream::connect(app)).unwrap();
+    let first = format!("GET /big?bytes={BYTES}&ms=400 HTTP/1.1\r\nhost: test\r\n\r\n");
+    rt.block_on(socket.write_all(first.as_bytes())).unwrap();
+    child.wait_line("START /big", SOON);
+    let sent = child.signal("TERM");
+    // Keep pipelining (bounded: 150 requests, 20 ms apart) without reading, past the moment
+    // the response is complete and the process has exited.
+    let mut exited = None;
+    rt.block_on(async {
+        for _ in 0..150 {
+            if socket
+                .write_all(b"GET /hello HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if exited.is_none() {
+                exited = child.try_exit();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let status = match exited {
+        Some(status) => status,
+        None => child.wait_exit(SOON).0,
+    };
+    let out = child.drain_output(Duration::from_secs(1));
+    assert_eq!(
+        code(status),
+        0,
+        "the process says every request completed: {out}"
+    );
+    assert!(sent.elapsed() < SOON, "{out}");
+    let mut received = Vec::new();
+    let read =
+        rt.block_on(async { tokio::time::timeout(SOON, socket.read_to_end(&mut received)).await });
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    let body = head_end.map_or(0, |h| received.len() - h);
+    assert!(
+        matches!(read, Ok(Ok(_))) && body >= BYTES,
+        "the completed response arrived whole: {body} of {BYTES} body bytes, read {read:?}"
+    );
+    let head = String::from_utf8_lossy(&received[..head_end.unwrap()]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}

@@ -215,7 +215,7 @@ async fn a_head_request_to_a_service_that_returns_a_body_is_not_counted_as_abort
     // hyper sends no body for HEAD and may drop it unpolled; a non-axum service may still
     // return one. The request completed: it must not be recorded as `client_aborted`.
     let lifecycle = Lifecycle::new(config()).unwrap();
-    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let svc = tower::service_fn(|_req: http::Request<axum::body::Body>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
             bytes::Bytes::from_static(b"a body"),
         )))

@@ -190,3 +190,71 @@ fn connections_past_their_maximum_age_are_told_to_reconnect_and_no_request_fails
     child.signal("TERM");
     assert_eq!(code(child.wait_exit(SOON).0), 0);
 }
+
+/// A client that trickles its request body is closed once its rate, measured while the
+/// handler waits for the body, stays under the minimum past the grace period; a handler that
+/// works for longer than that grace on a body it has whole is not affected, nor is a normal
+/// upload.
+#[test]
+fn a_trickled_request_body_is_closed_by_the_minimum_body_rate() {
+    let mut child = Child::spawn(&[
+        ("PODCYCLE_MIN_BODY_RATE", "1000"),
+        ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
+    ]);
+    child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    rt.block_on(async move {
+        let start = Instant::now();
+        // 100 kB announced, 10 bytes every 200 ms (50 bytes/s), bounded: 60 chunks.
+        let slow = TcpStream::connect(app).await.unwrap();
+        let (slow_read, mut slow_write) = slow.into_split();
+        let slow = tokio::spawn(closed_after(slow_read, start));
+        let trickle = tokio::spawn(async move {
+            let head = "POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 100000\r\n\r\n";
+            let _ = slow_write.write_all(head.as_bytes()).await;
+            for i in 0..60 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if slow_write.write_all(&[b'x'; 10]).await.is_err() {
+                    return i;
+                }
+            }
+            60
+        });
+        // A whole body at once, then 6.5 s of work: longer than the grace period.
+        let worker = tokio::spawn(async move {
+            let mut c = TcpStream::connect(app).await.unwrap();
+            let body = vec![b'y'; 50_000];
+            let head = format!(
+                "POST /upload?ms=6500 HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            c.write_all(head.as_bytes()).await.unwrap();
+            c.write_all(&body).await.unwrap();
+            let mut reply = Vec::new();
+            tokio::time::timeout(SOON, c.read_to_end(&mut reply))
+                .await
+                .expect("answered")
+                .unwrap();
+            String::from_utf8_lossy(&reply).into_owned()
+        });
+        let normal = support::client::get(app, "/hello").await.unwrap();
+        assert_eq!(normal.status, 200);
+
+        let (took, sent) = slow.await.unwrap();
+        assert!(sent.is_empty() || sent.starts_with(b"HTTP/1.1 "), "{sent:?}");
+        assert!(
+            took >= Duration::from_millis(4500) && took < Duration::from_secs(9),
+            "the trickled body is closed after the 5 s grace: {took:?}"
+        );
+        let chunks = trickle.await.unwrap();
+        assert!(chunks < 60, "closed while it trickled");
+        let reply = worker.await.unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200") && reply.ends_with("received 50000"),
+            "a handler working on a whole body is not cut: {reply}"
+        );
+    });
+    child.signal("TERM");
+    assert_eq!(code(child.wait_exit(SOON).0), 0);
+}

@@ -1,34 +1,44 @@
 //! The connection's socket as hyper sees it: the TCP stream, with read and write progress
-//! noted in the connection's [`ConnState`].
+//! noted in the connection's [`ConnState`], handed back to the connection's task when hyper
+//! drops it so that the close can linger.
 //!
 //! After a `101 Switching Protocols` the socket outlives hyper's connection: hyper hands it to
 //! the application (a WebSocket) inside its `Upgraded`. Its drop then ends the upgraded
-//! request ([`ConnState::release_upgrade`]), and the drain deadline makes its reads and
-//! writes fail ([`ConnState::cut_upgrade`]).
+//! request ([`ConnState::release_upgrade`]) and closes it, and the drain deadline makes its
+//! reads and writes fail ([`ConnState::cut_upgrade`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::connections::ConnState;
 
-pin_project! {
-    /// The connection's socket, noting write progress in its [`ConnState`] so that the drain
-    /// can tell a connection still sending a response from one that does nothing.
-    #[derive(Debug)]
-    pub(super) struct ProgressIo {
-        #[pin]
-        pub(super) inner: TcpStream,
-        pub(super) conn: Arc<ConnState>,
+/// The connection's socket, noting write progress in its [`ConnState`] so that the drain
+/// can tell a connection still sending a response from one that does nothing.
+///
+/// Dropped, it hands the socket to its [`ConnState`] instead of closing it:
+/// [`super::linger`] then closes it without resetting bytes already written.
+#[derive(Debug)]
+pub(super) struct ProgressIo {
+    /// Always `Some` until dropped.
+    inner: Option<TcpStream>,
+    conn: Arc<ConnState>,
+}
+
+impl ProgressIo {
+    pub(super) fn new(inner: TcpStream, conn: Arc<ConnState>) -> ProgressIo {
+        ProgressIo {
+            inner: Some(inner),
+            conn,
+        }
     }
 
-    impl PinnedDrop for ProgressIo {
-        fn drop(this: Pin<&mut Self>) {
-            this.conn.release_upgrade();
-        }
+    #[inline]
+    fn socket(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.inner.as_mut().expect("socket present until drop"))
     }
 }
 
@@ -40,19 +50,33 @@ fn cut() -> std::io::Error {
     )
 }
 
-impl tokio::io::AsyncRead for ProgressIo {
+impl Drop for ProgressIo {
+    fn drop(&mut self) {
+        if self.conn.is_upgraded() {
+            // The application's upgraded connection ended: closed here, not lingered (the
+            // protocol on it is the application's).
+            self.conn.release_upgrade();
+            return;
+        }
+        if let Some(socket) = self.inner.take() {
+            self.conn.keep_socket(socket);
+        }
+    }
+}
+
+impl AsyncRead for ProgressIo {
     #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
+        let this = self.get_mut();
         if this.conn.is_upgraded() && this.conn.upgraded_read_cut(cx.waker()) {
             return Poll::Ready(Err(cut()));
         }
         let before = buf.filled().len();
-        let read = ready!(this.inner.poll_read(cx, buf));
+        let read = ready!(this.socket().poll_read(cx, buf));
         if buf.filled().len() > before {
             this.conn.read();
         }
@@ -60,18 +84,18 @@ impl tokio::io::AsyncRead for ProgressIo {
     }
 }
 
-impl tokio::io::AsyncWrite for ProgressIo {
+impl AsyncWrite for ProgressIo {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
+        let this = self.get_mut();
         if this.conn.is_upgraded() && this.conn.upgraded_write_cut(cx.waker()) {
             return Poll::Ready(Err(cut()));
         }
-        let written = ready!(this.inner.poll_write(cx, buf));
+        let written = ready!(this.socket().poll_write(cx, buf));
         this.conn.wrote();
         Poll::Ready(written)
     }
@@ -82,31 +106,31 @@ impl tokio::io::AsyncWrite for ProgressIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
+        let this = self.get_mut();
         if this.conn.is_upgraded() && this.conn.upgraded_write_cut(cx.waker()) {
             return Poll::Ready(Err(cut()));
         }
-        let written = ready!(this.inner.poll_write_vectored(cx, bufs));
+        let written = ready!(this.socket().poll_write_vectored(cx, bufs));
         this.conn.wrote();
         Poll::Ready(written)
     }
 
     #[inline]
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.project();
+        let this = self.get_mut();
         if this.conn.is_upgraded() && this.conn.upgraded_write_cut(cx.waker()) {
             return Poll::Ready(Err(cut()));
         }
-        this.inner.poll_flush(cx)
+        this.socket().poll_flush(cx)
     }
 
     #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        self.get_mut().socket().poll_shutdown(cx)
     }
 }

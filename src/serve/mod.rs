@@ -8,6 +8,7 @@
 //!   `Connection: close` while draining, reject mode, timing, panics answered 500).
 
 mod io;
+mod request_body;
 mod tracked;
 
 use std::future::Future;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,6 +36,7 @@ use crate::phase::Phase;
 use crate::state::State;
 
 use self::io::ProgressIo;
+pub(crate) use self::request_body::AppBody;
 use self::tracked::TrackedService;
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
@@ -53,6 +54,25 @@ pub(crate) struct ServeContext {
     pub(crate) timeouts: Timeouts,
     /// The most connections open at once ([`crate::connections::max_app_connections`]).
     pub(crate) max_connections: usize,
+}
+
+/// The application listener's accept backlog: connections the kernel completes while the
+/// accept loop is at the connection limit or busy. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4); Go asks for that, nginx for 511;
+/// the standard library's and tokio's `bind` ask for 128.
+pub(crate) const BACKLOG: u32 = 4096;
+
+/// Binds the application listener (address reuse on, as `TcpListener::bind`) with
+/// [`BACKLOG`].
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// How often at most the accept loop logs that it is waiting at the connection limit.
@@ -74,7 +94,7 @@ pub(crate) async fn accept_loop<S, B>(
     connections: tokio_util::task::TaskTracker,
     metrics: &'static HttpMetrics,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -213,6 +233,24 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// How long a closing connection's socket lingers after the peer's last byte: written,
+/// half-closed, reading and discarding what the peer still sends, until it closes too (Go's
+/// net/http waits 500 ms). Closing a socket with unread bytes sends a reset, and a reset makes
+/// the kernels drop response bytes not delivered yet.
+pub(crate) const CLOSE_LINGER_QUIET: Duration = Duration::from_millis(500);
+
+/// The longest a closing connection lingers, however long its peer keeps sending (nginx's
+/// `lingering_time` is 30 s, its `lingering_timeout` 5 s); never past the drain deadline.
+pub(crate) const CLOSE_LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// How a connection's serving ended.
+enum Closed {
+    /// hyper finished the connection: every response it took is written to the socket.
+    Politely,
+    /// Closed by podcycle (a timeout, an idle or cut connection in the drain): no lingering.
+    Abruptly,
+}
+
 async fn serve_connection<S, B>(
     shared: Arc<ServeContext>,
     builder: &auto::Builder<TokioExecutor>,
@@ -220,7 +258,7 @@ async fn serve_connection<S, B>(
     service: S,
     metrics: &'static HttpMetrics,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -230,7 +268,7 @@ async fn serve_connection<S, B>(
     let (conn_state, _registered) = shared
         .connections
         .open(shared.state.signals.delay_over.child_token());
-    serve_http(&shared, builder, stream, service, metrics, &conn_state).await;
+    let closed = serve_until_closed(&shared, &conn_state, builder, stream, service, metrics).await;
     // hyper's connection is gone; after a `101` the socket lives on in the application's
     // hands (a WebSocket). The connection stays registered, its request in flight, until
     // the application drops it or the drain deadline cuts it.
@@ -245,20 +283,59 @@ async fn serve_connection<S, B>(
                 }
             }
         }
+        return;
+    }
+    // hyper dropped the socket by now (unless the connection was upgraded): it is back here.
+    if let (Closed::Politely, Some(socket)) = (closed, conn_state.take_socket()) {
+        linger(socket, &shared.state.signals.drain_deadline).await;
     }
 }
 
-/// Serves HTTP on `stream` until hyper's connection ends (closed, timed out, drained, cut
-/// by the drain deadline, or handed over to the application by an upgrade).
-async fn serve_http<S, B>(
+/// Closes `socket` the way Go and nginx do: half-close (everything written is sent first, then
+/// a FIN), then read and discard what the peer still sends until it closes too, or is quiet
+/// for [`CLOSE_LINGER_QUIET`], for at most [`CLOSE_LINGER_MAX`] and never past the drain
+/// deadline. Closing at once instead would reset a connection whose peer had pipelined
+/// requests hyper never read, and the reset destroys response bytes still queued.
+async fn linger(mut socket: TcpStream, drain_deadline: &tokio_util::sync::CancellationToken) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut discard = [0u8; 1024];
+    // Usually the peer closed first (hyper saw its FIN): no timer.
+    match socket.try_read(&mut discard) {
+        Ok(0) => return,
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+        _ => {}
+    }
+    if socket.shutdown().await.is_err() {
+        return;
+    }
+    let give_up = tokio::time::Instant::now() + CLOSE_LINGER_MAX;
+    let quiet = tokio::time::sleep(CLOSE_LINGER_QUIET);
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            read = socket.read(&mut discard) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let next = tokio::time::Instant::now() + CLOSE_LINGER_QUIET;
+                    quiet.as_mut().reset(next.min(give_up));
+                }
+            },
+            _ = &mut quiet => return,
+            _ = drain_deadline.cancelled() => return,
+        }
+    }
+}
+
+async fn serve_until_closed<S, B>(
     shared: &Arc<ServeContext>,
+    conn_state: &Arc<ConnState>,
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
     metrics: &'static HttpMetrics,
-    conn_state: &Arc<ConnState>,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+) -> Closed
+where
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -271,10 +348,7 @@ async fn serve_http<S, B>(
         shared: shared.clone(),
         metrics,
     };
-    let io = ProgressIo {
-        inner: stream,
-        conn: conn_state.clone(),
-    };
+    let io = ProgressIo::new(stream, conn_state.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     // Serve until the propagation delay is over. Not `select!`: that would poll the
@@ -311,7 +385,7 @@ async fn serve_http<S, B>(
     }
     if conn_state.timed_out() && shared.state.phase() < Phase::Draining {
         // Nothing in flight past the header-read or idle timeout: close.
-        return;
+        return Closed::Abruptly;
     }
     // Draining. A connection busy with a request gets `Connection: close` on its response
     // (hyper disables keep-alive); an idle one is given a short linger so that a request
@@ -335,7 +409,7 @@ async fn serve_http<S, B>(
                     shared.connections.streams_cut.fetch_add(in_flight, Ordering::Relaxed);
                     tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
                 }
-                return;
+                return Closed::Abruptly;
             }
             _ = tokio::time::sleep(IDLE_LINGER) => {
                 // Nothing in flight, no request started and no byte written for a whole
@@ -343,15 +417,19 @@ async fn serve_http<S, B>(
                 // shutdown waits for those). It must not hold the drain, and was not cut.
                 if conn_state.in_flight() == 0 && conn_state.progress() == before {
                     tracing::debug!("closing a draining connection with no request in flight");
-                    return;
+                    return Closed::Abruptly;
                 }
             }
         }
     }
 }
 
-fn log_connection_end(res: Result<(), BoxError>) {
-    if let Err(error) = res {
-        tracing::debug!(%error, "connection ended with an error");
+fn log_connection_end(res: Result<(), BoxError>) -> Closed {
+    match res {
+        Ok(()) => Closed::Politely,
+        Err(error) => {
+            tracing::debug!(%error, "connection ended with an error");
+            Closed::Abruptly
+        }
     }
 }

@@ -23,6 +23,7 @@ use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
+use super::request_body::{app_body, AppBody};
 use super::ServeContext;
 use crate::config::StopAccepting;
 use crate::connections::{ConnState, RequestGuard, UpgradeEnd};
@@ -53,12 +54,12 @@ pub(crate) struct TrackedService<S> {
 // service, as `axum::serve` does).
 impl<S, B> hyper::service::Service<Request<Incoming>> for TrackedService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone,
     B: Body,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = TrackedFuture<Oneshot<S, Request<Incoming>>>;
+    type Future = TrackedFuture<Oneshot<S, Request<AppBody>>>;
 
     #[inline]
     fn call(&self, req: Request<Incoming>) -> Self::Future {
@@ -94,6 +95,8 @@ where
         // Timed here, outside the router, when the application has a metrics layer: the
         // layer names the route through the hand-off while this future polls the router.
         let timer = Timer::for_serving(self.metrics, req.method());
+        let http1 = req.version() <= Version::HTTP_11;
+        let req = req.map(|body| app_body(body, &self.conn, http1));
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),

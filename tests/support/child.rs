@@ -50,6 +50,7 @@ pub fn main() {
 struct Params {
     ms: Option<u64>,
     n: Option<u32>,
+    bytes: Option<usize>,
 }
 
 async fn run() -> i32 {
@@ -111,6 +112,22 @@ async fn run() -> i32 {
                 say("START /slow".into());
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(1000))).await;
                 "slow done"
+            }),
+        )
+        .route(
+            "/upload",
+            axum::routing::post(|Query(p): Query<Params>, body: bytes::Bytes| async move {
+                // Works on the body it has read for `ms` (no body read meanwhile).
+                tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
+                format!("received {}", body.len())
+            }),
+        )
+        .route(
+            "/big",
+            get(|Query(p): Query<Params>| async move {
+                say("START /big".into());
+                tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
+                "x".repeat(p.bytes.unwrap_or(1 << 20))
             }),
         )
         .route(

@@ -18,9 +18,10 @@ async fn main() -> Outcome {
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .init();
     // Probes and signal handling start here, before any warm-up.
+    // A bad PODCYCLE_* value ends here with one readable line and exit code 1.
     let lifecycle = match Lifecycle::from_env(env!("CARGO_PKG_VERSION")) {
         Ok(lifecycle) => lifecycle,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return e.into(),
     };
     // /readyz (and serving) wait for every warm-up: here a greeting that takes a moment to load.
     let greeting = lifecycle.warmup("greeting", async {

@@ -144,11 +144,14 @@ async fn handle_signals(shared: Arc<Admin>, mut signals: Signals) {
                 connections = shared.connections.len(),
                 "second signal: exiting immediately"
             );
-            eprintln!(
+            // Without a subscriber the line above goes nowhere: say it on stderr.
+            if !tracing::dispatcher::has_been_set() {
+                eprintln!(
                 "podcycle: second {name} during shutdown (phase {}): exiting now with {in_flight} request(s) in flight on {} connection(s)",
                 shared.state.phase(),
                 shared.connections.len()
             );
+            }
             std::process::exit(128 + signal);
         }
     }

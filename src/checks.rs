@@ -166,6 +166,8 @@ struct Status {
     reported: Option<Result<(), String>>,
     /// Failures in a row since the last pass.
     failures: u32,
+    /// Whether this failure streak was logged as a warning (only once).
+    warned: bool,
 }
 
 #[derive(Debug)]
@@ -191,8 +193,10 @@ impl CheckEntry {
         }
     }
 
-    /// Takes one run's result into account, applying the failure threshold.
-    fn observe(&self, run: Result<(), String>) {
+    /// Takes one run's result into account, applying the failure threshold. A check failing
+    /// while the process starts or stops is expected (e.g. it waits for a warm-up): logged at
+    /// INFO; a failing check is a WARN only while serving or draining, once per failure streak.
+    fn observe(&self, run: Result<(), String>, phase: Phase) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let was = s.reported.clone();
         match run {
@@ -217,24 +221,40 @@ impl CheckEntry {
                 }
             }
         }
-        let now = &s.reported;
-        if now.as_ref().map(Result::is_ok) != was.as_ref().map(Result::is_ok) {
-            match now {
-                Some(Ok(())) => tracing::info!(
+        let changed = s.reported.as_ref().map(Result::is_ok) != was.as_ref().map(Result::is_ok);
+        let in_service = matches!(
+            phase,
+            Phase::Serving | Phase::Deregistering | Phase::Draining
+        );
+        match s.reported.clone() {
+            Some(Ok(())) if changed => {
+                s.warned = false;
+                tracing::info!(
                     check = %self.name,
                     probe = self.probe.as_str(),
                     gating = self.gating,
                     "check passing"
-                ),
-                Some(Err(reason)) => tracing::warn!(
+                )
+            }
+            Some(Err(reason)) if in_service && !s.warned => {
+                s.warned = true;
+                tracing::warn!(
                     check = %self.name,
                     probe = self.probe.as_str(),
                     gating = self.gating,
                     %reason,
                     "check failing"
-                ),
-                None => {}
+                )
             }
+            Some(Err(reason)) if changed && !in_service => tracing::info!(
+                check = %self.name,
+                probe = self.probe.as_str(),
+                gating = self.gating,
+                %reason,
+                phase = phase.as_str(),
+                "check not passing yet"
+            ),
+            _ => {}
         }
     }
 }
@@ -295,6 +315,7 @@ impl Checks {
             status: Mutex::new(Status {
                 reported: None,
                 failures: 0,
+                warned: false,
             }),
         });
         self.entries
@@ -320,29 +341,33 @@ impl Checks {
                     _ = stop.cancelled() => return,
                     r = run_once(&run, timeout) => r,
                 };
-                entry.observe(result);
+                // `None`: the check's task was cancelled (the runtime is shutting down).
+                let Some(result) = result else { return };
+                let now = *phase.borrow();
+                entry.observe(result, now);
             }
         });
     }
 }
 
 /// Runs one check in its own task so that a panic is a failure, not a crash.
-async fn run_once(check: &CheckFn, timeout: Duration) -> Result<(), String> {
+/// `None` when the task was cancelled from outside (the runtime shutting down): not a result.
+async fn run_once(check: &CheckFn, timeout: Duration) -> Option<Result<(), String>> {
     let task = tokio::spawn(check());
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) if join.is_panic() => Err(format!(
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(join)) if join.is_panic() => Some(Err(format!(
             "panicked: {}",
             crate::panic::message(&*join.into_panic())
-        )),
-        Ok(Err(_)) => Err(String::from("cancelled")),
+        ))),
+        Ok(Err(_)) => None,
         Err(_) => {
             abort.abort();
-            Err(format!(
+            Some(Err(format!(
                 "timed out after {}",
                 humantime::format_duration(timeout)
-            ))
+            )))
         }
     }
 }

@@ -8,7 +8,22 @@ use crate::config::ConfigError;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a [`Lifecycle`](crate::Lifecycle) could not start.
-#[derive(Debug)]
+///
+/// Its `Debug` output is the human message (as `anyhow`'s is), so `main` returning
+/// `Result<Outcome, Error>` prints `Error: podcycle configuration: invalid PODCYCLE_DRAIN_TIMEOUT="20z": ...`
+/// and exits with code 1; `{:#?}` shows the structure. Or convert it into an [`Outcome`]
+/// (exit code 1) with `into()`:
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> podcycle::Outcome {
+///     let lifecycle = match podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION")) {
+///         Ok(lifecycle) => lifecycle,
+///         Err(e) => return e.into(), // prints the message, exits 1
+///     };
+///     lifecycle.serve(axum::Router::new()).await
+/// }
+/// ```
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value is invalid; the message names the variable and the value.
@@ -17,6 +32,20 @@ pub enum Error {
     Io(std::io::Error),
     /// The lifecycle was created outside a tokio runtime.
     NoRuntime,
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            match self {
+                Error::Config(e) => f.debug_tuple("Config").field(e).finish(),
+                Error::Io(e) => f.debug_tuple("Io").field(e).finish(),
+                Error::NoRuntime => f.write_str("NoRuntime"),
+            }
+        } else {
+            fmt::Display::fmt(self, f)
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -44,5 +73,27 @@ impl std::error::Error for Error {
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Error::Config(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_the_message_so_main_prints_it() {
+        let e = Error::from(ConfigError::InvalidEnv {
+            var: "PODCYCLE_DRAIN_TIMEOUT",
+            value: "20z".into(),
+            expected: "a duration",
+        });
+        let debug = format!("{e:?}");
+        assert_eq!(debug, e.to_string());
+        assert_eq!(
+            debug,
+            "podcycle configuration: invalid PODCYCLE_DRAIN_TIMEOUT=\"20z\": expected a duration"
+        );
+        assert!(format!("{e:#?}").contains("InvalidEnv"));
+        assert_eq!(crate::Outcome::from(e).exit_code(), 1);
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::checks::{Checks, Probe};
 use crate::phase::Phase;
 use crate::state::State;
-use crate::warmup::{WarmupStatus, Warmups};
+use crate::warmup::{Progress, WarmupStatus, Warmups};
 
 /// One of the three probes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,10 +124,17 @@ impl Health {
     }
 
     fn serving_line(&self) -> Result<(), String> {
-        if self.serving.load(Ordering::Acquire) {
-            Ok(())
-        } else {
+        if !self.serving.load(Ordering::Acquire) {
             Err("switched off by the application".into())
+        } else if self.state.phase() == Phase::Starting {
+            // Expected, not a fault: say what startup is waiting for.
+            Err(match self.warmups.progress() {
+                Progress::Running => "starting: warm-ups pending".into(),
+                Progress::Failed { .. } => "starting: a warm-up failed".into(),
+                Progress::AllDone => "starting: listener not bound yet".into(),
+            })
+        } else {
+            Ok(())
         }
     }
 
@@ -138,9 +145,8 @@ impl Health {
         } else {
             Phase::Serving
         };
-        if phase == Phase::Starting {
-            Err("not serving yet".into())
-        } else if phase > ready_phase {
+        // During startup the `serving` line fails instead: nothing is shutting down.
+        if phase > ready_phase {
             Err(format!("process is shutting down (phase {phase})"))
         } else {
             Ok(())

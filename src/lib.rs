@@ -7,14 +7,17 @@
 //   metrics, shutdown, probes, watchdog, stream_drain
 //   health
 //   state, warmup, checks, error
-//   config, phase, connections, panic, metrics_off
+//   config, env_check, phase, connections, panic, metrics_off, logging, until
 mod admin;
 mod checks;
 mod config;
 mod connections;
+mod env_check;
 mod error;
 mod health;
 mod lifecycle;
+#[cfg(feature = "logging")]
+pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
@@ -26,6 +29,7 @@ mod serve;
 mod shutdown;
 mod state;
 mod stream_drain;
+mod until;
 mod warmup;
 mod watchdog;
 
@@ -42,4 +46,10 @@ pub use phase::Phase;
 pub use probes::Probes;
 pub use shutdown::Outcome;
 pub use state::ShutdownReason;
+pub use until::{until, Until};
 pub use warmup::Warmup;
+
+/// The README's Rust snippets, compiled as doc tests (`cargo test --doc`) so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -92,8 +92,13 @@ impl Lifecycle {
     /// `APP_VERSION`: pass `env!("CARGO_PKG_VERSION")`.
     ///
     /// Must be called inside a tokio runtime.
+    ///
+    /// Logs a warning for each `PODCYCLE_*` variable it does not know, naming the closest
+    /// known one (`PODCYCLE_DRAIN_TIMOUT`: did you mean `PODCYCLE_DRAIN_TIMEOUT`?).
     pub fn from_env(version: &str) -> Result<Lifecycle, Error> {
-        Lifecycle::new(Config::from_env(version)?)
+        let config = Config::from_env(version)?;
+        crate::env_check::warn_unknown_env();
+        Lifecycle::new(config)
     }
 
     /// Starts a lifecycle: validates the configuration, binds the admin listener on its own
@@ -143,7 +148,7 @@ impl Lifecycle {
         tracing::info!(
             version = %config.version,
             addr = %config.addr,
-            admin_addr = ?admin_addr,
+            admin_addr = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             shutdown_delay = ?config.shutdown_delay,
             drain_timeout = ?config.drain_timeout,
             hook_timeout = ?config.hook_timeout,
@@ -356,6 +361,27 @@ impl Lifecycle {
         )
     }
 
+    /// `stream`'s items until the drain starts ([`Lifecycle::draining`]), then its end: for
+    /// server-sent events, WebSocket feeds and other long responses, so the drain does not
+    /// wait for them. See [`until`](crate::until) to send a last event.
+    ///
+    /// ```no_run
+    /// use axum::response::sse::{Event, Sse};
+    /// use futures_util::{stream, StreamExt};
+    ///
+    /// # fn handler(lifecycle: podcycle::Lifecycle) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    /// let ticks = stream::repeat_with(|| Ok(Event::default().data("tick")));
+    /// let last = stream::once(async { Ok(Event::default().event("reconnect").data("draining")) });
+    /// Sse::new(lifecycle.until_draining(ticks).chain(last))
+    /// # }
+    /// ```
+    pub fn until_draining<S: futures_util::Stream>(
+        &self,
+        stream: S,
+    ) -> crate::until::Until<S, impl Future<Output = ()> + Send + 'static> {
+        crate::until::until(stream, self.draining())
+    }
+
     /// Whether `/readyz` would pass right now (ignoring exclusions).
     pub fn is_ready(&self) -> bool {
         self.inner.health.is_ready()
@@ -392,8 +418,9 @@ impl Lifecycle {
         &self.inner.metrics
     }
 
-    /// Waits for warm-ups, binds `PODCYCLE_ADDR`, serves `app` until shutdown and runs the
-    /// shutdown sequence. Returns how it ended.
+    /// Binds `PODCYCLE_ADDR` (at once: a port in use fails without waiting for warm-ups),
+    /// waits for warm-ups, serves `app` until shutdown and runs the shutdown sequence. Returns
+    /// how it ended.
     ///
     /// `app` is any tower `Service` for `Request<axum::body::Body>`, e.g. an axum `Router`
     /// (given its state once, as `axum::serve` does, so its handlers are not turned into routes
@@ -420,7 +447,7 @@ impl Lifecycle {
     }
 
     /// Like [`Lifecycle::serve`], on a listener the caller bound. Connections wait in the
-    /// backlog until warm-ups are done.
+    /// backlog until warm-ups are done (as with `serve`, which binds before the warm-ups end).
     ///
     /// # Cancellation safety
     /// As [`Lifecycle::serve`].
@@ -448,9 +475,9 @@ impl Lifecycle {
         let app = prepare_router(app);
         let inner = self.inner.clone();
         let (config, state, connections) = (&inner.config, &inner.state, &inner.connections);
-        if let Some(early) = self.wait_for_warmups().await {
-            return early;
-        }
+        // Bound before the warm-ups end, so a port conflict fails at once, not after a long
+        // warm-up; connections wait in the backlog until serving starts (readiness keeps load
+        // balancers away until then).
         let listener = match listener {
             Some(l) => l,
             None => match crate::serve::bind(config.addr) {
@@ -459,6 +486,10 @@ impl Lifecycle {
                     let msg = format!("binding {}: {e}", config.addr);
                     tracing::error!(error = %msg, "cannot serve");
                     self.request_shutdown(ShutdownReason::Requested);
+                    inner
+                        .health
+                        .warmups
+                        .abort_running("cancelled: the application listener could not be bound");
                     self.finish_without_serving().await;
                     return Outcome::Failed(msg);
                 }
@@ -467,6 +498,9 @@ impl Lifecycle {
         if let Ok(addr) = listener.local_addr() {
             let _ = inner.app_addr.set(addr);
             tracing::info!(%addr, "application listener bound");
+        }
+        if let Some(early) = self.wait_for_warmups().await {
+            return early;
         }
         let connection_tasks = TaskTracker::new();
         let context = Arc::new(ServeContext {

@@ -103,26 +103,42 @@ impl fmt::Display for Outcome {
     }
 }
 
+impl From<crate::error::Error> for Outcome {
+    /// [`Outcome::Failed`] with the error's message (exit code 1), for `main() -> Outcome`:
+    /// `Err(e) => return e.into()`.
+    fn from(e: crate::error::Error) -> Self {
+        Outcome::Failed(e.to_string())
+    }
+}
+
 impl Termination for Outcome {
+    /// Logs how the process ends (an error for a non-zero code) and returns the exit code.
+    /// Without a `tracing` subscriber, an unclean outcome is printed on stderr instead, so a
+    /// startup error is never silent.
     fn report(self) -> ExitCode {
         if self.is_clean() {
             tracing::info!(outcome = %self, "podcycle: exiting");
-        } else {
+        } else if tracing::dispatcher::has_been_set() {
             tracing::error!(outcome = %self, code = self.exit_code(), "podcycle: exiting");
+        } else {
+            eprintln!("podcycle: exiting with code {}: {self}", self.exit_code());
         }
         ExitCode::from(self.exit_code())
     }
 }
 
 /// Moves `state` to `to` and logs the transition with the connection counts.
+/// The counts are read just before the change: code woken by the new phase (a stream ending
+/// on drain) must not race the log line.
 pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
+    let (in_flight, open) = (connections.in_flight(), connections.len());
     if let Some(from) = state.set_phase(to) {
         tracing::info!(
             phase = to.as_str(),
             from = from.as_str(),
             elapsed = ?state.started.elapsed(),
-            in_flight = connections.in_flight(),
-            connections = connections.len(),
+            in_flight,
+            connections = open,
             "podcycle phase"
         );
     }
@@ -131,6 +147,7 @@ pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
 /// Starts the shutdown sequence (readiness off at once) and logs it. Returns `false` if it
 /// had already started.
 pub(crate) fn request(state: &State, connections: &Connections, reason: ShutdownReason) -> bool {
+    let (in_flight, open) = (connections.in_flight(), connections.len());
     let Ok(from) = state.request_shutdown(reason) else {
         return false;
     };
@@ -139,12 +156,12 @@ pub(crate) fn request(state: &State, connections: &Connections, reason: Shutdown
             phase = Phase::Deregistering.as_str(),
             from = from.as_str(),
             elapsed = ?state.started.elapsed(),
-            in_flight = connections.in_flight(),
-            connections = connections.len(),
+            in_flight,
+            connections = open,
             "podcycle phase"
         );
     }
-    tracing::info!(?reason, "shutdown requested: readiness is now failing");
+    tracing::info!(%reason, "shutdown requested: readiness is now failing");
     true
 }
 

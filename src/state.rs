@@ -22,6 +22,19 @@ pub enum ShutdownReason {
     WarmupFailed,
 }
 
+impl std::fmt::Display for ShutdownReason {
+    /// `SIGTERM`, `SIGINT` (`signal N` for another), `requested` or `warm-up failed`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShutdownReason::Signal(15) => f.write_str("SIGTERM"),
+            ShutdownReason::Signal(2) => f.write_str("SIGINT"),
+            ShutdownReason::Signal(n) => write!(f, "signal {n}"),
+            ShutdownReason::Requested => f.write_str("requested"),
+            ShutdownReason::WarmupFailed => f.write_str("warm-up failed"),
+        }
+    }
+}
+
 /// The shutdown steps whose durations are measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {

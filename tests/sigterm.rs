@@ -165,7 +165,12 @@ fn a_second_signal_forces_exit() {
         "forced exit must be immediate"
     );
     let out = child.drain_output(Duration::from_secs(1));
-    assert!(out.contains("1 request(s) in flight"), "{out}");
+    // Through tracing (the child has a subscriber), with what was in flight.
+    let line = out
+        .lines()
+        .find(|l| l.contains("second signal: exiting immediately"))
+        .unwrap_or_else(|| panic!("the second-signal line:\n{out}"));
+    assert!(line.contains("in_flight=1"), "{line}");
     let r = rt.block_on(slow).unwrap();
     assert!(
         r.is_err(),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
@@ -121,11 +121,18 @@ where
         let method = method_index(req.method());
         let core = self.layer.core;
         let found = handoff::find(core.id());
+        let mut check_placement = false;
         let route = match self.layer.route_fn {
-            None => req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(RouteName::Unmatched, RouteName::Matched),
+            None => match req.extensions().get::<MatchedPath>() {
+                Some(matched) => {
+                    core.placement.matched();
+                    RouteName::Matched(matched)
+                }
+                None => {
+                    check_placement = core.placement.watching();
+                    RouteName::Unmatched
+                }
+            },
             Some(f) => {
                 f(req.method(), req.uri().path()).map_or(RouteName::Unmatched, RouteName::Static)
             }
@@ -142,6 +149,7 @@ where
         MetricsFuture {
             inner: self.inner.call(req),
             timer,
+            placement: check_placement.then_some(&core.placement),
         }
     }
 }
@@ -153,6 +161,7 @@ pin_project! {
         #[pin]
         inner: F,
         timer: Option<Timer>,
+        placement: Option<&'static PlacementCheck>,
     }
 }
 
@@ -174,6 +183,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
+        if let (Some(check), Ok(res)) = (this.placement.take(), &result) {
+            check.unmatched_answered(res.status());
+        }
         let timer = at_response(this.timer.take(), &result);
         Poll::Ready(result.map(|res| match timer {
             // Under the serving stack, or recorded already: the body passes through (no box
@@ -183,6 +195,55 @@ where
                 res.map(|body| axum::body::Body::new(RecordingBody::new(body, Some(timer))))
             }
         }))
+    }
+}
+
+/// Warns once when a [`MetricsLayer`] sits outside the router: then no request carries a
+/// `MatchedPath`, and every one is recorded as `http_route="unmatched"`. The sign: a request
+/// without a matched route that was answered with something other than 404 (inside the
+/// router, those are the fallback's 404s). Only the first [`PlacementCheck::CHECKED`]
+/// unmatched requests are looked at, and none once a matched one was seen: one relaxed load
+/// per request after that.
+#[derive(Debug, Default)]
+pub(crate) struct PlacementCheck {
+    unmatched: AtomicU32,
+    done: AtomicBool,
+}
+
+impl PlacementCheck {
+    const CHECKED: u32 = 64;
+
+    /// A request had a matched route: the layer is inside the router.
+    #[inline]
+    fn matched(&self) {
+        if !self.done.load(Ordering::Relaxed) {
+            self.done.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this unmatched request's status should be looked at.
+    #[inline]
+    fn watching(&self) -> bool {
+        if self.done.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.unmatched.fetch_add(1, Ordering::Relaxed) >= Self::CHECKED {
+            self.done.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn unmatched_answered(&self, status: http::StatusCode) {
+        if status != http::StatusCode::NOT_FOUND && !self.done.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                status = status.as_u16(),
+                "MetricsLayer saw a request answered without a matched route: it seems to sit \
+                 outside the router, where axum's MatchedPath is not visible, so every request \
+                 is recorded as http_route=\"unmatched\"; add it with Router::layer (or give it \
+                 a route_fn). A fallback that answers other than 404 also shows this"
+            );
+        }
     }
 }
 
@@ -210,5 +271,32 @@ mod tests {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
         assert!(core.layered.load(Ordering::Relaxed), "wrapping a service");
+    }
+
+    #[test]
+    fn the_placement_check_warns_once_and_stops_looking() {
+        let check = PlacementCheck::default();
+        assert!(check.watching());
+        check.unmatched_answered(http::StatusCode::NOT_FOUND);
+        assert!(
+            !check.done.load(Ordering::Relaxed),
+            "a 404 is the router's fallback"
+        );
+        check.unmatched_answered(http::StatusCode::OK);
+        assert!(
+            check.done.load(Ordering::Relaxed),
+            "a 200 without a route: outside"
+        );
+        assert!(!check.watching());
+
+        let inside = PlacementCheck::default();
+        inside.matched();
+        assert!(!inside.watching(), "a matched route ends the check");
+
+        let quiet = PlacementCheck::default();
+        for _ in 0..PlacementCheck::CHECKED {
+            assert!(quiet.watching());
+        }
+        assert!(!quiet.watching(), "bounded");
     }
 }

@@ -298,6 +298,38 @@ impl Metrics {
         }
     }
 
+    /// `GET /metrics` as an axum `Router`, for a service without the admin listener
+    /// (`PODCYCLE_ADMIN_ADDR=off`) that must serve its metrics on the application port:
+    ///
+    /// ```no_run
+    /// # fn app(lifecycle: &podcycle::Lifecycle) -> axum::Router {
+    /// axum::Router::new()
+    ///     .route("/hello", axum::routing::get(|| async { "hello" }))
+    ///     .layer(lifecycle.metrics().layer())   // layered first: scrapes are not recorded
+    ///     .merge(lifecycle.metrics().router())
+    /// # }
+    /// ```
+    ///
+    /// It answers what the admin listener's `/metrics` answers, with the same content type.
+    pub fn router(&self) -> axum::Router {
+        let metrics = self.clone();
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+    }
+
     /// Renders only the HTTP metric families (the fast path, without the registry).
     pub fn render_http(&self) -> String {
         let mut out = String::with_capacity(64 * 1024);

@@ -45,6 +45,8 @@ pub(crate) struct HttpMetrics {
     /// Set once a [`MetricsLayer`](super::MetricsLayer) of this core wraps a service:
     /// podcycle's serving stack times requests only then (see `MetricsLayer`'s docs).
     pub(crate) layered: AtomicBool,
+    /// Warns once when a layer of this core looks like it sits outside the router.
+    pub(crate) placement: super::layer::PlacementCheck,
     clock: quanta::Clock,
 }
 
@@ -77,6 +79,7 @@ impl HttpMetrics {
             routes: Routes::new(),
             force_closing,
             layered: AtomicBool::new(false),
+            placement: super::layer::PlacementCheck::default(),
             clock: quanta::Clock::new(),
         }))
     }
@@ -370,7 +373,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            !out.contains("http_server_active_requests{http_request_method=\"POST\""),
+            out.contains("http_server_active_requests{http_request_method=\"POST\",version=\"1.2.3\",track=\"canary\"} 0\n"),
             "active back to 0: {out}"
         );
     }

@@ -61,7 +61,6 @@ async fn run() -> i32 {
             return 1;
         }
     };
-    say(format!("ADMIN {}", lifecycle.admin_addr().unwrap()));
     let mut phases = lifecycle.subscribe();
     tokio::spawn(async move {
         loop {
@@ -83,9 +82,19 @@ async fn run() -> i32 {
             _ => Err("could not load test data: file missing"),
         }
     });
+    // After the warm-up is registered: a probe right after this line sees it running.
+    say(format!("ADMIN {}", lifecycle.admin_addr().unwrap()));
     let l2 = lifecycle.clone();
     tokio::spawn(async move {
-        l2.reached(podcycle::Phase::Serving).await;
+        // The listener is bound before warm-ups end; a stop during warm-up never serves.
+        let mut phases = l2.subscribe();
+        if phases
+            .wait_for(|p| *p == podcycle::Phase::Serving)
+            .await
+            .is_err()
+        {
+            return;
+        }
         if let Some(a) = l2.app_addr() {
             say(format!("APP {a}"));
         }

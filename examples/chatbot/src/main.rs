@@ -1,7 +1,9 @@
-//! The chatbot binary: logging, then [`chatbot::run`] in the mode `CHATBOT_MODE` names.
+//! The chatbot binary: logging ([`podcycle::logging::init`]: `LOG_FORMAT`, `RUST_LOG`), then
+//! [`chatbot::run`] in the mode `CHATBOT_MODE` names.
 //!
 //! ```text
 //! cargo run --release -p chatbot
+//! LOG_FORMAT=json cargo run --release -p chatbot
 //! ```
 //!
 //! See the library's documentation for its endpoints and environment variables.
@@ -9,12 +11,9 @@
 
 #[tokio::main]
 async fn main() -> podcycle::Outcome {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Err(e) = podcycle::logging::init() {
+        return podcycle::Outcome::Failed(e.to_string());
+    }
     match chatbot::Mode::from_env() {
         Ok(mode) => chatbot::run(mode).await,
         Err(e) => podcycle::Outcome::Failed(e),

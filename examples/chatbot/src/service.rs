@@ -589,7 +589,7 @@ pub async fn run(mode: Mode) -> Outcome {
 async fn run_podcycle(settings: Arc<Settings>) -> Outcome {
     let lifecycle = match Lifecycle::from_env(env!("CARGO_PKG_VERSION")) {
         Ok(l) => l,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return e.into(), // the message, exit code 1
     };
 
     // Warm-ups: readiness (and serving) wait for both.
@@ -707,7 +707,7 @@ async fn run_baseline(settings: Arc<Settings>, mode: Mode) -> Outcome {
         (Err(e), _) | (_, Err(e)) => return Outcome::Failed(format!("bind: {e}")),
     };
     tokio::spawn(async move { axum::serve(admin_listener, health).await });
-    tracing::info!(%addr, ?mode, "baseline chatbot serving");
+    tracing::info!(%addr, mode = mode.name(), "baseline chatbot serving");
     let served = axum::serve(listener, router(state));
     let result = if mode == Mode::Graceful {
         served

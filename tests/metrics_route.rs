@@ -1,0 +1,67 @@
+//! `Metrics::router`: `/metrics` on the application router, for a service whose admin
+//! listener is off.
+
+use axum::routing::get;
+use http_body_util::BodyExt;
+use podcycle::Lifecycle;
+use podcycle_test_support as support;
+use tower::ServiceExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_on_the_app_router_when_the_admin_port_is_off() {
+    let lifecycle = Lifecycle::new(support::in_process_config().admin_addr(None)).unwrap();
+    assert_eq!(lifecycle.admin_addr(), None);
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .layer(lifecycle.metrics().layer())
+        .merge(lifecycle.metrics().router());
+    let hello = app
+        .clone()
+        .oneshot(
+            http::Request::get("/hello")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hello.status(), 200);
+    hello.into_body().collect().await.unwrap();
+    let res = app
+        .oneshot(
+            http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()[http::header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("podcycle_build_info"), "{text}");
+    assert!(
+        text.contains("http_route=\"/hello\""),
+        "the request through the layer is recorded:\n{text}"
+    );
+    assert!(
+        !text.contains("http_route=\"/metrics\""),
+        "scrapes are not recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_requests_exist_at_zero_for_every_method_from_the_start() {
+    let lifecycle = Lifecycle::new(support::in_process_config().admin_addr(None)).unwrap();
+    let text = lifecycle.metrics().render();
+    for method in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+    ] {
+        let line = format!(
+            "http_server_active_requests{{http_request_method=\"{method}\",version=\"9.9.9\"}} 0\n"
+        );
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
+}

@@ -7,7 +7,7 @@
 //   metrics, shutdown, probes, watchdog, stream_drain
 //   health
 //   state, warmup, checks, error
-//   config, env_check, phase, connections, panic, metrics_off, logging, until
+//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag
 mod admin;
 mod checks;
 mod config;
@@ -15,6 +15,7 @@ mod connections;
 mod env_check;
 mod error;
 mod health;
+mod lag;
 mod lifecycle;
 #[cfg(feature = "logging")]
 pub mod logging;

@@ -118,6 +118,7 @@ impl Lifecycle {
             },
         ));
         let connections = Arc::new(Connections::default());
+        let lag = Arc::new(crate::lag::SchedulingLag::default());
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(
             &config,
@@ -125,6 +126,8 @@ impl Lifecycle {
                 state: state.clone(),
                 health: health.clone(),
                 connections: connections.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                lag: lag.clone(),
             },
         )
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
@@ -142,6 +145,7 @@ impl Lifecycle {
         .map_err(Error::Io)?;
         crate::watchdog::start(
             health.clone(),
+            lag,
             config.watchdog_stall,
             state.signals.halt.clone(),
         );

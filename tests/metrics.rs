@@ -434,6 +434,36 @@ async fn promtool_accepts_the_metrics_output() {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let text = lifecycle.metrics().render();
+    // The process and runtime families are part of what promtool checks.
+    let mut families = vec![
+        "podcycle_runtime_workers",
+        "podcycle_runtime_alive_tasks",
+        "podcycle_runtime_global_queue_depth",
+        "podcycle_runtime_scheduling_lag_seconds",
+    ];
+    if cfg!(target_has_atomic = "64") {
+        families.extend([
+            "podcycle_runtime_busy_seconds_total",
+            "podcycle_runtime_parks_total",
+        ]);
+    }
+    if std::fs::metadata("/proc/self/stat").is_ok() {
+        families.extend([
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_threads",
+            "process_start_time_seconds",
+        ]);
+    }
+    for family in families {
+        assert!(
+            text.contains(&format!("\n# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
+    }
     let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use podcycle::metrics::schema;
-use podcycle_judge::{ErrorsConfig, LatencyConfig, PrometheusConfig, RunConfig};
+use podcycle_judge::{CpuConfig, ErrorsConfig, LatencyConfig, PrometheusConfig, RunConfig};
 
 const READ: &str = "What to read";
 const DECIDE: &str = "When to decide";
@@ -23,14 +23,18 @@ const OUTPUT: &str = "Output";
 #[command(
     name = "podcycle-judge",
     version,
+    // A later value wins: `serve` appends each request's options to its defaults.
+    args_override_self = true,
     about = "Compare a canary with the stable version from Prometheus and decide as soon as the \
              evidence allows (anytime-valid sequential tests).",
     after_help = "Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s.\n\
                   Exit status: 0 pass, 1 fail, 2 inconclusive (or unable to judge: bad arguments,\n\
-                  unreachable Prometheus, no traffic). No data is never a pass."
+                  unreachable Prometheus, no traffic). No data is never a pass.\n\
+                  As a web service (Argo Rollouts Web provider, Flagger webhook): \
+                  podcycle-judge serve --help"
 )]
 struct Args {
-    /// Prometheus base URL, plain http (e.g. http://prometheus:9090)
+    /// Prometheus base URL, http or https (e.g. http://prometheus:9090)
     #[arg(long, value_name = "URL", value_parser = non_empty, help_heading = READ)]
     prometheus: String,
     /// Version label value of the stable arm
@@ -60,6 +64,23 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration,
           help_heading = READ)]
     query_timeout: Duration,
+    /// Trust the certificate authorities in this PEM file for https, instead of the system's
+    #[arg(long, value_name = "PATH", env = "PODCYCLE_JUDGE_CA_FILE", value_parser = non_empty,
+          help_heading = READ)]
+    ca_file: Option<String>,
+    /// Send 'Authorization: Bearer <token>' with the token read from PATH (e.g. a service
+    /// account token)
+    #[arg(long, value_name = "PATH", env = "PODCYCLE_JUDGE_BEARER_TOKEN_FILE",
+          value_parser = non_empty, help_heading = READ)]
+    bearer_token_file: Option<String>,
+    /// Basic auth user; the password is read from --basic-auth-password-file
+    #[arg(long, value_name = "USER", env = "PODCYCLE_JUDGE_BASIC_AUTH_USER",
+          value_parser = non_empty, requires = "basic_auth_password_file", help_heading = READ)]
+    basic_auth_user: Option<String>,
+    /// File holding the basic auth password
+    #[arg(long, value_name = "PATH", env = "PODCYCLE_JUDGE_BASIC_AUTH_PASSWORD_FILE",
+          value_parser = non_empty, requires = "basic_auth_user", help_heading = READ)]
+    basic_auth_password_file: Option<String>,
 
     /// Time between looks
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration,
@@ -100,6 +121,14 @@ struct Args {
     /// Skip the latency comparison
     #[arg(long, help_heading = COMPARE)]
     no_latency: bool,
+    /// Compare CPU seconds per successful request (needs process_cpu_seconds_total with the
+    /// version label)
+    #[arg(long, help_heading = COMPARE)]
+    cpu: bool,
+    /// Canary CPU per request may be (1+R) times stable's
+    #[arg(long, value_name = "R", default_value_t = 0.2, value_parser = number(0.0, 50.0, CLOSED),
+          allow_negative_numbers = true, help_heading = COMPARE)]
+    cpu_margin: f64,
 
     /// Fail when the canary's error ratio exceeds X
     #[arg(long, value_name = "X", value_parser = number(0.0, 1.0, CLOSED),
@@ -108,6 +137,10 @@ struct Args {
     /// Fail when the canary's p99 latency exceeds DURATION
     #[arg(long, value_name = "DURATION", value_parser = positive_duration, help_heading = GUARD)]
     max_p99: Option<Duration>,
+    /// Fail when the canary's resident memory per pod exceeds R times stable's
+    #[arg(long, value_name = "R", value_parser = number(0.0, 1e6, OPEN),
+          allow_negative_numbers = true, help_heading = GUARD)]
+    max_memory_ratio: Option<f64>,
 
     /// Write the full report as JSON to PATH
     #[arg(long, value_name = "PATH", value_parser = non_empty, help_heading = OUTPUT)]
@@ -159,6 +192,43 @@ where
     prometheus.metric = args.metric;
     prometheus.headers = args.headers;
     prometheus.timeout = args.query_timeout;
+    prometheus.resources = args.cpu || args.max_memory_ratio.is_some();
+    prometheus.ca_file = args.ca_file.map(PathBuf::from);
+    let read = |flag: &str, path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| invalid(format!("{flag}: cannot read {path}: {e}")))
+    };
+    let has_authorization = prometheus
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+    let auth = match (&args.bearer_token_file, &args.basic_auth_user) {
+        (Some(_), Some(_)) => {
+            return Err(Args::command().error(
+                ErrorKind::ArgumentConflict,
+                "--bearer-token-file and --basic-auth-user both set the Authorization header; \
+                 choose one",
+            ))
+        }
+        (Some(path), None) => Some(bearer(&read("--bearer-token-file", path)?)),
+        (None, Some(user)) => {
+            let path = args.basic_auth_password_file.as_deref().unwrap_or_default();
+            Some(basic(user, &read("--basic-auth-password-file", path)?))
+        }
+        (None, None) => None,
+    };
+    if let Some(value) = auth {
+        let value = value.map_err(invalid)?;
+        if has_authorization {
+            return Err(Args::command().error(
+                ErrorKind::ArgumentConflict,
+                "an Authorization --header and a credential option both set the header; choose \
+                 one",
+            ));
+        }
+        prometheus.headers.push(("Authorization".to_owned(), value));
+    }
     let mut run = RunConfig {
         interval: args.interval,
         max_duration: args.max_duration,
@@ -176,6 +246,10 @@ where
     });
     run.judge.max_error_ratio = args.max_error_ratio;
     run.judge.max_p99 = args.max_p99;
+    run.judge.cpu = args.cpu.then_some(CpuConfig {
+        margin: args.cpu_margin,
+    });
+    run.judge.max_memory_ratio = args.max_memory_ratio;
     run.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(CliOptions {
         prometheus,
@@ -198,6 +272,47 @@ fn header(v: &str) -> Result<(String, String), String> {
         Some((k, val)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), val.trim().to_owned())),
         _ => Err("expects 'NAME: VALUE'".to_owned()),
     }
+}
+
+/// `Bearer <token>`; the token must be a single non-empty line.
+fn bearer(token: &str) -> Result<String, String> {
+    if token.is_empty() || token.contains(['\r', '\n']) {
+        return Err("--bearer-token-file: the file must hold one non-empty token".to_owned());
+    }
+    Ok(format!("Bearer {token}"))
+}
+
+/// `Basic base64(user:password)` (RFC 7617).
+fn basic(user: &str, password: &str) -> Result<String, String> {
+    if user.contains(':') {
+        return Err("--basic-auth-user: a user name cannot contain ':'".to_owned());
+    }
+    Ok(format!(
+        "Basic {}",
+        base64(format!("{user}:{password}").as_bytes())
+    ))
+}
+
+/// Standard base64 with padding (RFC 4648), for one short header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn whole(v: &str) -> Result<u64, String> {
@@ -468,6 +583,87 @@ mod tests {
         let e = parse(["podcycle-judge".into(), bad]).unwrap_err();
         assert!(e.use_stderr());
         assert!(e.to_string().contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn resources_and_credentials() {
+        let o = parse_extra(&["--cpu", "--cpu-margin", "0.3", "--max-memory-ratio", "2"]).unwrap();
+        assert_eq!(o.run.judge.cpu, Some(CpuConfig { margin: 0.3 }));
+        assert_eq!(o.run.judge.max_memory_ratio, Some(2.0));
+        assert!(o.prometheus.resources);
+        assert!(!parse_extra(&[]).unwrap().prometheus.resources);
+
+        let dir = std::env::temp_dir().join(format!("judge-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "abc.def\n").unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "open sesame").unwrap();
+        let token = token.to_str().unwrap();
+        let password = password.to_str().unwrap();
+        let o = parse_extra(&[
+            "--bearer-token-file",
+            token,
+            "--header",
+            "X-Scope-OrgID: t1",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.prometheus.headers,
+            vec![
+                ("X-Scope-OrgID".to_owned(), "t1".to_owned()),
+                ("Authorization".to_owned(), "Bearer abc.def".to_owned())
+            ]
+        );
+        let o = parse_extra(&[
+            "--basic-auth-user",
+            "Aladdin",
+            "--basic-auth-password-file",
+            password,
+        ])
+        .unwrap();
+        // RFC 7617's example.
+        assert_eq!(
+            o.prometheus.headers,
+            vec![(
+                "Authorization".to_owned(),
+                "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".to_owned()
+            )]
+        );
+        for (args, expected) in [
+            (
+                &["--basic-auth-user", "a"][..],
+                "--basic-auth-password-file",
+            ),
+            (
+                &["--bearer-token-file", "/nonexistent/token"],
+                "cannot read /nonexistent/token",
+            ),
+            (
+                &[
+                    "--bearer-token-file",
+                    token,
+                    "--basic-auth-user",
+                    "a",
+                    "--basic-auth-password-file",
+                    password,
+                ],
+                "choose one",
+            ),
+            (
+                &["--bearer-token-file", token, "--header", "authorization: x"],
+                "choose one",
+            ),
+            (&["--max-memory-ratio", "0"], "--max-memory-ratio"),
+        ] {
+            let e = parse_extra(args).unwrap_err().to_string();
+            assert!(e.contains(expected), "{args:?}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
     #[test]

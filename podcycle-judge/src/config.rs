@@ -37,6 +37,14 @@ pub struct JudgeConfig {
     /// (interpolated from its buckets like `histogram_quantile`) exceeds
     /// this, once it has `min_requests` requests. Default off.
     pub max_p99: Option<Duration>,
+    /// Compare CPU seconds per successful request; `None` to skip. Default
+    /// off: it needs podcycle's process metrics
+    /// (`process_cpu_seconds_total` with the version label).
+    pub cpu: Option<CpuConfig>,
+    /// Guardrail: FAIL when the canary's resident memory per pod exceeds
+    /// this many times the stable's, once it has `min_requests` requests.
+    /// Default off.
+    pub max_memory_ratio: Option<f64>,
 }
 
 impl Default for JudgeConfig {
@@ -48,7 +56,26 @@ impl Default for JudgeConfig {
             latency: Some(LatencyConfig::default()),
             max_error_ratio: None,
             max_p99: None,
+            cpu: None,
+            max_memory_ratio: None,
         }
+    }
+}
+
+/// The CPU comparison: the canary is *no worse* while, in at least half of
+/// the intervals, its CPU seconds per successful request are at most
+/// `1 + margin` times the stable's (the median per-interval ratio is at most
+/// `1 + margin`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuConfig {
+    /// Relative margin: `0.2` lets the canary use 20% more CPU per request.
+    /// Default `0.2`.
+    pub margin: f64,
+}
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        Self { margin: 0.2 }
     }
 }
 
@@ -144,10 +171,25 @@ impl JudgeConfig {
                 self.alpha
             )));
         }
-        if self.errors.is_none() && self.latency.is_none() {
+        if self.errors.is_none() && self.latency.is_none() && self.cpu.is_none() {
             return Err(ConfigError::new(
-                "nothing to compare: enable the error comparison, the latency comparison, or both",
+                "nothing to compare: enable the error, latency or CPU comparison",
             ));
+        }
+        if let Some(c) = &self.cpu {
+            if !(c.margin >= 0.0 && c.margin <= 50.0) {
+                return Err(ConfigError::new(format!(
+                    "the CPU margin must be in [0, 50], got {}",
+                    c.margin
+                )));
+            }
+        }
+        if let Some(r) = self.max_memory_ratio {
+            if !(r > 0.0 && r.is_finite()) {
+                return Err(ConfigError::new(format!(
+                    "the maximum memory ratio must be a number above 0, got {r}"
+                )));
+            }
         }
         if let Some(e) = &self.errors {
             if !(e.margin >= 0.0 && e.margin < 1.0) {
@@ -192,7 +234,9 @@ impl JudgeConfig {
 
     /// Number of comparisons the fail level is split across.
     pub(crate) fn comparisons(&self) -> u32 {
-        u32::from(self.errors.is_some()) + u32::from(self.latency.is_some())
+        u32::from(self.errors.is_some())
+            + u32::from(self.latency.is_some())
+            + u32::from(self.cpu.is_some())
     }
 }
 

@@ -7,7 +7,7 @@ use crate::report::{
     Report,
 };
 use crate::snapshot::{ArmCounts, Histogram, Snapshot};
-use crate::stats::{ratio, Comparison, PairCounts, Parameter};
+use crate::stats::{ratio, Comparison, PairCounts, Parameter, SignComparison};
 use crate::verdict::Verdict;
 
 /// Compares a canary with the stable from successive [`Snapshot`]s.
@@ -45,6 +45,7 @@ pub struct Judge {
     canary: ArmCounts,
     errors: Option<Comparison>,
     latency: Option<LatencyState>,
+    cpu: Option<SignComparison>,
     verdict: Option<Verdict>,
     reasons: Vec<String>,
 }
@@ -79,6 +80,9 @@ impl Judge {
             boundary: None,
             comparison: Comparison::new(Parameter::Ratio, 1.0 + l.margin, alpha_fail, alpha_pass),
         });
+        let cpu = config
+            .cpu
+            .map(|c| SignComparison::new(1.0 + c.margin, alpha_fail, alpha_pass));
         Ok(Self {
             config,
             last: None,
@@ -87,6 +91,7 @@ impl Judge {
             canary: ArmCounts::default(),
             errors,
             latency,
+            cpu,
             verdict: None,
             reasons: Vec::new(),
         })
@@ -129,6 +134,12 @@ impl Judge {
                 {
                     latency.comparison.observe(PairCounts::new(cn, cx, sn, sx));
                 }
+            }
+        }
+
+        if let Some(cpu) = &mut self.cpu {
+            if let Some(r) = cpu_ratio(&canary, &stable) {
+                cpu.observe(r);
             }
         }
 
@@ -190,6 +201,24 @@ impl Judge {
                     reasons.extend(undecided("latency", &l.comparison));
                 }
             }
+            if let Some(c) = &self.cpu {
+                if c.intervals() == (0, 0) {
+                    reasons.push(
+                        "cpu: no interval had CPU time and successful requests in both arms \
+                         (does /metrics export process_cpu_seconds_total with the version label?)"
+                            .to_owned(),
+                    );
+                } else if !c.passed() {
+                    reasons.push(format!(
+                        "cpu: not enough evidence either way (fail e-value {} of {} needed, pass \
+                         e-value {} of {})",
+                        fmt_e(c.fail_test().max_e_value()),
+                        fmt_e(c.fail_threshold()),
+                        fmt_e(c.pass_test().max_e_value()),
+                        fmt_e(c.pass_threshold())
+                    ));
+                }
+            }
             if let Some(max) = self.config.max_p99 {
                 if self.canary.latency.total() < min {
                     reasons.push(format!(
@@ -234,6 +263,17 @@ impl Judge {
                 ));
             }
         }
+        if let Some(c) = &self.cpu {
+            if c.failed() {
+                fail.push(format!(
+                    "cpu: the canary's CPU seconds per successful request are above {} times \
+                     the stable's in most intervals (e-value {} >= {})",
+                    trim(c.margin()),
+                    fmt_e(c.fail_test().max_e_value()),
+                    fmt_e(c.fail_threshold())
+                ));
+            }
+        }
         let guardrails = self.guardrails();
         for g in &guardrails {
             if g.status == GuardrailStatus::Violated {
@@ -247,7 +287,8 @@ impl Judge {
         }
 
         let compared_ok = self.errors.as_ref().is_none_or(Comparison::passed)
-            && self.latency.as_ref().is_none_or(|l| l.comparison.passed());
+            && self.latency.as_ref().is_none_or(|l| l.comparison.passed())
+            && self.cpu.as_ref().is_none_or(SignComparison::passed);
         let enough = self.stable.requests >= min && self.canary.requests >= min;
         let guarded = guardrails.iter().all(|g| g.status == GuardrailStatus::Ok);
         if compared_ok && enough && guarded {
@@ -268,6 +309,15 @@ impl Judge {
                     trim(1.0 + l.config.margin),
                     fmt_e(l.comparison.pass_test().max_e_value()),
                     fmt_e(l.comparison.pass_threshold())
+                ));
+            }
+            if let Some(c) = &self.cpu {
+                pass.push(format!(
+                    "cpu: the canary's CPU seconds per successful request are within {} times \
+                     the stable's in most intervals (e-value {} >= {})",
+                    trim(c.margin()),
+                    fmt_e(c.pass_test().max_e_value()),
+                    fmt_e(c.pass_threshold())
                 ));
             }
             pass.extend(guardrails.iter().map(GuardrailReport::describe));
@@ -325,6 +375,28 @@ impl Judge {
                 status,
             });
         }
+        if let Some(limit) = self.config.max_memory_ratio {
+            let observed = match (
+                self.canary.resident_memory_bytes,
+                self.stable.resident_memory_bytes,
+            ) {
+                (Some(c), Some(s)) if s > 0.0 && c.is_finite() && c >= 0.0 => Some(c / s),
+                _ => None,
+            };
+            let status = match observed {
+                _ if self.canary.requests < min => GuardrailStatus::NotEnoughData,
+                Some(r) if r > limit => GuardrailStatus::Violated,
+                Some(_) => GuardrailStatus::Ok,
+                None => GuardrailStatus::NotEnoughData,
+            };
+            out.push(GuardrailReport {
+                name: "max_memory_ratio".to_owned(),
+                limit,
+                observed,
+                requests: self.canary.requests,
+                status,
+            });
+        }
         out
     }
 
@@ -369,6 +441,9 @@ impl Judge {
                 l.boundary,
                 Some(l.config.quantile),
             ));
+        }
+        if let Some(c) = &self.cpu {
+            comparisons.push(cpu_report(c, &self.stable, &self.canary));
         }
         Report {
             verdict: self.verdict,
@@ -447,6 +522,59 @@ fn comparison_report(
     }
 }
 
+/// CPU seconds per successful request of an increment or a total.
+fn cpu_per_request(arm: &ArmCounts) -> Option<f64> {
+    let ok = arm.requests.saturating_sub(arm.errors);
+    (ok > 0 && arm.cpu_seconds.is_finite() && arm.cpu_seconds > 0.0)
+        .then(|| arm.cpu_seconds / ok as f64)
+}
+
+/// One interval's canary-over-stable ratio of CPU seconds per successful
+/// request; `None` unless both arms used CPU and answered requests.
+fn cpu_ratio(canary: &ArmCounts, stable: &ArmCounts) -> Option<f64> {
+    Some(cpu_per_request(canary)? / cpu_per_request(stable)?)
+}
+
+fn cpu_report(c: &SignComparison, stable: &ArmCounts, canary: &ArmCounts) -> ComparisonReport {
+    let (cs_lower, cs_upper) = c.confidence_sequence();
+    let (above, below) = c.intervals();
+    let status = if c.failed() {
+        MetricStatus::Fail
+    } else if c.passed() {
+        MetricStatus::Pass
+    } else {
+        MetricStatus::Pending
+    };
+    let counts = |arm: &ArmCounts, x: u64| CountsReport {
+        n: arm.requests.saturating_sub(arm.errors),
+        x,
+        rate: cpu_per_request(arm),
+    };
+    ComparisonReport {
+        metric: "cpu".to_owned(),
+        status,
+        hypothesis: format!(
+            "canary CPU per successful request <= {} x stable's in most intervals",
+            trim(c.margin())
+        ),
+        parameter: "median of cpu_per_request_canary / cpu_per_request_stable".to_owned(),
+        margin: c.margin(),
+        estimate: cpu_ratio(canary, stable),
+        cs_lower,
+        cs_upper,
+        stable: counts(stable, below),
+        canary: counts(canary, above),
+        e_fail: c.fail_test().e_value(),
+        e_fail_max: c.fail_test().max_e_value(),
+        e_fail_threshold: c.fail_threshold(),
+        e_pass: c.pass_test().e_value(),
+        e_pass_max: c.pass_test().max_e_value(),
+        e_pass_threshold: c.pass_threshold(),
+        boundary_seconds: None,
+        quantile: None,
+    }
+}
+
 fn arm_report(arm: &ArmCounts) -> ArmReport {
     ArmReport {
         version: None,
@@ -464,6 +592,10 @@ fn accumulate(total: &mut ArmCounts, inc: &ArmCounts) {
     total.requests = total.requests.saturating_add(inc.requests);
     total.errors = total.errors.saturating_add(inc.errors);
     total.latency.add(&inc.latency);
+    if inc.cpu_seconds.is_finite() && inc.cpu_seconds > 0.0 {
+        total.cpu_seconds += inc.cpu_seconds;
+    }
+    total.resident_memory_bytes = inc.resident_memory_bytes;
 }
 
 /// `(measured, slower than b)` in one interval's histogram increment.
@@ -499,6 +631,7 @@ fn choose_boundary(stable: &Histogram, quantile: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CpuConfig;
     use std::time::Duration;
 
     const BOUNDS: [f64; 6] = [0.05, 0.1, 0.25, 0.5, 1.0, f64::INFINITY];
@@ -513,6 +646,7 @@ mod tests {
             requests: n * i,
             errors: e * i,
             latency: Histogram::from_cumulative(BOUNDS.iter().copied().zip(counts)),
+            ..ArmCounts::default()
         }
     }
 
@@ -685,6 +819,100 @@ mod tests {
         assert_ne!(verdict, Some(Verdict::Fail));
     }
 
+    /// Arms with `n` requests per interval and `cpu` CPU seconds per
+    /// request (plus a jitter of +-2% alternating between intervals), RSS
+    /// growing by `leak` bytes per interval.
+    fn cpu_run(
+        judge: &mut Judge,
+        intervals: u64,
+        stable: (f64, f64),
+        canary: (f64, f64),
+    ) -> Option<Verdict> {
+        let arm = |i: u64, (cpu, leak): (f64, f64), phase: u64| {
+            // Increments alternate between 1.02 and 0.98 times the mean.
+            let jitter = 0.02 * ((i + phase) % 2) as f64;
+            ArmCounts {
+                requests: 1500 * i,
+                cpu_seconds: 1500.0 * cpu * (i as f64 + jitter),
+                resident_memory_bytes: Some(50e6 + leak * i as f64),
+                ..ArmCounts::default()
+            }
+        };
+        for i in 0..=intervals {
+            let snapshot = Snapshot {
+                stable: arm(i, stable, 0),
+                canary: arm(i, canary, 1),
+            };
+            if let Some(v) = judge.observe(snapshot) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn cpu_only() -> JudgeConfig {
+        JudgeConfig {
+            errors: None,
+            latency: None,
+            cpu: Some(CpuConfig::default()),
+            ..JudgeConfig::default()
+        }
+    }
+
+    #[test]
+    fn cpu_regression_fails_and_equal_cpu_passes() {
+        let mut judge = Judge::new(cpu_only()).unwrap();
+        assert_eq!(
+            cpu_run(&mut judge, 30, (0.002, 0.0), (0.003, 0.0)),
+            Some(Verdict::Fail)
+        );
+        let report = judge.report();
+        assert!(
+            report.reasons[0].starts_with("cpu:"),
+            "{:?}",
+            report.reasons
+        );
+        assert_eq!(report.comparisons[0].metric, "cpu");
+        let est = report.comparisons[0].estimate.unwrap();
+        assert!((est - 1.5).abs() < 0.05, "{est}");
+        assert!(report.to_string().contains("CPU per request"), "{report}");
+
+        let mut judge = Judge::new(cpu_only()).unwrap();
+        assert_eq!(
+            cpu_run(&mut judge, 30, (0.002, 0.0), (0.002, 0.0)),
+            Some(Verdict::Pass)
+        );
+    }
+
+    #[test]
+    fn no_cpu_data_is_inconclusive() {
+        let mut judge = Judge::new(cpu_only()).unwrap();
+        assert_eq!(cpu_run(&mut judge, 30, (0.0, 0.0), (0.0, 0.0)), None);
+        assert_eq!(judge.finish(), Verdict::Inconclusive);
+        assert!(judge.report().reasons[0].contains("process_cpu_seconds_total"));
+    }
+
+    #[test]
+    fn memory_guardrail_fails_a_leaking_canary() {
+        let config = JudgeConfig {
+            max_memory_ratio: Some(1.5),
+            ..cpu_only()
+        };
+        let mut judge = Judge::new(config).unwrap();
+        // 5 MB more per interval: above 1.5 x 50 MB after 6 intervals.
+        assert_eq!(
+            cpu_run(&mut judge, 30, (0.002, 0.0), (0.002, 5e6)),
+            Some(Verdict::Fail)
+        );
+        let report = judge.report();
+        assert_eq!(report.intervals, 6, "{report}");
+        assert!(
+            report.reasons[0].contains("max_memory_ratio"),
+            "{:?}",
+            report.reasons
+        );
+    }
+
     #[test]
     fn fast_stable_service_still_gets_a_bound() {
         // Every stable request at or below the smallest bound.
@@ -707,6 +935,8 @@ mod tests {
         let config = JudgeConfig {
             max_error_ratio: Some(0.5),
             max_p99: Some(Duration::from_millis(100)),
+            cpu: Some(CpuConfig::default()),
+            max_memory_ratio: Some(1.5),
             min_requests: 0,
             ..JudgeConfig::default()
         };
@@ -722,6 +952,10 @@ mod tests {
                         latency: Histogram::from_cumulative(
                             (0..(next() % 5)).map(|_| (les[(next() % 6) as usize], next() % scale)),
                         ),
+                        cpu_seconds: [0.0, 1.0, f64::NAN, -1.0, 1e300][(next() % 5) as usize]
+                            * (next() % 1000) as f64,
+                        resident_memory_bytes: [None, Some(0.0), Some(1e6), Some(f64::NAN)]
+                            [(next() % 4) as usize],
                     }
                 };
                 let snapshot = Snapshot {

@@ -3,7 +3,8 @@
 //! with error rates that hold however often it looks.
 //!
 //! The same logic ships as the `podcycle-judge` command (an Argo Rollouts
-//! Job-based analysis, a CI step) and as this library: a pure, synchronous
+//! Job-based analysis, a CI step), as `podcycle-judge serve` (an Argo
+//! Rollouts Web metric provider and a Flagger webhook) and as this library: a pure, synchronous
 //! [`Judge`] fed with [`Snapshot`]s, and [`run`], the loop that reads a
 //! [`SnapshotSource`] such as [`PrometheusSource`] every interval.
 //!
@@ -50,6 +51,15 @@
 //!   log-normal latencies (shape 0.3 to 0.7) the default margin sits at a
 //!   canary about 6 to 15% slower across the board, while a 30% slower
 //!   canary nearly triples its share (shape 0.5).
+//! * **CPU per successful request** (opt-in, [`CpuConfig`]), from
+//!   `process_cpu_seconds_total`: each interval gives one ratio `r` of the
+//!   canary's CPU seconds per successful request to the stable's, and a
+//!   betting e-process on the sign of `r - κ` (`κ = 1 + margin`, default
+//!   1.2) tests whether the median per-interval ratio exceeds `κ`. Under the
+//!   null each sign is positive with probability at most 1/2 given the
+//!   past, so the capital is a test supermartingale with no model of CPU
+//!   noise; one bit per interval makes it slower than the count-based tests
+//!   (7 intervals at least, at `α = 0.05`).
 //!
 //! # The method: betting e-processes
 //!
@@ -116,7 +126,8 @@
 //! on its p99 latency since the start (interpolated within buckets like
 //! PromQL's `histogram_quantile`). They fail the canary once it has
 //! `--min-requests` requests, whatever the stable does. They are policy
-//! checks, outside the `α` budget.
+//! checks, outside the `α` budget. `--max-memory-ratio` fails a canary whose
+//! resident memory per pod exceeds that many times the stable's.
 //!
 //! # How it compares
 //!
@@ -152,7 +163,7 @@ mod snapshot;
 mod stats;
 mod verdict;
 
-pub use config::{ConfigError, ErrorsConfig, JudgeConfig, LatencyConfig, RunConfig};
+pub use config::{ConfigError, CpuConfig, ErrorsConfig, JudgeConfig, LatencyConfig, RunConfig};
 pub use engine::Judge;
 pub use prometheus::{
     parse_query_response, PrometheusConfig, PrometheusError, PrometheusSource, QueryResult, Sample,

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod serve;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -16,7 +17,12 @@ use podcycle_judge::{self as judge, Event, PrometheusSource, Verdict};
 const CANNOT_JUDGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let options = match cli::parse(std::env::args_os()) {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "serve") {
+        args.remove(0);
+        return ExitCode::from(serve::main(args));
+    }
+    let options = match cli::parse(args) {
         Ok(options) => options,
         Err(e) => {
             // --help and --version go to stdout and exit 0; a mistake goes

@@ -33,14 +33,19 @@ use serde_json::Value;
 use crate::run::SnapshotSource;
 use crate::snapshot::{ArmCounts, Histogram, Snapshot};
 
+/// podcycle's process metrics (Prometheus' standard names).
+const PROCESS_CPU: &str = "process_cpu_seconds_total";
+const PROCESS_RSS: &str = "process_resident_memory_bytes";
+
 /// Largest response body accepted from Prometheus.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Where and what to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrometheusConfig {
-    /// Base URL of the server, plain `http://` (with an optional path
-    /// prefix, e.g. `http://monitoring:9090/prometheus`).
+    /// Base URL of the server, `http://` or (with the `tls` feature)
+    /// `https://`, with an optional path prefix, e.g.
+    /// `https://thanos.example.com/prometheus`.
     pub url: String,
     /// Version label value of the stable arm.
     pub stable: String,
@@ -58,6 +63,13 @@ pub struct PrometheusConfig {
     pub headers: Vec<(String, String)>,
     /// Time allowed for one query. Default 10 s.
     pub timeout: Duration,
+    /// Also read each arm's `process_cpu_seconds_total` and
+    /// `process_resident_memory_bytes` (for the CPU comparison and the
+    /// memory guardrail). Default off.
+    pub resources: bool,
+    /// PEM file of the certificate authorities trusted for `https://`
+    /// instead of the system's roots (`tls` feature). Default none.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PrometheusConfig {
@@ -78,7 +90,56 @@ impl PrometheusConfig {
             selector: None,
             headers: Vec::new(),
             timeout: Duration::from_secs(10),
+            resources: false,
+            ca_file: None,
         }
+    }
+
+    /// The PromQL of the resource queries of one look, when
+    /// [`resources`](Self::resources) is on: stable CPU, stable resident
+    /// memory, canary CPU, canary resident memory. Process metrics are per
+    /// process, so `route` does not apply; `selector` does.
+    pub fn resource_queries(&self) -> Result<[String; 4], PrometheusError> {
+        Ok([
+            self.process_query(&self.stable, PROCESS_CPU)?,
+            self.process_query(&self.stable, PROCESS_RSS)?,
+            self.process_query(&self.canary, PROCESS_CPU)?,
+            self.process_query(&self.canary, PROCESS_RSS)?,
+        ])
+    }
+
+    fn process_query(&self, version: &str, metric: &str) -> Result<String, PrometheusError> {
+        if !is_label_name(&self.version_label) {
+            return Err(PrometheusError::Config(format!(
+                "{:?} is not a valid label name",
+                self.version_label
+            )));
+        }
+        let mut matchers = vec![format!("{}=\"{}\"", self.version_label, escape(version))];
+        matchers.extend(self.selector_matchers()?);
+        Ok(format!("{metric}{{{}}}", matchers.join(",")))
+    }
+
+    /// The selector's label matchers, checked: only `name op "value"` pairs separated by
+    /// commas, so a selector (which `podcycle-judge serve` takes from its callers) cannot
+    /// splice other PromQL into the queries.
+    fn selector_matchers(&self) -> Result<Option<String>, PrometheusError> {
+        let Some(selector) = self.selector.as_deref() else {
+            return Ok(None);
+        };
+        let selector = selector
+            .trim()
+            .trim_matches(|c| c == '{' || c == '}')
+            .trim();
+        if selector.is_empty() {
+            return Ok(None);
+        }
+        label_matchers(selector).map(Some).map_err(|why| {
+            PrometheusError::Config(format!(
+                "selector {selector:?} is not a list of label matchers such as \
+                 namespace=\"shop\",pod=~\"chatbot-.*\": {why}"
+            ))
+        })
     }
 
     /// The PromQL of the four queries of one look: stable requests, stable
@@ -112,21 +173,65 @@ impl PrometheusConfig {
         if let Some(route) = &self.route {
             matchers.push(format!("{}=\"{}\"", schema::HTTP_ROUTE, escape(route)));
         }
-        if let Some(selector) = &self.selector {
-            let selector = selector
-                .trim()
-                .trim_matches(|c| c == '{' || c == '}')
-                .trim();
-            if !selector.is_empty() {
-                matchers.push(selector.to_owned());
-            }
-        }
+        matchers.extend(self.selector_matchers()?);
         let suffix = if buckets { "_bucket" } else { "_count" };
         Ok(format!("{}{suffix}{{{}}}", self.metric, matchers.join(",")))
     }
 }
 
 /// Escapes a PromQL double-quoted string.
+/// Parses `name op "value", ...` (op one of `=`, `!=`, `=~`, `!~`; values double-quoted
+/// with backslash escapes) and returns the matchers joined by commas.
+fn label_matchers(selector: &str) -> Result<String, &'static str> {
+    let mut out = Vec::new();
+    let mut rest = selector;
+    loop {
+        rest = rest.trim_start();
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        if !is_label_name(name) {
+            return Err("expected a label name");
+        }
+        rest = rest[name_len..].trim_start();
+        let op = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|op| rest.starts_with(op))
+            .ok_or("expected =, !=, =~ or !~ after the label name")?;
+        rest = rest[op.len()..].trim_start();
+        let Some(body) = rest.strip_prefix('"') else {
+            return Err("expected a double-quoted value");
+        };
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    end = Some(i);
+                    break;
+                }
+                (false, '\n') => return Err("a value spans lines"),
+                _ => {}
+            }
+        }
+        let end = end.ok_or("a value's closing quote is missing")?;
+        out.push(format!("{name}{op}\"{}\"", &body[..end]));
+        rest = body[end + 1..].trim_start();
+        if rest.is_empty() {
+            return Ok(out.join(","));
+        }
+        rest = rest
+            .strip_prefix(',')
+            .ok_or("expected a comma between matchers")?;
+        if rest.trim().is_empty() {
+            return Ok(out.join(","));
+        }
+    }
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -444,8 +549,27 @@ impl ArmTracker {
                     .into_values()
                     .map(|(le, total)| (le, to_count(total))),
             ),
+            ..ArmCounts::default()
         }
     }
+}
+
+/// CPU seconds since the first look, summed over series (pods), each
+/// series reset-aware.
+fn cpu_total(tracker: &mut CounterTracker, samples: &[Sample]) -> f64 {
+    tracker.update(samples);
+    tracker.started = true;
+    tracker.all_totals().map(|(_, total)| total).sum()
+}
+
+/// Mean of the finite, non-negative values (per-pod resident memory).
+fn mean(samples: &[Sample]) -> Option<f64> {
+    let values: Vec<f64> = samples
+        .iter()
+        .map(|s| s.value)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 fn to_count(x: f64) -> u64 {
@@ -457,16 +581,102 @@ fn to_count(x: f64) -> u64 {
     }
 }
 
-/// A [`SnapshotSource`] reading a Prometheus server over plain HTTP.
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+/// The connector for `url`'s scheme: rustls with the system's roots (or
+/// `ca_file`) for https.
+#[cfg(feature = "tls")]
+fn connector(https: bool, ca_file: Option<&std::path::Path>) -> Result<Connector, PrometheusError> {
+    use hyper_rustls::ConfigBuilderExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let config_error = |m: String| PrometheusError::Config(m);
+    // An explicit provider: the workspace may enable more than one.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(format!("TLS: {e}")))?;
+    let tls = match ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                config_error(format!("cannot read --ca-file {}: {e}", path.display()))
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    config_error(format!(
+                        "--ca-file {}: not a PEM certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    config_error(format!(
+                        "--ca-file {}: unusable certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(config_error(format!(
+                    "--ca-file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        // Only an https URL needs the system's roots (a container may have none).
+        None if https => builder
+            .with_native_roots()
+            .map_err(|e| {
+                config_error(format!(
+                    "no trusted root certificates for https ({e}); install the system's CA \
+                     bundle or pass --ca-file"
+                ))
+            })?
+            .with_no_client_auth(),
+        None => builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+#[cfg(not(feature = "tls"))]
+fn connector(
+    https: bool,
+    _ca_file: Option<&std::path::Path>,
+) -> Result<Connector, PrometheusError> {
+    if https {
+        return Err(PrometheusError::Config(
+            "https needs podcycle-judge built with the `tls` feature (on by default)".to_owned(),
+        ));
+    }
+    Ok(HttpConnector::new())
+}
+
+/// A [`SnapshotSource`] reading a Prometheus server over HTTP or HTTPS.
 #[derive(Debug)]
 pub struct PrometheusSource {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     endpoint: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     queries: [String; 4],
+    resource_queries: Option<[String; 4]>,
     stable: ArmTracker,
     canary: ArmTracker,
+    stable_cpu: CounterTracker,
+    canary_cpu: CounterTracker,
 }
 
 impl PrometheusSource {
@@ -476,21 +686,15 @@ impl PrometheusSource {
         let uri: Uri = url
             .parse()
             .map_err(|e| PrometheusError::Config(format!("invalid URL {url:?}: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(PrometheusError::Config(
-                    "https is not supported; use the server's plain-http address (in-cluster \
-                     service or a port-forward)"
-                        .to_owned(),
-                ))
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(PrometheusError::Config(format!(
-                    "invalid URL {url:?}: expected http://host:port"
+                    "invalid URL {url:?}: expected http://host:port or https://host"
                 )))
             }
-        }
+        };
         if uri.authority().is_none() || uri.query().is_some() {
             return Err(PrometheusError::Config(format!(
                 "invalid URL {url:?}: expected http://host:port[/path]"
@@ -504,21 +708,33 @@ impl PrometheusSource {
                 .map_err(|_| PrometheusError::Config(format!("invalid value for header {name}")))?;
             headers.push((name, value));
         }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = Client::builder(TokioExecutor::new())
+            .build(connector(https, config.ca_file.as_deref())?);
         Ok(Self {
             client,
             endpoint: format!("{url}/api/v1/query"),
             headers,
             timeout: config.timeout,
             queries: config.queries()?,
+            resource_queries: if config.resources {
+                Some(config.resource_queries()?)
+            } else {
+                None
+            },
             stable: ArmTracker::default(),
             canary: ArmTracker::default(),
+            stable_cpu: CounterTracker::default(),
+            canary_cpu: CounterTracker::default(),
         })
     }
 
-    /// The PromQL queries of one look.
-    pub fn queries(&self) -> &[String; 4] {
-        &self.queries
+    /// The PromQL queries of one look (the request counters; then the
+    /// resource queries when they are read).
+    pub fn queries(&self) -> Vec<&String> {
+        self.queries
+            .iter()
+            .chain(self.resource_queries.iter().flatten())
+            .collect()
     }
 
     /// Runs one instant query evaluated at `time` (Unix seconds).
@@ -585,10 +801,24 @@ impl SnapshotSource for PrometheusSource {
         let stable_buckets = self.vector(q1, time).await?;
         let canary_counts = self.vector(q2, time).await?;
         let canary_buckets = self.vector(q3, time).await?;
-        Ok(Snapshot {
-            stable: self.stable.update(&stable_counts, &stable_buckets),
-            canary: self.canary.update(&canary_counts, &canary_buckets),
-        })
+        let resources = match &self.resource_queries {
+            Some([r0, r1, r2, r3]) => Some((
+                self.vector(r0, time).await?,
+                self.vector(r1, time).await?,
+                self.vector(r2, time).await?,
+                self.vector(r3, time).await?,
+            )),
+            None => None,
+        };
+        let mut stable = self.stable.update(&stable_counts, &stable_buckets);
+        let mut canary = self.canary.update(&canary_counts, &canary_buckets);
+        if let Some((stable_cpu, stable_rss, canary_cpu, canary_rss)) = resources {
+            stable.cpu_seconds = cpu_total(&mut self.stable_cpu, &stable_cpu);
+            stable.resident_memory_bytes = mean(&stable_rss);
+            canary.cpu_seconds = cpu_total(&mut self.canary_cpu, &canary_cpu);
+            canary.resident_memory_bytes = mean(&canary_rss);
+        }
+        Ok(Snapshot { stable, canary })
     }
 }
 
@@ -699,6 +929,29 @@ mod tests {
     }
 
     #[test]
+    fn a_selector_is_label_matchers_only() {
+        assert_eq!(
+            label_matchers(r#"namespace="shop", pod=~"chatbot-.*",x!="a\"b""#).unwrap(),
+            r#"namespace="shop",pod=~"chatbot-.*",x!="a\"b""#
+        );
+        for bad in [
+            r#"namespace="shop"} or vector(1) #"#,
+            r#"namespace="shop"}[5m]"#,
+            r#"namespace=shop"#,
+            r#"1a="b""#,
+            r#"a="b" b="c""#,
+            r#"a="unterminated"#,
+            r#"a<"b""#,
+        ] {
+            assert!(label_matchers(bad).is_err(), "{bad}");
+        }
+        let mut config = PrometheusConfig::new("http://p", "1", "2");
+        config.selector = Some(r#"a="b"} or vector(1)"#.into());
+        assert!(config.queries().is_err());
+        assert!(config.resource_queries().is_err());
+    }
+
+    #[test]
     fn builds_escaped_queries() {
         let mut config = PrometheusConfig::new("http://p:9090", "v1", "v2\"x");
         config.route = Some("/v1/chat".to_owned());
@@ -724,7 +977,7 @@ mod tests {
     #[test]
     fn refuses_unusable_urls() {
         for url in [
-            "https://p:9090",
+            "ftp://p:9090",
             "p:9090",
             "http://",
             "http://p:9090/?x=1",
@@ -947,5 +1200,95 @@ mod tests {
             err.to_string().starts_with("cannot reach Prometheus"),
             "{err}"
         );
+    }
+
+    /// An https server with a fresh self-signed certificate for
+    /// `localhost`, answering every query with one sample; returns its
+    /// port and the certificate's PEM.
+    #[cfg(feature = "tls")]
+    async fn https_mock() -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![key.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.key_pair.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let auth = String::from_utf8_lossy(&head).contains("x-scope-orgid: t1");
+                    let body = vector(&[(r#""pod":"a""#, if auth { 7.0 } else { 0.0 })]);
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, key.cert.pem())
+    }
+
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn speaks_https_with_a_trusted_ca_and_refuses_an_unknown_one() {
+        let (port, pem) = https_mock().await;
+        let dir = std::env::temp_dir().join(format!("judge-tls-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, pem).unwrap();
+
+        let mut config = PrometheusConfig::new(format!("https://localhost:{port}"), "a", "b");
+        config.headers = vec![("X-Scope-OrgID".to_owned(), "t1".to_owned())];
+        config.ca_file = Some(ca.clone());
+        let source = PrometheusSource::new(&config).unwrap();
+        let QueryResult::Vector(samples) = source.query("up", 1.0).await.unwrap() else {
+            panic!("not a vector");
+        };
+        // The header reached the server over TLS.
+        assert_eq!(samples[0].value, 7.0);
+
+        // The system's roots do not know a fresh self-signed certificate.
+        config.ca_file = None;
+        match PrometheusSource::new(&config) {
+            Ok(source) => {
+                let err = source.query("up", 1.0).await.unwrap_err();
+                assert!(matches!(err, PrometheusError::Transport(_)), "{err:?}");
+            }
+            // A machine without any CA bundle.
+            Err(e) => assert!(e.to_string().contains("--ca-file"), "{e}"),
+        }
+
+        // A CA file that is not PEM is a configuration error naming it.
+        std::fs::write(&ca, "not a certificate").unwrap();
+        config.ca_file = Some(ca);
+        let err = PrometheusSource::new(&config).unwrap_err();
+        assert!(err.to_string().contains("--ca-file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -75,6 +75,10 @@ pub enum MetricStatus {
 }
 
 /// Trials and "successes" (errors, slow requests) of one arm.
+///
+/// For the `cpu` comparison: `n` is the arm's successful requests, `rate`
+/// its CPU seconds per successful request, and `x` the intervals in which
+/// the canary was above the margin (canary) or at or below it (stable).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CountsReport {
     /// Requests compared.
@@ -160,9 +164,12 @@ impl GuardrailReport {
     /// One line, e.g. `guardrail max_p99 500ms: canary 730ms (violated)`.
     pub(crate) fn describe(&self) -> String {
         let is_time = self.name == "max_p99";
+        let is_ratio = self.name == "max_memory_ratio";
         let show = |v: f64| {
             if is_time {
                 format_seconds(v)
+            } else if is_ratio {
+                format!("{v:.2}x stable")
             } else {
                 percent(v)
             }
@@ -314,6 +321,26 @@ impl fmt::Display for Report {
                 bound(c.cs_upper, "+inf"),
                 c.hypothesis
             )?;
+            if c.metric == "cpu" {
+                let per = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), format_seconds);
+                writeln!(
+                    f,
+                    "    canary {} CPU per request ({} requests), stable {} ({} requests); \
+                     intervals above the margin {}, at or below {}; e_fail {} of {}, e_pass {} \
+                     of {}",
+                    per(c.canary.rate),
+                    c.canary.n,
+                    per(c.stable.rate),
+                    c.stable.n,
+                    c.canary.x,
+                    c.stable.x,
+                    fmt_e(c.e_fail_max),
+                    fmt_e(c.e_fail_threshold),
+                    fmt_e(c.e_pass_max),
+                    fmt_e(c.e_pass_threshold),
+                )?;
+                continue;
+            }
             writeln!(
                 f,
                 "    canary {}/{} ({}), stable {}/{} ({}); e_fail {} of {}, e_pass {} of {}",

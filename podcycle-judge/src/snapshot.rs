@@ -26,6 +26,12 @@ pub struct ArmCounts {
     /// source uses successful requests only, so that fast failures cannot
     /// make a broken canary look quick).
     pub latency: Histogram,
+    /// CPU seconds used by the arm's processes (podcycle's
+    /// `process_cpu_seconds_total`, summed over pods); `0` when unknown.
+    pub cpu_seconds: f64,
+    /// Resident memory of the arm's processes at this moment, the mean per
+    /// pod (`process_resident_memory_bytes`, a gauge); `None` when unknown.
+    pub resident_memory_bytes: Option<f64>,
 }
 
 /// One cumulative histogram bucket: `count` observations were `<= le`
@@ -180,10 +186,17 @@ impl ArmCounts {
             .latency
             .since(&earlier.latency)
             .unwrap_or_else(|| self.latency.clone());
+        let cpu_seconds = if self.cpu_seconds >= earlier.cpu_seconds {
+            self.cpu_seconds - earlier.cpu_seconds
+        } else {
+            self.cpu_seconds
+        };
         ArmCounts {
             requests,
             errors,
             latency,
+            cpu_seconds,
+            resident_memory_bytes: self.resident_memory_bytes,
         }
     }
 }
@@ -230,21 +243,28 @@ mod tests {
             requests: 100,
             errors: 10,
             latency: hist(&[(0.1, 80), (f64::INFINITY, 90)]),
+            cpu_seconds: 2.0,
+            ..ArmCounts::default()
         };
         let after = ArmCounts {
             requests: 150,
             errors: 4, // reset
             latency: hist(&[(0.1, 120), (f64::INFINITY, 135)]),
+            cpu_seconds: 0.5, // reset
+            resident_memory_bytes: Some(1e6),
         };
         let inc = after.since(&before);
         assert_eq!(inc.requests, 50);
         assert_eq!(inc.errors, 4);
         assert_eq!(inc.latency, hist(&[(0.1, 40), (f64::INFINITY, 45)]));
+        assert_eq!(inc.cpu_seconds, 0.5);
+        assert_eq!(inc.resident_memory_bytes, Some(1e6));
         // Errors never exceed requests.
         let odd = ArmCounts {
             requests: 101,
             errors: 50,
             latency: Histogram::default(),
+            ..ArmCounts::default()
         };
         assert_eq!(odd.since(&before).errors, 1);
     }

@@ -458,6 +458,201 @@ impl Comparison {
     }
 }
 
+/// A betting e-process on the sign of one comparison per interval.
+///
+/// Each interval gives one bit `y`: was the canary's value above the margin
+/// times the stable's? The null of side `Worse` is `P(y = 1 | past) ≤ 1/2`
+/// at every interval (the per-interval ratio's median is at most the
+/// margin); `NotWorse` is `P(y = 1 | past) ≥ 1/2`. A bit multiplies the
+/// capital by `1 + λ(2y - 1)` (`Worse`) or `1 - λ(2y - 1)` (`NotWorse`), so
+/// its expected factor is `1 ± λ(2P(y = 1) - 1) ≤ 1` under the null, for any
+/// `λ ∈ [0, 1)` chosen from the past: a test supermartingale, and Ville's
+/// inequality applies as for [`BettingTest`]. `λ = 2p̂ - 1` with the
+/// Krichevsky–Trofimov estimate `p̂` of the bits seen so far (the Kelly bet
+/// against a fair coin), so the first interval only calibrates and no
+/// single interval can take the whole capital. Ties (`y` undefined) are not
+/// bet on.
+#[derive(Debug, Clone)]
+pub(crate) struct SignTest {
+    side: Side,
+    above: u64,
+    below: u64,
+    log_e: f64,
+    max_log_e: f64,
+}
+
+impl SignTest {
+    pub(crate) fn new(side: Side) -> Self {
+        Self {
+            side,
+            above: 0,
+            below: 0,
+            log_e: 0.0,
+            max_log_e: 0.0,
+        }
+    }
+
+    /// Bets on one interval's bit: `true` when the canary was above the
+    /// margin.
+    pub(crate) fn update(&mut self, above: bool) {
+        let (hits, misses) = match self.side {
+            Side::Worse => (self.above, self.below),
+            Side::NotWorse => (self.below, self.above),
+        };
+        let n = (hits + misses) as f64;
+        let p = (hits as f64 + PRIOR_SUCCESSES) / (n + PRIOR_TRIALS);
+        let lambda = (2.0 * p - 1.0).clamp(0.0, 1.0 - 1e-9);
+        let won = match self.side {
+            Side::Worse => above,
+            Side::NotWorse => !above,
+        };
+        let factor = if won { 1.0 + lambda } else { 1.0 - lambda };
+        self.log_e += factor.ln();
+        self.max_log_e = self.max_log_e.max(self.log_e);
+        if above {
+            self.above += 1;
+        } else {
+            self.below += 1;
+        }
+    }
+
+    /// Current e-value.
+    pub(crate) fn e_value(&self) -> f64 {
+        self.log_e.exp()
+    }
+
+    /// Largest e-value so far.
+    pub(crate) fn max_e_value(&self) -> f64 {
+        self.max_log_e.exp()
+    }
+
+    /// Whether the e-value has ever reached `threshold`.
+    pub(crate) fn crossed(&self, threshold: f64) -> bool {
+        self.max_log_e >= threshold.ln()
+    }
+}
+
+/// A ratio of two per-interval quantities (CPU seconds per request),
+/// compared interval by interval: the decision sign tests at the margin `κ`,
+/// plus a grid of them whose non-rejected values form a confidence sequence
+/// for the median of the per-interval ratio.
+#[derive(Debug, Clone)]
+pub(crate) struct SignComparison {
+    margin: f64,
+    fail: SignTest,
+    pass: SignTest,
+    grid: Vec<(f64, SignTest, SignTest)>,
+    fail_threshold: f64,
+    pass_threshold: f64,
+    /// Intervals with the canary above the margin, and not.
+    above: u64,
+    below: u64,
+}
+
+impl SignComparison {
+    /// `margin` is the largest ratio the canary may reach; the fail test
+    /// runs at `alpha_fail`, the pass test at `alpha_pass`.
+    pub(crate) fn new(margin: f64, alpha_fail: f64, alpha_pass: f64) -> Self {
+        // 10^(k/24) from 0.25 to 4: about 10% apart, plus the margin.
+        let mut values: Vec<f64> = (-14..=14)
+            .map(|k| 10f64.powf(f64::from(k) / 24.0))
+            .collect();
+        if !values.contains(&margin) {
+            values.push(margin);
+            values.sort_by(f64::total_cmp);
+        }
+        Self {
+            margin,
+            fail: SignTest::new(Side::Worse),
+            pass: SignTest::new(Side::NotWorse),
+            grid: values
+                .into_iter()
+                .map(|v| (v, SignTest::new(Side::Worse), SignTest::new(Side::NotWorse)))
+                .collect(),
+            fail_threshold: 1.0 / alpha_fail,
+            pass_threshold: 1.0 / alpha_pass,
+            above: 0,
+            below: 0,
+        }
+    }
+
+    /// Adds one interval whose ratio (canary over stable) is `ratio`; a
+    /// ratio that is not a positive finite number is not bet on.
+    pub(crate) fn observe(&mut self, ratio: f64) {
+        if !(ratio.is_finite() && ratio >= 0.0) {
+            return;
+        }
+        let bet = |test: &mut SignTest, value: f64| {
+            // A tie says nothing either way.
+            if ratio != value {
+                test.update(ratio > value);
+            }
+        };
+        bet(&mut self.fail, self.margin);
+        bet(&mut self.pass, self.margin);
+        for (value, worse, not_worse) in &mut self.grid {
+            bet(worse, *value);
+            bet(not_worse, *value);
+        }
+        if ratio > self.margin {
+            self.above += 1;
+        } else {
+            self.below += 1;
+        }
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.fail.crossed(self.fail_threshold)
+    }
+
+    pub(crate) fn passed(&self) -> bool {
+        self.pass.crossed(self.pass_threshold)
+    }
+
+    pub(crate) fn fail_test(&self) -> &SignTest {
+        &self.fail
+    }
+
+    pub(crate) fn pass_test(&self) -> &SignTest {
+        &self.pass
+    }
+
+    pub(crate) fn fail_threshold(&self) -> f64 {
+        self.fail_threshold
+    }
+
+    pub(crate) fn pass_threshold(&self) -> f64 {
+        self.pass_threshold
+    }
+
+    pub(crate) fn margin(&self) -> f64 {
+        self.margin
+    }
+
+    /// Intervals with the canary above the margin, and at or below it.
+    pub(crate) fn intervals(&self) -> (u64, u64) {
+        (self.above, self.below)
+    }
+
+    /// `(lower, upper)` bounds on the median per-interval ratio, at grid
+    /// resolution, as [`Comparison::confidence_sequence`].
+    pub(crate) fn confidence_sequence(&self) -> (Option<f64>, Option<f64>) {
+        let lower = self
+            .grid
+            .iter()
+            .filter(|(_, worse, _)| worse.crossed(self.fail_threshold))
+            .map(|(v, _, _)| *v)
+            .reduce(f64::max);
+        let upper = self
+            .grid
+            .iter()
+            .filter(|(_, _, not_worse)| not_worse.crossed(self.pass_threshold))
+            .map(|(v, _, _)| *v)
+            .reduce(f64::min);
+        (lower, upper)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,5 +761,43 @@ mod tests {
         t.update(interval(1000, 1.0, 1000, 0.0), past);
         assert!(t.e_value() >= 0.0 && t.e_value() < 1.0);
         assert_eq!(t.max_e_value(), 1.0);
+    }
+
+    #[test]
+    fn sign_test_fails_a_steady_excess_and_passes_equal_arms() {
+        let mut worse = SignComparison::new(1.2, 0.05 / 3.0, 0.05);
+        let mut same = SignComparison::new(1.2, 0.05 / 3.0, 0.05);
+        let mut failed_at = None;
+        for i in 1..=20 {
+            worse.observe(1.5);
+            same.observe(if i % 2 == 0 { 1.05 } else { 0.95 });
+            if worse.failed() && failed_at.is_none() {
+                failed_at = Some(i);
+            }
+        }
+        // KT capital after n straight bits: 1, 1.5, 2.5, 4.4, 7.9, 14, 27, 50, 95 (>= 60 at 9).
+        assert_eq!(failed_at, Some(9));
+        assert!(!worse.passed());
+        assert!(same.passed() && !same.failed());
+        let (lo, hi) = worse.confidence_sequence();
+        assert!(lo.unwrap() >= 1.2 && lo.unwrap() < 1.5, "{lo:?}");
+        assert!(hi.is_none_or(|h| h >= 1.5), "{hi:?}");
+        let (lo, hi) = same.confidence_sequence();
+        assert!(
+            hi.unwrap() <= 1.2 && lo.is_none_or(|l| l < 1.0),
+            "{lo:?} {hi:?}"
+        );
+    }
+
+    #[test]
+    fn sign_test_ignores_ties_and_garbage() {
+        let mut c = SignComparison::new(1.2, 0.01, 0.05);
+        for r in [f64::NAN, f64::INFINITY, -1.0] {
+            c.observe(r);
+        }
+        assert_eq!(c.intervals(), (0, 0));
+        c.observe(1.2);
+        assert_eq!(c.fail_test().e_value(), 1.0);
+        assert_eq!(c.pass_test().e_value(), 1.0);
     }
 }

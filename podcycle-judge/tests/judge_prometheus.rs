@@ -1,7 +1,9 @@
 //! The canary judge against a real Prometheus server (Debian's `prometheus`), scraping three
 //! real chatbot replicas: stable, a canary with injected errors, and a healthy canary.
 //! The judge (the `podcycle-judge` binary) must say FAIL for the faulty canary within its
-//! deadline and must not say FAIL for the healthy one.
+//! deadline and must not say FAIL for the healthy one. The same for CPU per request (a canary
+//! with `CHATBOT_FAULT_CPU`), judged by the command and by `podcycle-judge serve` called over
+//! HTTP the way Argo Rollouts' Web provider calls it.
 
 use podcycle_test_support as support;
 
@@ -37,19 +39,24 @@ struct Replica {
 }
 
 fn replica(version: &str, error_rate: &str) -> Replica {
+    replica_with(version, &[("CHATBOT_FAULT_ERROR_RATE", error_rate)])
+}
+
+fn replica_with(version: &str, faults: &[(&str, &str)]) -> Replica {
     let (app, admin) = (free_port(), free_port());
     let app_addr = format!("127.0.0.1:{app}");
     let admin_addr = format!("127.0.0.1:{admin}");
-    let child = Child::spawn(&[
+    let mut env = vec![
         ("PODCYCLE_ADDR", app_addr.as_str()),
         ("PODCYCLE_ADMIN_ADDR", admin_addr.as_str()),
         ("APP_VERSION", version),
         ("CHATBOT_WARMUP_DELAY", "100ms"),
-        ("CHATBOT_FAULT_ERROR_RATE", error_rate),
         ("CHATBOT_TOKEN_DELAY", "0ms"),
         ("PODCYCLE_SHUTDOWN_DELAY", "0s"),
         ("RUST_LOG", "warn"),
-    ]);
+    ];
+    env.extend_from_slice(faults);
+    let child = Child::spawn(&env);
     Replica {
         _child: child,
         app: app_addr.parse().unwrap(),
@@ -72,8 +79,9 @@ impl Drop for Prometheus {
     }
 }
 
-fn prometheus(bin: &std::path::Path, targets: &[SocketAddr]) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!("podcycle-judge-test-{}", std::process::id()));
+fn prometheus(bin: &std::path::Path, targets: &[SocketAddr], tag: &str) -> Prometheus {
+    let dir =
+        std::env::temp_dir().join(format!("podcycle-judge-test-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     let config = format!(
@@ -156,7 +164,11 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
             wait_ok(r.admin, "/readyz").await;
         }
     });
-    let prom = prometheus(&prom_bin, &[stable.admin, faulty.admin, healthy.admin]);
+    let prom = prometheus(
+        &prom_bin,
+        &[stable.admin, faulty.admin, healthy.admin],
+        "errors",
+    );
     let stop = Instant::now() + Duration::from_secs(80);
     let loads: Vec<_> = [&stable, &faulty, &healthy]
         .iter()
@@ -226,6 +238,170 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
         "judge: faulty canary -> exit 1 after {faulty_took:?}; healthy canary -> exit {:?}",
         healthy_out.status.code()
     );
+    for l in loads {
+        l.abort();
+    }
+}
+
+/// `podcycle-judge serve` as a child process, killed on drop.
+struct Server {
+    proc: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+fn verdict_of(body: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    json["verdict"].as_str().unwrap_or("?").to_owned()
+}
+
+#[test]
+fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
+    let Some(prom_bin) = support::tool("prometheus") else {
+        return;
+    };
+    let stable = replica_with("1.0.0", &[]);
+    let burning = replica_with("1.1.0-cpu", &[("CHATBOT_FAULT_CPU", "3ms")]);
+    let healthy = replica_with("1.1.0-healthy", &[]);
+    let rt = support::rt();
+    rt.block_on(async {
+        for r in [&stable, &burning, &healthy] {
+            wait_ok(r.admin, "/readyz").await;
+        }
+    });
+    let prom = prometheus(
+        &prom_bin,
+        &[stable.admin, burning.admin, healthy.admin],
+        "cpu",
+    );
+    let stop = Instant::now() + Duration::from_secs(75);
+    let loads: Vec<_> = [&stable, &burning, &healthy]
+        .iter()
+        .map(|r| rt.spawn(load(r.app, 50, stop)))
+        .collect();
+    rt.block_on(async {
+        let addr: SocketAddr = prom.url.trim_start_matches("http://").parse().unwrap();
+        wait_ok(addr, "/-/ready").await;
+    });
+    let options = [
+        "--interval",
+        "2s",
+        "--min-requests",
+        "50",
+        "--no-errors",
+        "--no-latency",
+        "--cpu",
+    ];
+
+    // The web service, with the judge's options as its defaults.
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = Server {
+        proc: Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--max-analysis-duration",
+                "1m",
+                "--",
+            ])
+            .args(["--prometheus", &prom.url])
+            .args(options)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run podcycle-judge serve"),
+        addr,
+    };
+    rt.block_on(wait_ok(server.addr, "/healthz"));
+
+    // The command and the web provider, all four judgements at once.
+    let judge = |canary: &str| {
+        Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
+            .args([
+                "--prometheus",
+                &prom.url,
+                "--stable",
+                "1.0.0",
+                "--canary",
+                canary,
+            ])
+            .args(options)
+            .args(["--max-duration", "45s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run podcycle-judge")
+    };
+    let (burning_run, healthy_run) = (judge("1.1.0-cpu"), judge("1.1.0-healthy"));
+    let web = |canary: &'static str| {
+        rt.spawn(async move {
+            // Argo's Web provider: a GET, the verdict read from the JSON body.
+            let mut conn = client::Conn::open(addr).await.unwrap();
+            let path = format!("/v1/judge?stable=1.0.0&canary={canary}&max-duration=45s");
+            tokio::time::timeout(Duration::from_secs(90), conn.get(&path))
+                .await
+                .expect("the analysis ends by its max-duration")
+                .unwrap()
+        })
+    };
+    let (burning_web, healthy_web) = (web("1.1.0-cpu"), web("1.1.0-healthy"));
+    let burning_out = burning_run.wait_with_output().unwrap();
+    let healthy_out = healthy_run.wait_with_output().unwrap();
+    let show = |o: &std::process::Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert_eq!(
+        burning_out.status.code(),
+        Some(1),
+        "a canary burning 3 ms per request must FAIL:\n{}",
+        show(&burning_out)
+    );
+    assert!(
+        show(&burning_out).contains("cpu:"),
+        "{}",
+        show(&burning_out)
+    );
+    assert!(
+        matches!(healthy_out.status.code(), Some(0) | Some(2)),
+        "a healthy canary must not FAIL:\n{}",
+        show(&healthy_out)
+    );
+    let (burning_web, healthy_web) =
+        rt.block_on(async { (burning_web.await.unwrap(), healthy_web.await.unwrap()) });
+    assert_eq!(burning_web.status, 200);
+    assert_eq!(verdict_of(&burning_web.body), "fail");
+    assert_eq!(healthy_web.status, 200);
+    assert_ne!(verdict_of(&healthy_web.body), "fail");
+    eprintln!(
+        "cpu: command {:?}/{:?}, web provider {}/{}",
+        burning_out.status.code(),
+        healthy_out.status.code(),
+        verdict_of(&burning_web.body),
+        verdict_of(&healthy_web.body)
+    );
+
+    // A bad request names its field.
+    let bad = rt.block_on(async {
+        let mut conn = client::Conn::open(addr).await.unwrap();
+        conn.get("/v1/judge?stable=1.0.0&canary=x&interval=soon")
+            .await
+            .unwrap()
+    });
+    assert_eq!(bad.status, 400);
+    let json: serde_json::Value = serde_json::from_str(&bad.body).unwrap();
+    assert_eq!(json["field"], "interval", "{json}");
     for l in loads {
         l.abort();
     }

@@ -10,6 +10,14 @@
 //!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`,
 //!   `podcycle_connections_force_closed_total`, `podcycle_accept_errors_total`,
 //!   `podcycle_check_status`, `podcycle_upgraded_connections`, `podcycle_streams_ended_total`.
+//! - Process metrics under their standard names (`process_cpu_seconds_total`,
+//!   `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+//!   `process_max_fds`, `process_threads`, `process_start_time_seconds`), read from `/proc`
+//!   at scrape time (absent without `/proc`).
+//! - The application runtime: `podcycle_runtime_workers`, `podcycle_runtime_alive_tasks`,
+//!   `podcycle_runtime_global_queue_depth`, `podcycle_runtime_busy_seconds_total`,
+//!   `podcycle_runtime_parks_total` (tokio's stable `RuntimeMetrics`, at scrape time) and
+//!   `podcycle_runtime_scheduling_lag_seconds` (histogram: how late the watchdog's ticks ran).
 //!
 //! Every series carries `version` (`APP_VERSION`) and the constant labels from
 //! `PODCYCLE_METRIC_LABELS` (e.g. `track=canary`). Register your own metrics on
@@ -31,10 +39,12 @@
 
 mod handoff;
 mod layer;
+mod process;
 mod recorder;
 mod recording;
 mod render;
 mod routes;
+mod runtime;
 pub mod schema;
 mod series;
 mod shard;
@@ -50,6 +60,7 @@ use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, Tex
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::health::Health;
+use crate::lag::SchedulingLag;
 use crate::phase::Phase;
 use crate::state::{State, Step};
 use crate::warmup::WarmupStatus;
@@ -80,6 +91,10 @@ pub(crate) struct Sources {
     pub(crate) state: Arc<State>,
     pub(crate) health: Arc<Health>,
     pub(crate) connections: Arc<Connections>,
+    /// The application runtime, for its `RuntimeMetrics`.
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// The watchdog's scheduling lag.
+    pub(crate) lag: Arc<SchedulingLag>,
 }
 
 impl fmt::Debug for Metrics {
@@ -206,6 +221,11 @@ impl Metrics {
         for by in [schema::ENDED_BY_SIGNAL, schema::ENDED_BY_DEADLINE] {
             streams_ended.with_label_values(&[by]);
         }
+        registry.register(Box::new(process::ProcessCollector::new()))?;
+        registry.register(Box::new(runtime::RuntimeCollector::new(
+            sources.runtime.clone(),
+            sources.lag.clone(),
+        )))?;
         for p in Phase::ALL {
             phase.with_label_values(&[p.as_str()]).set(0);
         }
@@ -342,6 +362,7 @@ impl Metrics {
             state,
             health,
             connections,
+            ..
         } = &self.sources;
         let g = &self.gauges;
         let current = state.phase();

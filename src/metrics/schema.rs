@@ -56,6 +56,42 @@ pub const ACCEPT_ERRORS: &str = "podcycle_accept_errors_total";
 /// 1 when a check (labels [`CHECK`], [`PROBE`]) passes, 0 when it fails.
 pub const CHECK_STATUS: &str = "podcycle_check_status";
 
+// ---- Process metrics (the Prometheus client libraries' standard names and meanings) ----
+//
+// Read from `/proc` at scrape time; absent where `/proc` is not available.
+
+/// Counter: user and system CPU time of the process, in seconds.
+pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+/// Gauge: resident memory (RSS) in bytes.
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+/// Gauge: virtual memory size in bytes.
+pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+/// Gauge: open file descriptors.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// Gauge: the soft limit on open file descriptors (`ulimit -n`).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// Gauge: OS threads of the process.
+pub const PROCESS_THREADS: &str = "process_threads";
+/// Gauge: when the process started, in seconds since the Unix epoch.
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
+
+// ---- Application runtime metrics (tokio's stable `RuntimeMetrics`, read at scrape time) ----
+
+/// Gauge: worker threads of the application runtime.
+pub const RUNTIME_WORKERS: &str = "podcycle_runtime_workers";
+/// Gauge: tasks alive on the application runtime.
+pub const RUNTIME_ALIVE_TASKS: &str = "podcycle_runtime_alive_tasks";
+/// Gauge: tasks waiting in the application runtime's global (injection) queue.
+pub const RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "podcycle_runtime_global_queue_depth";
+/// Counter: seconds the application runtime's workers spent busy, summed over workers
+/// (`rate(...) / podcycle_runtime_workers` is the runtime's utilisation).
+pub const RUNTIME_BUSY: &str = "podcycle_runtime_busy_seconds_total";
+/// Counter: times the application runtime's workers parked (went idle), summed over workers.
+pub const RUNTIME_PARKS: &str = "podcycle_runtime_parks_total";
+/// Histogram: how late the runtime watchdog's timer tick ran, in seconds (scheduling lag of
+/// the application runtime).
+pub const RUNTIME_SCHEDULING_LAG: &str = "podcycle_runtime_scheduling_lag_seconds";
+
 // ---- Labels ----
 
 /// The application version (`APP_VERSION`), on every series: what tells canary from stable.

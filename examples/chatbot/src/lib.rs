@@ -30,7 +30,9 @@
 //!
 //! Environment (besides podcycle's `PODCYCLE_*` and `APP_VERSION`):
 //! `CHATBOT_WARMUP_DELAY` (2s), `CHATBOT_KNOWLEDGE_DIR` (built-in articles when unset),
-//! `CHATBOT_FAULT_ERROR_RATE` (0), `CHATBOT_FAULT_LATENCY` (0s), `CHATBOT_TOKEN_DELAY` (30ms),
+//! `CHATBOT_FAULT_ERROR_RATE` (0), `CHATBOT_FAULT_LATENCY` (0s), `CHATBOT_FAULT_CPU` (0s: CPU
+//! burned per chat request, at most 1s), `CHATBOT_FAULT_LEAK` (0: bytes kept per chat request,
+//! never freed, 256 MiB in all at most), `CHATBOT_TOKEN_DELAY` (30ms),
 //! `CHATBOT_MAX_QUESTION_CHARS` (2000), `CHATBOT_MAX_BODY_BYTES` (16384), and `CHATBOT_MODE`
 //! (`podcycle`; `plain` and `graceful` are the rollout drill's baselines, see [`Mode`]).
 #![forbid(unsafe_code)]

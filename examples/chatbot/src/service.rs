@@ -3,9 +3,9 @@
 //! `axum::serve` that dies on SIGTERM, and `axum::serve(...).with_graceful_shutdown`).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::retrieval::{self, Answer, Index};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -27,6 +27,10 @@ struct Settings {
     knowledge_dir: Option<String>,
     fault_error_rate: f64,
     fault_latency: Duration,
+    /// CPU burned per chat request (`CHATBOT_FAULT_CPU`), at most [`MAX_FAULT_CPU`].
+    fault_cpu: Duration,
+    /// Bytes leaked per chat request (`CHATBOT_FAULT_LEAK`), until [`LEAK_CAP`] in all.
+    fault_leak: usize,
     token_delay: Duration,
     max_question_chars: usize,
     max_body_bytes: usize,
@@ -68,11 +72,25 @@ impl Settings {
                 "invalid CHATBOT_FAULT_ERROR_RATE={fault_error_rate}: expected a fraction between 0 and 1"
             ));
         }
+        let fault_cpu = duration("CHATBOT_FAULT_CPU", Duration::ZERO)?;
+        if fault_cpu > MAX_FAULT_CPU {
+            return Err(format!(
+                "invalid CHATBOT_FAULT_CPU={fault_cpu:?}: expected at most {MAX_FAULT_CPU:?} of CPU per request"
+            ));
+        }
+        let fault_leak: usize = number("CHATBOT_FAULT_LEAK", 0, "a number of bytes per request")?;
+        if fault_leak > LEAK_CAP {
+            return Err(format!(
+                "invalid CHATBOT_FAULT_LEAK={fault_leak}: expected at most {LEAK_CAP} bytes per request"
+            ));
+        }
         Ok(Settings {
             warmup_delay: duration("CHATBOT_WARMUP_DELAY", Duration::from_secs(2))?,
             knowledge_dir: var("CHATBOT_KNOWLEDGE_DIR"),
             fault_error_rate,
             fault_latency: duration("CHATBOT_FAULT_LATENCY", Duration::ZERO)?,
+            fault_cpu,
+            fault_leak,
             token_delay: duration("CHATBOT_TOKEN_DELAY", Duration::from_millis(30))?,
             max_question_chars: number(
                 "CHATBOT_MAX_QUESTION_CHARS",
@@ -82,6 +100,64 @@ impl Settings {
             max_body_bytes: number("CHATBOT_MAX_BODY_BYTES", 16 * 1024, "a number of bytes")?,
         })
     }
+}
+
+/// The most CPU `CHATBOT_FAULT_CPU` may burn per request.
+const MAX_FAULT_CPU: Duration = Duration::from_secs(1);
+
+/// The most `CHATBOT_FAULT_LEAK` keeps in all (256 MiB): past it, requests leak nothing more,
+/// so a forgotten setting cannot take the machine's memory.
+const LEAK_CAP: usize = 256 << 20;
+
+/// Memory leaked on purpose (`CHATBOT_FAULT_LEAK`): written, so it is resident, and never freed.
+#[derive(Debug, Default)]
+struct Leak {
+    kept: Mutex<Vec<Box<[u8]>>>,
+    total: AtomicUsize,
+}
+
+impl Leak {
+    /// Keeps `bytes` more, unless that would pass `cap` ([`LEAK_CAP`]); returns the total kept.
+    fn leak(&self, bytes: usize, cap: usize) -> usize {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let total = self.total.load(Ordering::Relaxed);
+        if bytes == 0 || total + bytes > cap {
+            return total;
+        }
+        // Non-zero bytes: zeroed allocations may stay unbacked and never count as resident.
+        kept.push(vec![0xa5u8; bytes].into_boxed_slice());
+        self.total.store(total + bytes, Ordering::Relaxed);
+        total + bytes
+    }
+}
+
+/// Keeps this thread busy until it has used `cpu` of CPU time (measured with the thread's
+/// scheduler statistics; wall time where those are not available), and for at most ten times
+/// `cpu` of wall time.
+fn burn_cpu(cpu: Duration) {
+    let wall = Instant::now();
+    let start = thread_cpu_time();
+    let mut x = 0u64;
+    loop {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        let spent = match (start, thread_cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => wall.elapsed(),
+        };
+        if spent >= cpu || wall.elapsed() >= cpu * 10 {
+            return;
+        }
+    }
+}
+
+/// The CPU time this thread has used: the first field of `/proc/thread-self/schedstat`, in
+/// nanoseconds. `None` where it cannot be read.
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 /// The knowledge base: a podcycle warm-up, or (baselines) loaded before serving.
@@ -110,6 +186,7 @@ struct AppState {
     settings: Arc<Settings>,
     answers: prometheus::IntCounterVec,
     served: Arc<AtomicU64>,
+    leak: Arc<Leak>,
 }
 
 #[derive(Deserialize)]
@@ -190,8 +267,14 @@ impl AppState {
         Ok(q.to_owned())
     }
 
-    /// Injected latency and errors, for canary demos.
+    /// Injected CPU, memory, latency and errors, for canary demos.
     async fn faults(&self) -> Result<(), ApiError> {
+        if !self.settings.fault_cpu.is_zero() {
+            burn_cpu(self.settings.fault_cpu);
+        }
+        if self.settings.fault_leak > 0 {
+            self.leak.leak(self.settings.fault_leak, LEAK_CAP);
+        }
         if !self.settings.fault_latency.is_zero() {
             tokio::time::sleep(self.settings.fault_latency).await;
         }
@@ -659,6 +742,7 @@ async fn run_podcycle(settings: Arc<Settings>) -> Outcome {
         settings,
         answers,
         served,
+        leak: Arc::default(),
     };
     lifecycle.serve(router(state)).await
 }
@@ -695,6 +779,7 @@ async fn run_baseline(settings: Arc<Settings>, mode: Mode) -> Outcome {
         settings,
         answers: answers_metric(),
         served: Arc::new(AtomicU64::new(0)),
+        leak: Arc::default(),
     };
     let health = Router::new()
         .route("/readyz", get(|| async { "ok" }))
@@ -742,6 +827,7 @@ mod tests {
             settings: Arc::new(settings),
             answers: answers_metric(),
             served: Arc::new(AtomicU64::new(0)),
+            leak: Arc::default(),
         }
     }
 
@@ -751,6 +837,8 @@ mod tests {
             knowledge_dir: None,
             fault_error_rate: 0.0,
             fault_latency: Duration::ZERO,
+            fault_cpu: Duration::ZERO,
+            fault_leak: 0,
             token_delay: Duration::ZERO,
             max_question_chars: 200,
             max_body_bytes: 1024,
@@ -926,6 +1014,37 @@ mod tests {
             send(&app, "POST", "/v1/chat", JSON, r#"{"question":"probes"}"#).await;
         assert_eq!(status, 500);
         assert!(json["error"].as_str().unwrap().contains("injected fault"));
+    }
+
+    #[tokio::test]
+    async fn injected_cpu_and_leak_are_spent_per_chat_request() {
+        let mut s = settings();
+        s.fault_cpu = Duration::from_millis(20);
+        s.fault_leak = 1 << 20;
+        let st = state(s);
+        let app = router(st.clone());
+        let before = thread_cpu_time();
+        let started = Instant::now();
+        for _ in 0..3 {
+            let (status, _, _, _) =
+                send(&app, "POST", "/v1/chat", JSON, r#"{"question":"probes"}"#).await;
+            assert_eq!(status, 200);
+        }
+        // The current-thread test runtime ran the handlers on this thread.
+        let spent = match (before, thread_cpu_time()) {
+            (Some(a), Some(b)) => b - a,
+            _ => started.elapsed(),
+        };
+        assert!(spent >= Duration::from_millis(60), "{spent:?}");
+        assert_eq!(st.leak.total.load(Ordering::Relaxed), 3 << 20);
+    }
+
+    #[test]
+    fn leak_stops_at_its_cap() {
+        let leak = Leak::default();
+        assert_eq!(leak.leak(1000, 1010), 1000);
+        assert_eq!(leak.leak(11, 1010), 1000, "past the cap: nothing more");
+        assert_eq!(leak.leak(10, 1010), 1010);
     }
 
     #[test]

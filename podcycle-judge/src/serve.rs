@@ -1,0 +1,505 @@
+//! `podcycle-judge serve`: the judge as an HTTP service, one analysis per
+//! request, for Argo Rollouts' Web metric provider and Flagger's webhooks.
+//!
+//! ```text
+//! podcycle-judge serve --listen 0.0.0.0:8080 --max-concurrent 4 --max-analysis-duration 15m \
+//!     -- --prometheus http://prometheus.monitoring:9090 [any judge option as a default]
+//! ```
+//!
+//! * `GET /v1/judge?stable=V1&canary=V2[&interval=30s&max-duration=10m&cpu=true...]`
+//!   (Argo Rollouts' Web provider): runs one judgement and answers `200`
+//!   with `{"verdict": "pass" | "fail" | "inconclusive", "report": {...}}`.
+//!   An AnalysisTemplate maps it with `jsonPath: "{$.verdict}"`,
+//!   `successCondition: result == "pass"`, `failureCondition: result == "fail"`,
+//!   so that an inconclusive verdict is an Inconclusive measurement.
+//! * `POST /v1/flagger` with Flagger's webhook payload (`name`, `namespace`,
+//!   `phase`, `metadata` holding the same options as strings): `200` on pass,
+//!   `412` on fail, `503` when inconclusive; Flagger counts any non-2xx as a
+//!   failed check, so no data is never a pass.
+//!
+//! Query keys and metadata keys are the judge's option names without the
+//! dashes (`max-duration`, `cpu-margin`); flags (`cpu`, `no-latency`) take
+//! `true` or `false`. Connection options (`prometheus`, credentials,
+//! headers) are the server's own and cannot be set by a request. A bad
+//! request gets `400` with `{"error": "...", "field": "<key>"}`; beyond
+//! `--max-concurrent` running analyses, `429`. Each analysis ends by its
+//! `max-duration` (at most `--max-analysis-duration`) plus the time of its
+//! last look.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::error::ContextKind;
+use clap::Parser;
+use podcycle_judge::{self as judge, PrometheusSource, Report, Verdict};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use crate::cli;
+
+/// Keys a request may set; every other key is refused by name.
+const REQUEST_OPTIONS: &[&str] = &[
+    "stable",
+    "canary",
+    "route",
+    "selector",
+    "interval",
+    "max-duration",
+    "min-requests",
+    "alpha",
+    "error-margin",
+    "error-margin-relative",
+    "latency-quantile",
+    "latency-margin",
+    "max-error-ratio",
+    "max-p99",
+    "cpu-margin",
+    "max-memory-ratio",
+];
+/// Request keys that are flags: `true` or `false`.
+const REQUEST_FLAGS: &[&str] = &["no-errors", "no-latency", "cpu"];
+
+/// The command line of `podcycle-judge serve`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "podcycle-judge serve",
+    about = "Run judgements on request: an Argo Rollouts Web metric provider (GET /v1/judge) \
+             and a Flagger webhook (POST /v1/flagger).",
+    after_help = "After '--': the judge's options used as every request's defaults; \
+                  --prometheus is required, --stable and --canary come from each request."
+)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Analyses running at once; more get 429
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent: u32,
+    /// Longest max-duration a request may ask for
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    max_analysis_duration: Duration,
+    /// The judge's options (after '--')
+    #[arg(last = true, value_name = "JUDGE OPTIONS")]
+    defaults: Vec<String>,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+struct Service {
+    defaults: Arc<Vec<String>>,
+    slots: Arc<Semaphore>,
+    max_concurrent: u32,
+    max_duration: Duration,
+}
+
+/// Parses `args` (after `serve`), checks the defaults, and serves until the
+/// process is stopped. Returns an exit code.
+pub(crate) fn main(args: Vec<std::ffi::OsString>) -> u8 {
+    let args = match ServeArgs::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let service = Service {
+        defaults: Arc::new(args.defaults),
+        slots: Arc::new(Semaphore::new(args.max_concurrent as usize)),
+        max_concurrent: args.max_concurrent,
+        max_duration: args.max_analysis_duration,
+    };
+    // The defaults must make a valid judgement with some versions.
+    let probe = BTreeMap::from([
+        ("stable".to_owned(), "stable".to_owned()),
+        ("canary".to_owned(), "canary".to_owned()),
+    ]);
+    if let Err(e) = service.options(&probe) {
+        eprintln!(
+            "podcycle-judge serve: invalid judge options after '--': {}",
+            e.message
+        );
+        return 2;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("podcycle-judge serve: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "podcycle-judge serve: cannot listen on {}: {e}",
+                    args.listen
+                );
+                return 2;
+            }
+        };
+        eprintln!(
+            "podcycle-judge serve: listening on {} (at most {} analyses at once)",
+            listener.local_addr().map_or(args.listen, |a| a),
+            service.max_concurrent
+        );
+        match axum::serve(listener, router(service)).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("podcycle-judge serve: {e}");
+                2
+            }
+        }
+    })
+}
+
+fn router(service: Service) -> Router {
+    Router::new()
+        .route("/v1/judge", get(argo))
+        .route("/v1/flagger", post(flagger))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(service)
+}
+
+/// A request the judge cannot run: `400` naming the field.
+#[derive(Debug)]
+struct BadRequest {
+    field: Option<String>,
+    message: String,
+    status: StatusCode,
+}
+
+impl BadRequest {
+    fn new(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.map(str::to_owned),
+            message: message.into(),
+            status: StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "field": self.field });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl Service {
+    /// The judge's options for one request: the defaults, then `params`.
+    fn options(&self, params: &BTreeMap<String, String>) -> Result<cli::CliOptions, BadRequest> {
+        // The command's default max-duration (10m), within this server's limit.
+        let cap = self.max_duration.min(Duration::from_secs(600));
+        let mut argv = vec![
+            "podcycle-judge".to_owned(),
+            format!("--max-duration={}", humantime::format_duration(cap)),
+        ];
+        argv.extend(self.defaults.iter().cloned());
+        for key in ["stable", "canary"] {
+            if !params.contains_key(key) {
+                return Err(BadRequest::new(Some(key), format!("{key} is required")));
+            }
+        }
+        for (key, value) in params {
+            if REQUEST_FLAGS.contains(&key.as_str()) {
+                match value.as_str() {
+                    "true" => argv.push(format!("--{key}")),
+                    "false" => {}
+                    _ => {
+                        return Err(BadRequest::new(
+                            Some(key),
+                            format!("{key} takes true or false, got {value:?}"),
+                        ))
+                    }
+                }
+            } else if REQUEST_OPTIONS.contains(&key.as_str()) {
+                argv.push(format!("--{key}={value}"));
+            } else {
+                return Err(BadRequest::new(
+                    Some(key),
+                    format!(
+                        "unknown option {key:?}; a request may set {} and the flags {}",
+                        REQUEST_OPTIONS.join(", "),
+                        REQUEST_FLAGS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let options = cli::parse(argv).map_err(|e| {
+            let field = e
+                .get(ContextKind::InvalidArg)
+                .map(|a| a.to_string())
+                .and_then(|a| {
+                    let name = a.trim_start_matches('-');
+                    name.split([' ', '=']).next().map(str::to_owned)
+                });
+            let message = e.to_string();
+            let message = message
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            BadRequest::new(field.as_deref(), message)
+        })?;
+        if options.run.max_duration > self.max_duration {
+            return Err(BadRequest::new(
+                Some("max-duration"),
+                format!(
+                    "max-duration {} is longer than this server allows ({})",
+                    humantime::format_duration(options.run.max_duration),
+                    humantime::format_duration(self.max_duration)
+                ),
+            ));
+        }
+        Ok(options)
+    }
+
+    /// Runs one judgement within its deadline, holding one of the slots.
+    async fn judge(&self, params: BTreeMap<String, String>) -> Result<Report, BadRequest> {
+        let options = self.options(&params)?;
+        let _slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BadRequest {
+                field: None,
+                message: format!(
+                    "{} analyses are already running (--max-concurrent); retry later",
+                    self.max_concurrent
+                ),
+                status: StatusCode::TOO_MANY_REQUESTS,
+            })?;
+        let mut source = PrometheusSource::new(&options.prometheus).map_err(|e| BadRequest {
+            field: None,
+            message: e.to_string(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+        })?;
+        // The run ends by max-duration; a last look may take the query
+        // timeout once per query.
+        let deadline = options.run.max_duration + options.prometheus.timeout * 8;
+        let run = judge::run(&options.run, &mut source, |_| {});
+        let mut report = match tokio::time::timeout(deadline, run).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => return Err(BadRequest::new(None, e.to_string())),
+            Err(_) => {
+                return Err(BadRequest {
+                    field: None,
+                    message: "the analysis overran its deadline".to_owned(),
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                })
+            }
+        };
+        report.stable.version = Some(options.prometheus.stable.clone());
+        report.canary.version = Some(options.prometheus.canary.clone());
+        Ok(report)
+    }
+}
+
+fn verdict_body(report: &Report) -> Value {
+    let verdict = report.verdict.unwrap_or(Verdict::Inconclusive);
+    json!({ "verdict": verdict, "report": report })
+}
+
+/// Argo Rollouts' Web provider: always `200` with the verdict, so that
+/// the AnalysisTemplate's conditions decide (a non-2xx is an Error
+/// measurement in Argo, not a Failed one).
+async fn argo(
+    State(service): State<Service>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, BadRequest> {
+    let report = service.judge(params).await?;
+    Ok(Json(verdict_body(&report)))
+}
+
+/// Flagger's webhook payload; the options are in `metadata`.
+#[derive(Debug, Deserialize)]
+struct FlaggerPayload {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    phase: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+/// Flagger's webhook: `200` pass, `412` fail, `503` inconclusive.
+async fn flagger(State(service): State<Service>, body: axum::body::Bytes) -> Response {
+    let payload: FlaggerPayload = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            let field = (e.classify() == serde_json::error::Category::Data).then_some("metadata");
+            return BadRequest::new(
+                field,
+                format!("the body is not a Flagger webhook payload: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let params: BTreeMap<String, String> = payload.metadata.into_iter().collect();
+    match service.judge(params).await {
+        Err(e) => e.into_response(),
+        Ok(report) => {
+            let status = match report.verdict.unwrap_or(Verdict::Inconclusive) {
+                Verdict::Pass => StatusCode::OK,
+                Verdict::Fail => StatusCode::PRECONDITION_FAILED,
+                Verdict::Inconclusive => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut body = verdict_body(&report);
+            body["canary_name"] = json!(payload.name);
+            body["namespace"] = json!(payload.namespace);
+            body["phase"] = json!(payload.phase);
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(limit: u32) -> Service {
+        Service {
+            defaults: Arc::new(vec![
+                "--prometheus".to_owned(),
+                "http://127.0.0.1:9".to_owned(),
+                "--interval=1s".to_owned(),
+            ]),
+            slots: Arc::new(Semaphore::new(limit as usize)),
+            max_concurrent: limit,
+            max_duration: Duration::from_secs(900),
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn requests_override_the_defaults() {
+        let o = service(1)
+            .options(&params(&[
+                ("stable", "v1"),
+                ("canary", "v2"),
+                ("interval", "5s"),
+                ("max-duration", "30s"),
+                ("cpu", "true"),
+                ("no-latency", "false"),
+            ]))
+            .unwrap();
+        assert_eq!(o.prometheus.stable, "v1");
+        assert_eq!(o.run.interval, Duration::from_secs(5));
+        assert!(o.run.judge.cpu.is_some() && o.run.judge.latency.is_some());
+        assert!(o.prometheus.resources);
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let s = service(1);
+        for (pairs, field) in [
+            (&[("canary", "v2")][..], "stable"),
+            (
+                &[("stable", "v1"), ("canary", "v2"), ("intervall", "5s")],
+                "intervall",
+            ),
+            (
+                &[("stable", "v1"), ("canary", "v2"), ("interval", "fast")],
+                "interval",
+            ),
+            (&[("stable", "v1"), ("canary", "v2"), ("cpu", "yes")], "cpu"),
+            (
+                &[
+                    ("stable", "v1"),
+                    ("canary", "v2"),
+                    ("prometheus", "http://evil"),
+                ],
+                "prometheus",
+            ),
+            (
+                &[("stable", "v1"), ("canary", "v2"), ("max-duration", "1h")],
+                "max-duration",
+            ),
+            (
+                &[("stable", "v1"), ("canary", "v2"), ("alpha", "2")],
+                "alpha",
+            ),
+        ] {
+            let e = s.options(&params(pairs)).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{pairs:?}: {}", e.message);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[tokio::test]
+    async fn analyses_beyond_the_limit_get_429() {
+        let s = service(1);
+        let held = s.slots.clone().try_acquire_owned().unwrap();
+        let e = s
+            .judge(params(&[("stable", "v1"), ("canary", "v2")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        drop(held);
+    }
+
+    async fn post_flagger(body: &str) -> (StatusCode, Value) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::post("/v1/flagger")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        let response = router(service(1)).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn flagger_webhook_never_answers_2xx_without_evidence() {
+        // Prometheus unreachable: inconclusive after max-duration, a 503.
+        let (status, body) = post_flagger(
+            r#"{"name":"chatbot","namespace":"shop","phase":"Progressing","checksum":"x",
+                "metadata":{"stable":"chatbot-primary","canary":"chatbot","interval":"1s",
+                "max-duration":"1s"}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["verdict"], "inconclusive");
+        assert_eq!(body["canary_name"], "chatbot");
+        assert!(
+            body["report"]["failed_reads"].as_u64().unwrap() >= 1,
+            "{body}"
+        );
+
+        let (status, body) = post_flagger("{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, body) =
+            post_flagger(r#"{"metadata":{"stable":"a","canary":"b","margin":"1"}}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "margin");
+        let (status, body) =
+            post_flagger(r#"{"metadata":{"stable":"a","canary":"b","cpu":true}}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "metadata", "{body}");
+    }
+}

@@ -73,6 +73,7 @@ pub struct Config {
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connection_age: Option<Duration>,
+    pub(crate) stream_close_spread: Option<Duration>,
     pub(crate) check_failure_threshold: u32,
     pub(crate) ready_during_delay: bool,
     pub(crate) watchdog_stall: Duration,
@@ -127,6 +128,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(650),
             max_connection_age: None,
+            stream_close_spread: None,
             check_failure_threshold: 1,
             ready_during_delay: false,
             watchdog_stall: Duration::from_secs(10),
@@ -165,6 +167,14 @@ pub enum ConfigError {
         hooks: Duration,
         /// `PODCYCLE_GRACE_PERIOD`.
         grace_period: Duration,
+    },
+    /// The stream close spread does not fit inside the drain timeout: streams told to end
+    /// late in the spread would be cut by the drain deadline.
+    SpreadExceedsDrainTimeout {
+        /// `PODCYCLE_STREAM_CLOSE_SPREAD`.
+        spread: Duration,
+        /// `PODCYCLE_DRAIN_TIMEOUT`.
+        drain: Duration,
     },
     /// A setting made in code (or from the environment) holds a value that cannot be used.
     InvalidSetting {
@@ -213,6 +223,15 @@ impl fmt::Display for ConfigError {
                         .saturating_add(u64::from(need.subsec_nanos() > 0)),
                 )
             }
+            ConfigError::SpreadExceedsDrainTimeout { spread, drain } => write!(
+                f,
+                "stream close spread does not fit the drain: PODCYCLE_STREAM_CLOSE_SPREAD {} >= \
+                 PODCYCLE_DRAIN_TIMEOUT {}; the last streams told to end would be cut by the drain \
+                 deadline. Keep the spread below the drain timeout, leaving the streams' last \
+                 answer time to finish (e.g. half of it), or set it to 0s to end them all at once",
+                fmt_duration(*spread),
+                fmt_duration(*drain),
+            ),
             ConfigError::InvalidSetting {
                 setting,
                 var,
@@ -236,9 +255,9 @@ const DURATION: &str = "a duration such as 5s, 500ms or 1m30s";
 const BOUNDED_DURATION: &str = "a duration of at most 365 days, such as 5s, 500ms or 1m30s";
 const NON_ZERO_DURATION: &str = "a non-zero duration of at most 365 days, such as 5s or 500ms";
 const LABELS: &str = "comma-separated name=value pairs, each name once, with Prometheus label \
-     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/listener/http_*/__*";
+     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/http_*/__*";
 const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
-     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/http_*/__*";
+     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
 const CONNECTIONS: &str = "a positive whole number of connections, such as 1000";
 const BODY_RATE: &str = "a whole number of bytes per second, such as 240 (0: no minimum)";
@@ -261,6 +280,7 @@ impl Config {
     /// | `PODCYCLE_CHECK_INTERVAL` / `PODCYCLE_CHECK_TIMEOUT` | `5s` / `1s` |
     /// | `PODCYCLE_HEADER_READ_TIMEOUT` / `PODCYCLE_IDLE_TIMEOUT` | `30s` / `650s` |
     /// | `PODCYCLE_MAX_CONNECTION_AGE` | unset (no limit) |
+    /// | `PODCYCLE_STREAM_CLOSE_SPREAD` | half of `PODCYCLE_DRAIN_TIMEOUT`; `0s` ends every stream at once |
     /// | `PODCYCLE_CHECK_FAILURE_THRESHOLD` | `1` (failures in a row before a check counts as failed) |
     /// | `PODCYCLE_READY_DURING_DELAY` | `false` (`true` keeps `/readyz` green until the delay is over) |
     /// | `PODCYCLE_WATCHDOG_STALL` | `10s` |
@@ -358,6 +378,9 @@ impl Config {
         if let Some(d) = non_zero_duration("PODCYCLE_MAX_CONNECTION_AGE")? {
             c.max_connection_age = Some(d);
         }
+        if let Some(d) = duration("PODCYCLE_STREAM_CLOSE_SPREAD")? {
+            c.stream_close_spread = Some(d);
+        }
         if let Some(v) = get("PODCYCLE_CHECK_FAILURE_THRESHOLD") {
             c.check_failure_threshold = v
                 .trim()
@@ -444,6 +467,8 @@ impl Config {
     /// - every [metric label](Config::metric_label) has a valid Prometheus name, not one of
     ///   podcycle's own, and no name is used twice (Prometheus would reject the whole scrape);
     /// - the [connection limit](Config::max_connections), when set, is at least 1;
+    /// - the [stream close spread](Config::stream_close_spread) is shorter than the drain
+    ///   timeout (or zero);
     /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
     ///   when one is set.
     ///
@@ -501,6 +526,11 @@ impl Config {
                 "PODCYCLE_MAX_CONNECTION_AGE",
                 self.max_connection_age,
             ),
+            (
+                "stream_close_spread",
+                "PODCYCLE_STREAM_CLOSE_SPREAD",
+                self.stream_close_spread,
+            ),
         ];
         for (setting, var, d) in durations {
             let Some(d) = d else { continue };
@@ -536,6 +566,13 @@ impl Config {
                 });
             }
         }
+        let spread = self.spread_in_force();
+        if !spread.is_zero() && spread >= self.drain_timeout {
+            return Err(ConfigError::SpreadExceedsDrainTimeout {
+                spread,
+                drain: self.drain_timeout,
+            });
+        }
         if self.max_connections == Some(0) {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_connections",
@@ -558,6 +595,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The stream close spread in force: the one set, or half of the drain timeout.
+    pub(crate) fn spread_in_force(&self) -> Duration {
+        self.stream_close_spread.unwrap_or(self.drain_timeout / 2)
     }
 
     /// The longest a shutdown can take: delay + drain timeout + hook timeout (saturating at
@@ -647,6 +689,16 @@ impl Config {
         self
     }
 
+    /// The window over which [`Lifecycle::stream_drain`](crate::Lifecycle::stream_drain)
+    /// signals are spread once the listener closes (`PODCYCLE_STREAM_CLOSE_SPREAD`, default
+    /// half of the drain timeout; `0s`: every stream is told at once). Spread out, the clients
+    /// of long-lived streams and WebSockets reconnect to the remaining replicas at a bounded
+    /// rate instead of all at the same instant. Must be shorter than the drain timeout.
+    pub fn stream_close_spread(mut self, d: Duration) -> Self {
+        self.stream_close_spread = Some(d);
+        self
+    }
+
     /// How long one check may take before it counts as failed (`PODCYCLE_CHECK_TIMEOUT`).
     pub fn check_timeout(mut self, d: Duration) -> Self {
         self.check_timeout = d;
@@ -698,7 +750,7 @@ impl Config {
     /// Adds a constant label to every metric (`PODCYCLE_METRIC_LABELS=track=canary,zone=a`).
     ///
     /// The name must be a Prometheus label name, not one podcycle sets itself (`version`,
-    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `listener`, `http_*`, `__*`), and
+    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `listener`, `ended_by`, `http_*`, `__*`), and
     /// used once: [`Config::validate`] (and so [`Lifecycle::new`](crate::Lifecycle::new))
     /// refuses anything else.
     pub fn metric_label(mut self, name: &str, value: &str) -> Self {
@@ -768,6 +820,7 @@ fn valid_label_name(name: &str) -> bool {
                 | "probe"
                 | "warmup"
                 | "listener"
+                | "ended_by"
         )
 }
 
@@ -926,6 +979,42 @@ mod tests {
         }
         let c = Config::from_vars("x", &vars(&[("PODCYCLE_WARMUP_TIMEOUT", "365d")])).unwrap();
         assert_eq!(c.warmup_timeout, Some(MAX_DURATION));
+    }
+
+    #[test]
+    fn the_stream_close_spread_defaults_to_half_the_drain_and_must_fit_inside_it() {
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_DRAIN_TIMEOUT", "8s")])).unwrap();
+        assert_eq!(c.spread_in_force(), Duration::from_secs(4));
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_STREAM_CLOSE_SPREAD", "0s")])).unwrap();
+        assert_eq!(c.spread_in_force(), Duration::ZERO);
+        let err = Config::from_vars(
+            "x",
+            &vars(&[
+                ("PODCYCLE_DRAIN_TIMEOUT", "10s"),
+                ("PODCYCLE_STREAM_CLOSE_SPREAD", "10s"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::SpreadExceedsDrainTimeout {
+                spread: Duration::from_secs(10),
+                drain: Duration::from_secs(10)
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("PODCYCLE_STREAM_CLOSE_SPREAD 10s >= PODCYCLE_DRAIN_TIMEOUT 10s"),
+            "{msg}"
+        );
+        let in_code = Config::default()
+            .drain_timeout(Duration::from_secs(2))
+            .stream_close_spread(Duration::from_secs(3));
+        assert!(in_code.validate().is_err());
+        assert!(Config::default()
+            .drain_timeout(Duration::ZERO)
+            .validate()
+            .is_ok());
     }
 
     #[test]
@@ -1116,6 +1205,7 @@ mod random_values {
         "PODCYCLE_HEADER_READ_TIMEOUT",
         "PODCYCLE_IDLE_TIMEOUT",
         "PODCYCLE_MAX_CONNECTION_AGE",
+        "PODCYCLE_STREAM_CLOSE_SPREAD",
         "PODCYCLE_STOP_ACCEPTING",
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",

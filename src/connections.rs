@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
@@ -47,6 +49,44 @@ pub(crate) struct ConnState {
     /// waiting for more (set when its body read is pending, cleared when bytes arrive).
     body_bytes: AtomicU64,
     body_waiting: AtomicBool,
+    /// The upgraded connection (HTTP/1 `101 Switching Protocols`), if any: see [`Upgrade`].
+    upgrade: Upgrade,
+}
+
+/// What an upgraded connection (a WebSocket) holds while its upgraded I/O lives: the
+/// request's in-flight guard (so the drain waits for it) and what records it when it ends.
+/// The I/O's drop releases it; the drain deadline cuts it.
+#[derive(Debug, Default)]
+struct Upgrade {
+    /// Set once, when the `101` response is produced: from then on the I/O checks `cut`.
+    upgraded: AtomicBool,
+    /// Set by the drain deadline: the I/O fails its reads and writes from then on.
+    cut: AtomicBool,
+    held: Mutex<Option<UpgradeHold>>,
+    /// Notified when the hold is released or cut (the connection's task waits for it).
+    ended: Notify,
+    /// The tasks reading and writing the upgraded I/O, woken when it is cut.
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+/// The in-flight guard of an upgraded request and its measurement.
+struct UpgradeHold {
+    _guard: RequestGuard,
+    end: Option<Box<dyn UpgradeEnd>>,
+}
+
+impl std::fmt::Debug for UpgradeHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpgradeHold").finish_non_exhaustive()
+    }
+}
+
+/// Told when an upgraded connection ends by itself; dropped without a call when the drain
+/// deadline cuts it (a measurement records `drain_deadline` then).
+pub(crate) trait UpgradeEnd: Send {
+    /// The upgraded I/O was dropped: the connection ended normally.
+    fn ended(self: Box<Self>);
 }
 
 /// What the sweep last saw of a connection.
@@ -120,6 +160,7 @@ impl ConnState {
             socket: Mutex::new(None),
             body_bytes: AtomicU64::new(0),
             body_waiting: AtomicBool::new(false),
+            upgrade: Upgrade::default(),
         }
     }
 
@@ -243,6 +284,89 @@ impl ConnState {
         (now.saturating_duration_since(since) > limit).then_some(which)
     }
 
+    /// The request whose `guard` this is switched protocols (`101`): it stays in flight,
+    /// and `end` is kept, until the upgraded I/O is dropped ([`ConnState::release_upgrade`])
+    /// or cut ([`ConnState::cut_upgrade`]).
+    pub(crate) fn hold_upgrade(&self, guard: RequestGuard, end: Option<Box<dyn UpgradeEnd>>) {
+        let u = &self.upgrade;
+        *u.held.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(UpgradeHold { _guard: guard, end });
+        u.upgraded.store(true, Ordering::Release);
+    }
+
+    /// Whether a `101` response was produced on this connection.
+    #[inline]
+    pub(crate) fn is_upgraded(&self) -> bool {
+        self.upgrade.upgraded.load(Ordering::Acquire)
+    }
+
+    /// Whether the upgraded connection is still open (neither released nor cut).
+    pub(crate) fn upgrade_open(&self) -> bool {
+        self.is_upgraded()
+            && self
+                .upgrade
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+    }
+
+    /// The upgraded I/O was dropped: the request leaves flight and is recorded as completed.
+    pub(crate) fn release_upgrade(&self) {
+        if !self.is_upgraded() {
+            return;
+        }
+        let held = self
+            .upgrade
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(UpgradeHold { _guard, end }) = held {
+            if let Some(end) = end {
+                end.ended();
+            }
+            drop(_guard);
+            self.upgrade.ended.notify_one();
+        }
+    }
+
+    /// The drain deadline: the upgraded I/O fails from now on (its tasks are woken so that
+    /// they see it), the request leaves flight, its measurement is dropped unfinished.
+    /// Returns whether it was still open.
+    pub(crate) fn cut_upgrade(&self) -> bool {
+        let u = &self.upgrade;
+        u.cut.store(true, Ordering::Release);
+        u.reader.wake();
+        u.writer.wake();
+        let held = u.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        u.ended.notify_one();
+        held.is_some()
+    }
+
+    /// Waits until the upgraded connection is released or cut (returns at once if it is not
+    /// open).
+    pub(crate) async fn upgrade_ended(&self) {
+        while self.upgrade_open() {
+            self.upgrade.ended.notified().await;
+        }
+    }
+
+    /// For the upgraded I/O's reads: `true` once cut; else registers `waker` to be woken by
+    /// the cut. Never called before the upgrade.
+    #[inline]
+    pub(crate) fn upgraded_read_cut(&self, waker: &std::task::Waker) -> bool {
+        self.upgrade.reader.register(waker);
+        self.upgrade.cut.load(Ordering::Acquire)
+    }
+
+    /// As [`ConnState::upgraded_read_cut`], for writes.
+    #[inline]
+    pub(crate) fn upgraded_write_cut(&self, waker: &std::task::Waker) -> bool {
+        self.upgrade.writer.register(waker);
+        self.upgrade.cut.load(Ordering::Acquire)
+    }
+
     /// A value that changes whenever a request starts or ends or bytes are written: equal
     /// snapshots some time apart mean the connection did nothing in between.
     pub(crate) fn progress(&self) -> (u64, u64) {
@@ -254,6 +378,15 @@ impl ConnState {
 /// dropped by an aborted client.
 #[derive(Debug)]
 pub(crate) struct RequestGuard(Arc<ConnState>);
+
+impl RequestGuard {
+    /// Keeps this request in flight until its connection's upgraded I/O is dropped or cut
+    /// (see [`ConnState::hold_upgrade`]).
+    pub(crate) fn hold_upgrade(self, end: Option<Box<dyn UpgradeEnd>>) {
+        let conn = self.0.clone();
+        conn.hold_upgrade(self, end);
+    }
+}
 
 impl Drop for RequestGuard {
     #[inline]
@@ -274,6 +407,13 @@ pub(crate) struct Connections {
     pub(crate) requests_after_unready: AtomicU64,
     /// Connections the drain deadline closed with requests in flight.
     pub(crate) force_closed: AtomicU64,
+    /// Long-lived streams and upgraded connections told to end by their
+    /// [`stream_drain`](crate::Lifecycle::stream_drain) signal.
+    pub(crate) streams_signalled: AtomicU64,
+    /// Requests (streams, upgraded connections) cut by the drain deadline.
+    pub(crate) streams_cut: AtomicU64,
+    /// Slots handed out by `stream_drain` once draining started.
+    pub(crate) stream_slots: AtomicU64,
     /// Failed accepts on the application listener (out of file descriptors and the like).
     pub(crate) app_accept_errors: AcceptErrors,
     /// Failed accepts on the admin listener.
@@ -434,6 +574,17 @@ impl Connections {
             }
         }
         closed
+    }
+
+    /// Upgraded connections (WebSockets) open now.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the upgraded gauge
+    pub(crate) fn upgraded(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|c| c.upgrade_open())
+            .count()
     }
 
     /// Requests in flight over every open connection.

@@ -4,7 +4,7 @@
 // Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
 //   serve, admin
-//   metrics, shutdown, probes, watchdog, grpc_health
+//   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error
 //   config, env_check, phase, connections, panic, metrics_off, logging, until, lag
@@ -31,6 +31,7 @@ pub mod probes;
 mod serve;
 mod shutdown;
 mod state;
+mod stream_drain;
 mod until;
 mod warmup;
 mod watchdog;

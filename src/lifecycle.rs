@@ -333,6 +333,38 @@ impl Lifecycle {
         self.reached(Phase::Draining)
     }
 
+    /// Resolves when this long-lived stream (SSE, WebSocket, a long HTTP/2 response) should
+    /// end: at its own moment within `PODCYCLE_STREAM_CLOSE_SPREAD` after the listener
+    /// closes, so that the clients of many streams reconnect to other replicas at a bounded
+    /// rate instead of all at once. Call it once per stream, from any task; finish the
+    /// answer in progress, send a last event or a close frame (WebSocket 1001, going away),
+    /// then end. Streams still open at the drain deadline are cut (exit code 4).
+    ///
+    /// Streams that wait get consecutive slots spread evenly over the window (see
+    /// `Config::stream_close_spread`); with a spread of `0s` this is [`Lifecycle::draining`].
+    /// Each resolution is counted in `podcycle_streams_ended_total{ended_by="drain_signal"}`.
+    ///
+    /// ```no_run
+    /// # async fn f(lifecycle: podcycle::Lifecycle) {
+    /// let told = lifecycle.stream_drain();
+    /// tokio::select! {
+    ///     _ = told => { /* send `event: reconnect`, or close 1001 */ }
+    ///     _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Cancellation safety
+    /// Cancel safe: dropping it before draining starts costs nothing; dropped while waiting
+    /// for its slot, the slot goes unused.
+    pub fn stream_drain(&self) -> impl Future<Output = ()> + Send + 'static {
+        crate::stream_drain::signal(
+            self.inner.state.clone(),
+            self.inner.connections.clone(),
+            self.inner.config.spread_in_force(),
+        )
+    }
+
     /// `stream`'s items until the drain starts ([`Lifecycle::draining`]), then its end: for
     /// server-sent events, WebSocket feeds and other long responses, so the drain does not
     /// wait for them. See [`until`](crate::until) to send a last event.

@@ -51,6 +51,21 @@ pub(crate) fn at_response<B, E>(_: Option<Timer>, _: &Result<Response<B>, E>) ->
     None
 }
 
+/// No timer, no upgrade timer.
+#[derive(Debug)]
+pub(crate) enum UpgradeTimer {}
+
+impl UpgradeTimer {
+    pub(crate) fn ended(self) {
+        match self {}
+    }
+}
+
+#[inline]
+pub(crate) fn at_upgrade(_: Option<Timer>) -> Option<UpgradeTimer> {
+    None
+}
+
 pin_project! {
     /// The response body as it is.
     #[derive(Debug)]

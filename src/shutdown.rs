@@ -216,6 +216,7 @@ pub(crate) async fn delay_and_drain(
 
     let drain_started = Instant::now();
     enter_phase(state, connections, Phase::Draining);
+    let _ = state.draining_since.set(tokio::time::Instant::now());
     signals.delay_over.cancel();
     connection_tasks.close();
     let drained = tokio::time::timeout(drain_timeout, connection_tasks.wait())

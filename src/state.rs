@@ -2,7 +2,7 @@
 //! and its named signals. Nothing here is global: each lifecycle has its own.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -86,6 +86,9 @@ pub(crate) struct State {
     reason: Mutex<Option<ShutdownReason>>,
     step_nanos: [AtomicU64; 3],
     pub(crate) signals: LifecycleSignals,
+    /// When the propagation delay ended (set just before `delay_over` fires): the start of
+    /// the stream close spread.
+    pub(crate) draining_since: OnceLock<tokio::time::Instant>,
 }
 
 impl Default for State {
@@ -97,6 +100,7 @@ impl Default for State {
             reason: Mutex::new(None),
             step_nanos: Default::default(),
             signals: LifecycleSignals::default(),
+            draining_since: OnceLock::new(),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! - `podcycle_build_info`, `podcycle_phase`, `podcycle_ready`, `podcycle_warmup_duration_seconds`,
 //!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`,
 //!   `podcycle_connections_force_closed_total`, `podcycle_accept_errors_total`,
-//!   `podcycle_check_status`.
+//!   `podcycle_check_status`, `podcycle_upgraded_connections`, `podcycle_streams_ended_total`.
 //! - Process metrics under their standard names (`process_cpu_seconds_total`,
 //!   `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
 //!   `process_max_fds`, `process_threads`, `process_start_time_seconds`), read from `/proc`
@@ -72,7 +72,9 @@ pub use self::recorder::DEFAULT_BUCKETS;
 pub use self::routes::UNMATCHED_ROUTE;
 
 pub(crate) use self::recorder::HttpMetrics;
-pub(crate) use self::recording::{at_panic, at_response, poll_naming_route, RecordingBody};
+pub(crate) use self::recording::{
+    at_panic, at_response, at_upgrade, poll_naming_route, RecordingBody, UpgradeTimer,
+};
 pub(crate) use self::timer::Timer;
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
@@ -131,6 +133,8 @@ struct LifecycleGauges {
     force_closed: IntCounter,
     accept_errors: prometheus::IntCounterVec,
     checks: IntGaugeVec,
+    upgraded: IntGauge,
+    streams_ended: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -202,6 +206,23 @@ impl Metrics {
             accept_errors.with_label_values(&[listener]);
         }
         registry.register(Box::new(checks.clone()))?;
+        let upgraded = IntGauge::new(
+            schema::UPGRADED_CONNECTIONS,
+            "Upgraded connections (WebSockets) open now.",
+        )?;
+        let streams_ended = prometheus::IntCounterVec::new(
+            Opts::new(
+                schema::STREAMS_ENDED,
+                "Long-lived streams and upgraded connections the drain ended: by their \
+                 staggered drain signal, or cut by the drain deadline.",
+            ),
+            &[schema::ENDED_BY],
+        )?;
+        registry.register(Box::new(upgraded.clone()))?;
+        registry.register(Box::new(streams_ended.clone()))?;
+        for by in [schema::ENDED_BY_SIGNAL, schema::ENDED_BY_DEADLINE] {
+            streams_ended.with_label_values(&[by]);
+        }
         registry.register(Box::new(process::ProcessCollector::new()))?;
         registry.register(Box::new(runtime::RuntimeCollector::new(
             sources.runtime.clone(),
@@ -230,6 +251,8 @@ impl Metrics {
                 force_closed,
                 accept_errors,
                 checks,
+                upgraded,
+                streams_ended,
             }),
             sources,
         })
@@ -375,6 +398,15 @@ impl Metrics {
         ] {
             let counter = g.accept_errors.with_label_values(&[listener]);
             counter.inc_by(errors.total().saturating_sub(counter.get()));
+        }
+        g.upgraded
+            .set(i64::try_from(connections.upgraded()).unwrap_or(i64::MAX));
+        for (by, count) in [
+            (schema::ENDED_BY_SIGNAL, &connections.streams_signalled),
+            (schema::ENDED_BY_DEADLINE, &connections.streams_cut),
+        ] {
+            let counter = g.streams_ended.with_label_values(&[by]);
+            counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));
         }
         for c in health.checks.all() {
             g.checks

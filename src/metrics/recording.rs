@@ -103,6 +103,29 @@ pub(crate) fn at_response<B: Body, E>(
     }
 }
 
+/// The measurement of an upgraded connection (a `101 Switching Protocols` response, e.g. a
+/// WebSocket): recorded with status 101 when the upgraded connection ends
+/// ([`UpgradeTimer::ended`]), or, dropped unfinished by the drain deadline, with
+/// `error_type="drain_deadline"`.
+#[derive(Debug)]
+pub(crate) struct UpgradeTimer(Timer);
+
+/// The response future's part for a `101` response: the timer, kept until the upgraded
+/// connection ends (instead of [`at_response`], which would record it now).
+#[inline]
+pub(crate) fn at_upgrade(timer: Option<Timer>) -> Option<UpgradeTimer> {
+    let mut timer = timer?;
+    timer.status = 101;
+    Some(UpgradeTimer(timer))
+}
+
+impl UpgradeTimer {
+    /// Records the upgraded connection as completed.
+    pub(crate) fn ended(self) {
+        self.0.record(Incomplete::No);
+    }
+}
+
 pin_project! {
     /// A response body that keeps its request measured until it ends: recorded after the last
     /// frame, on a body error (`body_error`), or, dropped before either, as aborted.

@@ -45,6 +45,12 @@ pub const SHUTDOWN_STEP_DURATION: &str = "podcycle_shutdown_step_duration_second
 pub const REQUESTS_AFTER_UNREADY: &str = "podcycle_requests_after_unready_total";
 /// Connections closed by the drain deadline with requests in flight.
 pub const CONNECTIONS_FORCE_CLOSED: &str = "podcycle_connections_force_closed_total";
+/// Gauge: upgraded connections (WebSockets: `101 Switching Protocols`) open now.
+pub const UPGRADED_CONNECTIONS: &str = "podcycle_upgraded_connections";
+/// Counter, label [`ENDED_BY`]: long-lived streams and upgraded connections the drain ended,
+/// by their staggered drain signal ([`ENDED_BY_SIGNAL`]) or cut by the drain deadline
+/// ([`ENDED_BY_DEADLINE`]).
+pub const STREAMS_ENDED: &str = "podcycle_streams_ended_total";
 /// Counter, label [`LISTENER`]: failed accepts (out of file descriptors and the like).
 pub const ACCEPT_ERRORS: &str = "podcycle_accept_errors_total";
 /// 1 when a check (labels [`CHECK`], [`PROBE`]) passes, 0 when it fails.
@@ -115,8 +121,14 @@ pub const CHECK: &str = "check";
 pub const PROBE: &str = "probe";
 /// Which listener, `app` or `admin` ([`ACCEPT_ERRORS`]).
 pub const LISTENER: &str = "listener";
+/// How the drain ended a stream ([`STREAMS_ENDED`]).
+pub const ENDED_BY: &str = "ended_by";
 
 // ---- Label values ----
 
 /// The [`HTTP_ROUTE`] of requests no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// [`ENDED_BY`]: a `Lifecycle::stream_drain` signal resolved (the stream should end politely).
+pub const ENDED_BY_SIGNAL: &str = "drain_signal";
+/// [`ENDED_BY`]: the drain deadline cut the stream or upgraded connection.
+pub const ENDED_BY_DEADLINE: &str = "drain_deadline";

@@ -1,6 +1,11 @@
 //! The connection's socket as hyper sees it: the TCP stream, with read and write progress
 //! noted in the connection's [`ConnState`], handed back to the connection's task when hyper
 //! drops it so that the close can linger.
+//!
+//! After a `101 Switching Protocols` the socket outlives hyper's connection: hyper hands it to
+//! the application (a WebSocket) inside its `Upgraded`. Its drop then ends the upgraded
+//! request ([`ConnState::release_upgrade`]) and closes it, and the drain deadline makes its
+//! reads and writes fail ([`ConnState::cut_upgrade`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,8 +42,22 @@ impl ProgressIo {
     }
 }
 
+/// The error of an upgraded connection's reads and writes once the drain deadline cut it.
+fn cut() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the drain deadline (PODCYCLE_DRAIN_TIMEOUT) closed this upgraded connection",
+    )
+}
+
 impl Drop for ProgressIo {
     fn drop(&mut self) {
+        if self.conn.is_upgraded() {
+            // The application's upgraded connection ended: closed here, not lingered (the
+            // protocol on it is the application's).
+            self.conn.release_upgrade();
+            return;
+        }
         if let Some(socket) = self.inner.take() {
             self.conn.keep_socket(socket);
         }
@@ -53,6 +72,9 @@ impl AsyncRead for ProgressIo {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.conn.is_upgraded() && this.conn.upgraded_read_cut(cx.waker()) {
+            return Poll::Ready(Err(cut()));
+        }
         let before = buf.filled().len();
         let read = ready!(this.socket().poll_read(cx, buf));
         if buf.filled().len() > before {
@@ -70,6 +92,9 @@ impl AsyncWrite for ProgressIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.conn.is_upgraded() && this.conn.upgraded_write_cut(cx.waker()) {
+            return Poll::Ready(Err(cut()));
+        }
         let written = ready!(this.socket().poll_write(cx, buf));
         this.conn.wrote();
         Poll::Ready(written)
@@ -82,6 +107,9 @@ impl AsyncWrite for ProgressIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.conn.is_upgraded() && this.conn.upgraded_write_cut(cx.waker()) {
+            return Poll::Ready(Err(cut()));
+        }
         let written = ready!(this.socket().poll_write_vectored(cx, bufs));
         this.conn.wrote();
         Poll::Ready(written)
@@ -94,7 +122,11 @@ impl AsyncWrite for ProgressIo {
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.get_mut().socket().poll_flush(cx)
+        let this = self.get_mut();
+        if this.conn.is_upgraded() && this.conn.upgraded_write_cut(cx.waker()) {
+            return Poll::Ready(Err(cut()));
+        }
+        this.socket().poll_flush(cx)
     }
 
     #[inline]

@@ -269,6 +269,22 @@ async fn serve_connection<S, B>(
         .connections
         .open(shared.state.signals.delay_over.child_token());
     let closed = serve_until_closed(&shared, &conn_state, builder, stream, service, metrics).await;
+    // hyper's connection is gone; after a `101` the socket lives on in the application's
+    // hands (a WebSocket). The connection stays registered, its request in flight, until
+    // the application drops it or the drain deadline cuts it.
+    if conn_state.is_upgraded() {
+        tokio::select! {
+            _ = conn_state.upgrade_ended() => {}
+            _ = shared.state.signals.drain_deadline.cancelled() => {
+                if conn_state.cut_upgrade() {
+                    shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
+                    shared.connections.streams_cut.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("drain deadline: upgraded connection (WebSocket) cut");
+                }
+            }
+        }
+        return;
+    }
     // hyper dropped the socket by now (unless the connection was upgraded): it is back here.
     if let (Closed::Politely, Some(socket)) = (closed, conn_state.take_socket()) {
         linger(socket, &shared.state.signals.drain_deadline).await;
@@ -390,6 +406,7 @@ where
                 let in_flight = conn_state.in_flight();
                 if in_flight > 0 {
                     shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
+                    shared.connections.streams_cut.fetch_add(in_flight, Ordering::Relaxed);
                     tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
                 }
                 return Closed::Abruptly;

@@ -26,13 +26,17 @@ use tower::{Service, ServiceExt};
 use super::request_body::{app_body, AppBody};
 use super::ServeContext;
 use crate::config::StopAccepting;
-use crate::connections::{ConnState, RequestGuard};
+use crate::connections::{ConnState, RequestGuard, UpgradeEnd};
 use crate::error::BoxError;
 #[cfg(feature = "metrics")]
-use crate::metrics::{at_panic, at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer};
+use crate::metrics::{
+    at_panic, at_response, at_upgrade, poll_naming_route, HttpMetrics, RecordingBody, Timer,
+    UpgradeTimer,
+};
 #[cfg(not(feature = "metrics"))]
 use crate::metrics_off::{
-    at_panic, at_response, poll_naming_route, HttpMetrics, RecordingBody, Timer,
+    at_panic, at_response, at_upgrade, poll_naming_route, HttpMetrics, RecordingBody, Timer,
+    UpgradeTimer,
 };
 use crate::phase::Phase;
 
@@ -180,10 +184,20 @@ where
                 )));
             }
         };
-        let close = *this.close;
-        let guard = this.guard.take();
-        // Recorded now if the request failed or sends no body; else when its body ends.
-        let timer = at_response(this.timer.take(), &res);
+        let mut close = *this.close;
+        let mut guard = this.guard.take();
+        let timer = if matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
+            && this.request.http1
+        {
+            // An upgrade (a WebSocket): in flight, and measured, until the upgraded I/O is
+            // dropped; never `Connection: close` (it would replace `Connection: upgrade`).
+            close = false;
+            hold_upgrade(guard.take(), at_upgrade(this.timer.take()));
+            None
+        } else {
+            // Recorded now if the request failed or sends no body; else when its body ends.
+            at_response(this.timer.take(), &res)
+        };
         Poll::Ready(res.map(|res| {
             let mut res = res.map(|body| TrackedBody {
                 inner: Some(RecordingBody::new(body, timer)),
@@ -196,6 +210,23 @@ where
             }
             res
         }))
+    }
+}
+
+/// Keeps the in-flight guard and the measurement of a request answered `101` on its
+/// connection until the upgraded I/O is dropped or cut.
+#[cold]
+#[inline(never)]
+fn hold_upgrade(guard: Option<RequestGuard>, timer: Option<UpgradeTimer>) {
+    if let Some(guard) = guard {
+        let end = timer.map(|t| Box::new(t) as Box<dyn UpgradeEnd>);
+        guard.hold_upgrade(end);
+    }
+}
+
+impl UpgradeEnd for UpgradeTimer {
+    fn ended(self: Box<Self>) {
+        UpgradeTimer::ended(*self);
     }
 }
 

@@ -1,6 +1,6 @@
 //! A customer-support chatbot on podcycle: it loads and indexes a knowledge base and a
 //! (simulated) model as warm-ups, answers from BM25 retrieval with cited sources, streams
-//! answers as server-sent events that end cleanly when the pod drains, and records
+//! answers as server-sent events and over a WebSocket that end cleanly when the pod drains, and records
 //! version-labelled metrics.
 //!
 //! ```no_run
@@ -21,7 +21,12 @@
 //! curl -s localhost:8080/v1/chat -H 'content-type: application/json' \
 //!      -d '{"question":"How do I size terminationGracePeriodSeconds?"}'
 //! curl -sN 'localhost:8080/v1/chat/stream?question=what+does+exit+code+4+mean'
+//! websocat ws://localhost:8080/v1/chat/ws   # a WebSocket: one text message per question
 //! ```
+//!
+//! Streams (SSE and the WebSocket) end at their own moment of podcycle's staggered drain
+//! signal (`Lifecycle::stream_drain`): SSE with `event: reconnect`, the WebSocket, once the
+//! answer in progress is finished, with close 1001.
 //!
 //! Environment (besides podcycle's `PODCYCLE_*` and `APP_VERSION`):
 //! `CHATBOT_WARMUP_DELAY` (2s), `CHATBOT_KNOWLEDGE_DIR` (built-in articles when unset),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::retrieval::{self, Answer, Index};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -366,16 +367,151 @@ async fn chat_stream(
         tokens,
         done,
         state.settings.token_delay,
-        match &state.lifecycle {
-            Some(l) => Box::pin(l.draining()),
-            None => Box::pin(std::future::pending()),
-        },
+        drain_signal(&state),
     ))
     .keep_alive(KeepAlive::default()))
 }
 
-/// The answer token by token, then `event: done` with the sources; if the pod starts draining
-/// first, a last `event: reconnect` so the client asks again elsewhere.
+/// This stream's own drain signal: staggered over `PODCYCLE_STREAM_CLOSE_SPREAD` after the
+/// listener closes, so that the clients of many streams do not all reconnect at once. The
+/// baselines have none.
+fn drain_signal(
+    state: &AppState,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    match &state.lifecycle {
+        Some(l) => Box::pin(l.stream_drain()),
+        None => Box::pin(std::future::pending()),
+    }
+}
+
+/// `GET /v1/chat/ws`: a WebSocket session. Each text message is a question; the answer comes
+/// back as `{"type":"token","text":...}` messages, then `{"type":"done","sources":[...]}`.
+/// When this session's drain signal comes, the answer in progress is finished, then the
+/// socket is closed with 1001 (going away): the client reconnects, to another replica.
+async fn chat_ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let max = state.settings.max_body_bytes;
+    let told = drain_signal(&state);
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|error| tracing::warn!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| ws_session(socket, state, told))
+}
+
+/// Why a session ends with a close frame of ours.
+const DRAINING: &str = "server draining: reconnect to continue";
+
+async fn ws_session(
+    mut socket: WebSocket,
+    state: AppState,
+    mut told: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = told.as_mut() => {
+                close(socket, close_code::AWAY, DRAINING).await;
+                return;
+            }
+            msg = socket.recv() => msg,
+        };
+        let (code, why) = match msg {
+            // The client closed (tungstenite answers its close frame) or went away.
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(question))) => {
+                // Not interrupted by the drain signal: the answer in progress is finished.
+                if ws_answer(&mut socket, &state, question.as_str())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("websocket client went away during an answer");
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(Message::Binary(_))) => (
+                close_code::UNSUPPORTED,
+                "binary messages are not supported: send each question as a text message",
+            ),
+            Some(Err(error)) => {
+                let (code, why) = read_error_close(error.into_inner());
+                (code, why)
+            }
+        };
+        tracing::warn!(
+            code,
+            reason = why,
+            "closing a websocket session on bad input"
+        );
+        close(socket, code, why).await;
+        return;
+    }
+}
+
+/// The close code and reason for a failed read: 1009 for a message over the size limit,
+/// 1007 for a text message that is not UTF-8, 1002 for any other protocol error.
+fn read_error_close(error: axum::BoxError) -> (u16, &'static str) {
+    match error.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => (
+            close_code::SIZE,
+            "message too large: see CHATBOT_MAX_BODY_BYTES",
+        ),
+        Some(tungstenite::Error::Utf8(_)) => {
+            (close_code::INVALID, "text message is not valid UTF-8")
+        }
+        _ => (close_code::PROTOCOL, "websocket protocol error"),
+    }
+}
+
+/// Sends a close frame and waits, briefly, for the client's; then drops the socket.
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
+}
+
+/// Streams the answer to `question` on `socket`; a bad question gets an error message and
+/// the session goes on. `Err` when the client is gone.
+async fn ws_answer(socket: &mut WebSocket, state: &AppState, question: &str) -> Result<(), ()> {
+    let send = |value: serde_json::Value| Message::Text(value.to_string().into());
+    let answer = match state
+        .validate(question)
+        .and_then(|q| Ok(state.index()?.answer(&q, 3)))
+    {
+        Ok(answer) => answer,
+        Err(ApiError(status, error)) => {
+            let msg =
+                serde_json::json!({"type": "error", "error": error, "status": status.as_u16()});
+            return socket.send(send(msg)).await.map_err(drop);
+        }
+    };
+    state.count(&answer);
+    for (i, token) in answer.text.split_inclusive(' ').enumerate() {
+        if i > 0 && !state.settings.token_delay.is_zero() {
+            tokio::time::sleep(state.settings.token_delay).await;
+        }
+        let msg = serde_json::json!({"type": "token", "text": token});
+        socket.send(send(msg)).await.map_err(drop)?;
+    }
+    let done = serde_json::json!({
+        "type": "done",
+        "sources": sources(&answer),
+        "version": state.version,
+    });
+    socket.send(send(done)).await.map_err(drop)
+}
+
+/// The answer token by token, then `event: done` with the sources; if this stream's drain
+/// signal comes first, a last `event: reconnect` so the client asks again elsewhere.
 fn token_stream(
     tokens: Vec<String>,
     done: String,
@@ -424,7 +560,7 @@ async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
-            "no route for {method} {}; try POST /v1/chat or GET /v1/chat/stream?question=...",
+            "no route for {method} {}; try POST /v1/chat, GET /v1/chat/stream?question=... or a WebSocket on GET /v1/chat/ws",
             uri.path()
         ),
     )
@@ -514,6 +650,7 @@ fn router(state: AppState) -> Router {
             "/v1/chat/stream",
             get(chat_stream).fallback(method_not_allowed),
         )
+        .route("/v1/chat/ws", get(chat_ws).fallback(method_not_allowed))
         .route_service(crate::grpc::ROUTE, grpc)
         .fallback(not_found)
         .with_state(state)

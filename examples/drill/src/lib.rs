@@ -27,6 +27,7 @@ pub mod load;
 pub mod replicas;
 pub mod report;
 pub mod rollout;
+pub mod websockets;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -125,6 +126,13 @@ pub struct Options {
     pub connections: usize,
     /// Every n-th request is an SSE stream (0: none).
     pub stream_every: u64,
+    /// Long-lived WebSocket sessions alongside the requests (0: none).
+    pub websockets: usize,
+    /// How often each WebSocket session asks a question.
+    pub ws_every: Duration,
+    /// `PODCYCLE_STREAM_CLOSE_SPREAD` of the replicas (`None`: podcycle's default, half the
+    /// drain timeout; zero: every stream told at once).
+    pub stream_close_spread: Option<Duration>,
     /// Steady load before the rollout starts.
     pub before: Duration,
     /// Steady load after the rollout ends.
@@ -164,6 +172,9 @@ impl Options {
             rate: 2000.0,
             connections: 16,
             stream_every: 64,
+            websockets: 0,
+            ws_every: Duration::from_millis(300),
+            stream_close_spread: None,
             before: Duration::from_secs(5),
             after: Duration::from_secs(5),
             canary_hold: Duration::from_secs(5),

@@ -195,6 +195,8 @@ pub struct LoadStats {
     pub max_dispatch_lag: f64,
     /// Requests still unfinished when the bounded final wait ended (counted as timeouts).
     pub abandoned: u64,
+    /// The long-lived WebSocket sessions alongside the requests.
+    pub websockets: crate::websockets::WsStats,
 }
 
 /// A running load; [`Load::stop`] ends it and returns every sample.
@@ -476,6 +478,7 @@ async fn schedule(
         max_in_flight: max_in_flight.load(Ordering::Relaxed),
         max_dispatch_lag: max_lag,
         abandoned,
+        websockets: Default::default(),
     };
     (samples, stats)
 }

@@ -32,6 +32,10 @@ USAGE: cargo run --release -p drill -- [OPTIONS]
   --rate R            requests per second for the whole drill (default 2000)
   --connections N     keep-alive connections in the load generator's pool (default 16)
   --stream-every N    every N-th request is an SSE stream (default 64; 0 = none)
+  --websockets N      long-lived WebSocket sessions alongside the load (default 0)
+  --ws-every D        each session asks a question this often (default 300ms)
+  --stream-close-spread D  PODCYCLE_STREAM_CLOSE_SPREAD of the replicas (default: podcycle's,
+                      half the drain timeout; 0s = every stream told at once)
   --before D          steady load before the rollout (default 5s)
   --after D           steady load after the rollout (default 5s)
   --canary-hold D     canary at its small weight before promotion (default 5s)
@@ -103,6 +107,9 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
             }
             "--connections" => b.connections = num()?.clamp(1, 1024) as usize,
             "--stream-every" => b.stream_every = num()?,
+            "--websockets" => b.websockets = num()?.min(10_000) as usize,
+            "--ws-every" => b.ws_every = dur()?,
+            "--stream-close-spread" => b.stream_close_spread = Some(dur()?),
             "--before" => b.before = dur()?,
             "--after" => b.after = dur()?,
             "--canary-hold" => b.canary_hold = dur()?,

@@ -38,6 +38,8 @@ pub struct ReplicaEnv {
     pub drain_timeout: Duration,
     /// `CHATBOT_TOKEN_DELAY`.
     pub token_delay: Duration,
+    /// `PODCYCLE_STREAM_CLOSE_SPREAD`, when set.
+    pub stream_close_spread: Option<Duration>,
 }
 
 /// What happened to one replica, times in seconds on the drill's clock.
@@ -149,6 +151,7 @@ impl Replica {
             .env("PODCYCLE_SHUTDOWN_DELAY", human(env.shutdown_delay))
             .env("PODCYCLE_DRAIN_TIMEOUT", human(env.drain_timeout))
             .env_remove("PODCYCLE_GRACE_PERIOD")
+            .env_remove("PODCYCLE_STREAM_CLOSE_SPREAD")
             .env_remove("CHATBOT_FAULT_ERROR_RATE")
             .env_remove("CHATBOT_FAULT_LATENCY")
             .env("RUST_LOG", "info")
@@ -156,6 +159,10 @@ impl Replica {
             .stdout(out)
             .stderr(err)
             .kill_on_drop(true)
+            .envs(
+                env.stream_close_spread
+                    .map(|d| ("PODCYCLE_STREAM_CLOSE_SPREAD", human(d))),
+            )
             .spawn()
             .map_err(|e| format!("starting replica {name}: {e}"))?;
         Ok(Replica {

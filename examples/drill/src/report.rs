@@ -132,6 +132,10 @@ pub struct Settings {
     pub warmup_delay_ms: u128,
     /// `CHATBOT_TOKEN_DELAY` of the replicas.
     pub token_delay_ms: u128,
+    /// Long-lived WebSocket sessions alongside the load.
+    pub websockets: usize,
+    /// `PODCYCLE_STREAM_CLOSE_SPREAD` of the replicas, when set.
+    pub stream_close_spread_ms: Option<u128>,
 }
 
 /// Latency percentiles of successful `POST /v1/chat` requests, milliseconds, measured from
@@ -474,6 +478,8 @@ pub fn build(
             drain_timeout_ms: opts.drain_timeout.as_millis(),
             warmup_delay_ms: opts.warmup_delay.as_millis(),
             token_delay_ms: opts.token_delay.as_millis(),
+            websockets: opts.websockets,
+            stream_close_spread_ms: opts.stream_close_spread.map(|d| d.as_millis()),
         },
         windows,
         requests,
@@ -714,6 +720,23 @@ pub fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
                     "{} / {}",
                     sum(m, &|r| r.streams.truncated),
                     sum(m, &|r| r.streams.reconnect)
+                )
+            })
+            .collect(),
+    ));
+    rows.push((
+        "websockets: 1001 / abnormal / peak reconnects per 100 ms".into(),
+        modes
+            .iter()
+            .map(|m| {
+                let peak = of(m)
+                    .map(|r| r.generator.websockets.peak_reconnects_per_100ms)
+                    .max()
+                    .unwrap_or(0);
+                format!(
+                    "{} / {} / {peak}",
+                    sum(m, &|r| r.generator.websockets.closed_going_away),
+                    sum(m, &|r| r.generator.websockets.failures()),
                 )
             })
             .collect(),

@@ -11,6 +11,7 @@ use super::haproxy::{self, Haproxy, HaproxyConfig, Slot};
 use super::load::{Load, LoadConfig};
 use super::replicas::{free_port, Replica, ReplicaEnv, ReplicaRecord};
 use super::report::{self, RunReport, Windows};
+use super::websockets::WsLoad;
 use super::{Clock, Events, Options, Strategy, VERSION_A, VERSION_B};
 
 /// Bound on a replica becoming ready (process start, warm-up).
@@ -52,6 +53,7 @@ pub async fn run(opts: &Options) -> Result<RunReport, String> {
             shutdown_delay: opts.shutdown_delay,
             drain_timeout: opts.drain_timeout,
             token_delay: opts.token_delay,
+            stream_close_spread: opts.stream_close_spread,
         },
     };
     let result = drive(&fleet, &haproxy, &events, clock).await;
@@ -119,6 +121,7 @@ async fn drive(
         },
         clock.0,
     );
+    let websockets = WsLoad::start(haproxy.addr, opts.websockets, opts.ws_every, clock.0);
     let load_start = events.push("load-start", "", format!("{} req/s", opts.rate));
     tokio::time::sleep(opts.before).await;
     let rollout_start = events.push("rollout-start", "", opts.strategy.name().to_owned());
@@ -130,7 +133,8 @@ async fn drive(
     let rollout_end = events.push("rollout-end", "", String::new());
     tokio::time::sleep(opts.after).await;
     let load_stop = events.push("load-stop", "", String::new());
-    let (samples, stats) = load.stop().await?;
+    let (samples, mut stats) = load.stop().await?;
+    stats.websockets = websockets.stop().await;
 
     // Version B is stopped too, after the load, so every replica's exit is known.
     let cleaned = join_all(new.into_iter().map(|mut r| {

@@ -54,6 +54,8 @@ fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy, attempt: usize) 
         rate: 400.0,
         connections: 8,
         stream_every: 25,
+        websockets: 16,
+        stream_close_spread: Some(Duration::from_secs(1)),
         before: Duration::from_secs(2),
         after: Duration::from_secs(2),
         ..Options::new(replica, haproxy, dir)
@@ -161,6 +163,23 @@ fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String
         report.streams.done,
         report.streams.reconnect,
         report.streams.total
+    );
+
+    // WebSocket sessions: every one ended by a draining replica got close 1001 and
+    // reconnected; none ended abnormally.
+    let ws = &report.generator.websockets;
+    ensure!(
+        ws.failures() == 0,
+        "websockets: {} abnormal ends, {} failed connects: {:?}",
+        ws.abnormal,
+        ws.connect_failures,
+        ws.errors
+    );
+    ensure!(
+        ws.closed_going_away > 0 && ws.sessions > opts.websockets as u64,
+        "websockets: {} sessions, {} closed with 1001",
+        ws.sessions,
+        ws.closed_going_away
     );
 
     // Every replica exited 0, after its delay and well before its drain timeout.

@@ -211,6 +211,9 @@ fn a_mistyped_variable_is_named_with_the_closest_known_one() {
             && line.contains("variable=PODCYCLE_DRAIN_TIMOUT"),
         "{line}"
     );
+    // SIGTERM only once the signal handler is surely installed (it is before the listener
+    // binds): sent earlier, the default action kills the process.
+    child.wait_line("application listener bound", SOON);
     child.signal("TERM");
     let (status, _) = child.wait_exit(SOON);
     assert_eq!(code(status), 0);

@@ -25,9 +25,10 @@ pub(crate) struct Timer {
     method: u8,
     pub(crate) route: u32,
     pub(crate) status: u16,
-    /// A gRPC request's path and status (feature `grpc`).
+    /// A gRPC request's path and status (feature `grpc`). Boxed: an HTTP request carries
+    /// one word for it, not the call, through every move of its future and body.
     #[cfg(feature = "grpc")]
-    pub(crate) grpc: Option<super::grpc::GrpcCall>,
+    pub(crate) grpc: Option<Box<super::grpc::GrpcCall>>,
 }
 
 impl Timer {
@@ -53,7 +54,7 @@ impl Timer {
         let mut this = self;
         #[cfg(feature = "grpc")]
         {
-            this.grpc = super::grpc::GrpcCall::of(req);
+            this.grpc = super::grpc::GrpcCall::of(req).map(Box::new);
             this
         }
         #[cfg(not(feature = "grpc"))]

@@ -7,10 +7,13 @@
 #   benches/instructions.sh                       # bare podcycle podcycle-noop-layer axum-noop-layer
 #   benches/instructions.sh bare podcycle         # any of the load bench's server kinds
 #   LOAD_BIN=path/to/load-<hash> benches/instructions.sh bare podcycle   # a binary built before
+#   benches/instructions.sh tonic-bare tonic-podcycle    # gRPC: per call, "vs" tonic-bare
 #
 # Each server runs under callgrind; its counters are zeroed once it is ready and dumped right
 # after wrk (-t1 -c1: one request per wake-up, so batching cannot vary) has run for 3 s, so
-# start-up (the clock calibration, the first requests' caches) is left out. Needs valgrind and
+# start-up (the clock calibration, the first requests' caches) is left out. The gRPC kinds
+# (tonic-*) are loaded by the bench's own gRPC client (`--load-client ADDR 16 SECS grpc`: 16
+# unary Health/Check calls in flight over 4 HTTP/2 connections) instead of wrk. Needs valgrind and
 # wrk (`apt-get install -y valgrind wrk`); loopback only, every run bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,15 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# drive KIND ADDR SECONDS -> requests completed
+drive() {
+    if [[ $1 == tonic* ]]; then
+        "$bin" --load-client "$2" 16 "$3" grpc | awk '/^DONE/{print $2}'
+    else
+        wrk -t1 -c16 -d"$3"s --timeout 5s "http://$2/hello/world" | awk '/requests in/{print $1}'
+    fi
+}
+
 # run KIND -> "requests instructions"
 run() {
     local kind=$1 out="$work/$1"
@@ -41,14 +53,14 @@ run() {
     local addr
     addr=$(awk '/READY/{print $2}' "$out.stdout")
     [ -n "$addr" ] || { echo "instructions.sh: $kind did not start" >&2; kill "$pid"; exit 1; }
-    wrk -t1 -c16 -d1s "http://$addr/hello/world" >/dev/null # warm caches and routes
+    drive "$kind" "$addr" 1 >/dev/null # warm caches and routes
     callgrind_control -z "$pid" >/dev/null
-    wrk -t1 -c16 -d3s --timeout 5s "http://$addr/hello/world" >"$out.wrk"
+    drive "$kind" "$addr" 3 >"$out.requests"
     callgrind_control -d "$pid" >/dev/null
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     local requests total
-    requests=$(awk '/requests in/{print $1}' "$out.wrk")
+    requests=$(cat "$out.requests")
     total=$(awk '/^summary:/{print $2; exit}' "$out.cg".1)
     echo "$requests $total"
 }
@@ -58,7 +70,7 @@ bare=""
 for kind in "${kinds[@]}"; do
     read -r requests total < <(run "$kind")
     per=$(( total / requests ))
-    [ "$kind" = bare ] && bare=$per
+    [ "$kind" = bare ] || [ "$kind" = tonic-bare ] && bare=$per
     ratio=$([ -n "$bare" ] && awk -v a="$per" -v b="$bare" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}' || echo -)
     printf '| %s | %s | %s |\n' "$kind" "$per" "$ratio"
 done

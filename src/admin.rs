@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 #[cfg(feature = "metrics")]
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -171,15 +171,20 @@ async fn handle_signals(shared: Arc<Admin>, mut signals: Signals) {
 /// closed (HTTP/1): a slow or silent client cannot hold one of the few admin connections.
 pub(crate) const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an admin connection may stay open without a request before it is closed.
+/// How long an admin connection may stay open without a request, and with none in flight
+/// (an open `Watch` stream is in flight), before it is closed.
+#[cfg(not(test))]
 pub(crate) const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Short in unit tests, so that a test can outlast it.
+#[cfg(test)]
+pub(crate) const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How long a closing admin connection may take to finish before it is dropped.
 const ADMIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves probes and `/metrics`: at most [`ADMIN_MAX_CONNECTIONS`] connections at once
 /// (further ones wait in the backlog), each closed after [`ADMIN_HEADER_READ_TIMEOUT`] without
-/// complete headers or [`ADMIN_IDLE_TIMEOUT`] without a request.
+/// complete headers or [`ADMIN_IDLE_TIMEOUT`] without a request and with none in flight.
 async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc: Grpc) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -212,12 +217,26 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc
         let grpc = grpc.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            // Requests started on this connection: unchanged for a whole idle timeout, idle.
+            // Requests started on this connection: unchanged for a whole idle timeout, with
+            // none in flight (a response whose body is still being sent: a `Watch`), idle.
             let requests = Arc::new(AtomicU64::new(0));
+            let in_flight = Arc::new(AtomicU64::new(0));
             let counted = requests.clone();
+            let open = in_flight.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 counted.fetch_add(1, Ordering::Relaxed);
-                respond(&shared, &grpc, req)
+                let guard = InFlight::new(&open);
+                let res = respond(&shared, &grpc, req);
+                async move {
+                    let res = res.await?;
+                    // The guard lives as long as the body: until its last frame is sent.
+                    Ok::<_, Infallible>(res.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _ = &guard;
+                            frame
+                        })
+                    }))
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
@@ -226,7 +245,9 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc
                 tokio::select! {
                     _ = conn.as_mut() => return,
                     _ = tokio::time::sleep(ADMIN_IDLE_TIMEOUT) => {
-                        if requests.load(Ordering::Relaxed) == before {
+                        if requests.load(Ordering::Relaxed) == before
+                            && in_flight.load(Ordering::Relaxed) == 0
+                        {
                             break;
                         }
                     }
@@ -237,6 +258,22 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(ADMIN_CLOSE_LINGER, conn).await;
         });
+    }
+}
+
+/// Counts one admin request in flight on its connection while it lives.
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU64>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -310,4 +347,79 @@ fn admin_response<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
         return res;
     }
     admin.probes.respond(req)
+}
+
+#[cfg(all(test, feature = "grpc"))]
+mod tests {
+    use super::*;
+    use crate::{Config, Lifecycle};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    /// An open `Watch` outlasts the admin idle timeout (300 ms in unit tests) and still sees
+    /// the next change; a connection with nothing in flight is closed after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_watch_is_not_idle() {
+        let config = Config::default()
+            .admin_addr(Some(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .handle_signals(false);
+        let lifecycle = Lifecycle::new(config).unwrap();
+        let admin = lifecycle.admin_addr().unwrap();
+        let channel = tonic::transport::Channel::from_shared(format!("http://{admin}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        // `shutdown`: the line of /readyz that fails once shutdown is requested.
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: "shutdown".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving);
+
+        // Three idle timeouts (and twice the time an idle connection is given to close)
+        // without a new request: the stream stays open (no end, no error).
+        let outlast = 3 * ADMIN_IDLE_TIMEOUT + 2 * ADMIN_CLOSE_LINGER;
+        let quiet = tokio::time::timeout(outlast, watch.message()).await;
+        assert!(quiet.is_err(), "the Watch ended: {quiet:?}");
+
+        // And it still streams the next change.
+        lifecycle.shutdown();
+        let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("a change within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.status(), ServingStatus::NotServing);
+
+        // A connection with nothing in flight is still closed when idle.
+        let mut idle = tokio::net::TcpStream::connect(admin).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut idle,
+            b"GET /livez HTTP/1.1\r\nhost: admin\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut idle, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "closed after the idle timeout: {read:?}"
+        );
+        assert!(
+            buf.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
 }

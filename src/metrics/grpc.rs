@@ -15,8 +15,14 @@
 //! `UNIMPLEMENTED` (what tonic answers for a method the service does not have): only methods
 //! that exist become routes, so a scanner cannot create series; past [`METHOD_LIMIT`]
 //! methods, new ones keep the template.
+//!
+//! Resolving the method's route id is lock-free on the common path: each thread keeps a
+//! cache (a [`U64Table`] keyed by a hash of the core, the template and the path, holding
+//! the path to compare), and takes the core's lock only on a miss.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use http::header::CONTENT_TYPE;
@@ -24,6 +30,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Version};
 
 use super::routes::Routes;
+use super::table::U64Table;
 
 /// The status code tonic answers for a method the service does not have.
 const UNIMPLEMENTED: u8 = 12;
@@ -83,19 +90,99 @@ impl GrpcCall {
 }
 
 /// The gRPC methods of one metrics core that have a route id of their own.
-#[derive(Debug, Default)]
-pub(crate) struct GrpcMethods(Mutex<HashMap<Box<str>, u32>>);
+#[derive(Debug)]
+pub(crate) struct GrpcMethods {
+    /// Tells this core's entries in the threads' caches from other cores' (never reused).
+    core: u64,
+    /// `(template, path)` to the route id: the source of truth, taken on a thread's miss.
+    methods: Mutex<HashMap<(u32, Box<str>), u32>>,
+}
+
+impl Default for GrpcMethods {
+    fn default() -> GrpcMethods {
+        static NEXT_CORE: AtomicU64 = AtomicU64::new(0);
+        GrpcMethods {
+            core: NEXT_CORE.fetch_add(1, Ordering::Relaxed),
+            methods: Mutex::default(),
+        }
+    }
+}
+
+/// One entry of a thread's cache: what the key was hashed from, and the answer.
+struct Cached {
+    core: u64,
+    template: u32,
+    path: Box<str>,
+    route: u32,
+}
+
+/// A thread's cache holds at most this many entries, then starts over (entries of metrics
+/// cores that are gone stay until then).
+const CACHE_LIMIT: usize = 4 * METHOD_LIMIT;
+
+thread_local! {
+    static CACHE: RefCell<U64Table<Cached>> = RefCell::new(U64Table::new());
+}
+
+/// FNV-1a over the core, the template and the path: a few instructions per byte, and
+/// never the table's empty key.
+#[inline]
+fn cache_key(core: u64, template: u32, path: &str) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01B3;
+    let mut h = 0xCBF2_9CE4_8422_2325_u64 ^ core.wrapping_mul(PRIME) ^ u64::from(template);
+    for b in path.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    h.min(u64::MAX - 1)
+}
 
 impl GrpcMethods {
     /// The route id of the method at `path` if `template` (the route id the request matched)
-    /// is `/<service>/{*rest}` and `path` is `/<service>/<method>`; else `template`.
+    /// is `/<service>/{*rest}` and `path` is `/<service>/<method>`; else `template`. From
+    /// this thread's cache when it has the answer; else from [`Self::resolve`], cached.
     fn route(&self, template: u32, path: &str, routes: &Routes) -> u32 {
-        let mut methods = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = methods.get(path) {
-            return *id;
+        let key = cache_key(self.core, template, path);
+        let hit = CACHE
+            .try_with(|cache| {
+                let cache = cache.try_borrow().ok()?;
+                let c = cache.get(key)?;
+                (c.core == self.core && c.template == template && *c.path == *path)
+                    .then_some(c.route)
+            })
+            .ok()
+            .flatten();
+        if let Some(route) = hit {
+            return route;
         }
-        if methods.len() >= METHOD_LIMIT {
-            return template;
+        let route = self.resolve(template, path, routes);
+        let _ = CACHE.try_with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return;
+            };
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            // On a key collision the older entry stays, and this one takes the lock each time.
+            cache.insert(
+                key,
+                Cached {
+                    core: self.core,
+                    template,
+                    path: path.into(),
+                    route,
+                },
+            );
+        });
+        route
+    }
+
+    /// [`Self::route`] under the core's lock. A method refused for the limit is not
+    /// remembered here, so a thread's cache may hold the template for it: the same answer
+    /// every later call gets.
+    fn resolve(&self, template: u32, path: &str, routes: &Routes) -> u32 {
+        let mut methods = self.methods.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = methods.get(&(template, Box::<str>::from(path))) {
+            return *id;
         }
         let Some(name) = routes.name(template) else {
             return template;
@@ -109,8 +196,11 @@ impl GrpcMethods {
         if !method_of_service {
             return template;
         }
+        if methods.len() >= METHOD_LIMIT {
+            return template;
+        }
         let id = routes.id(path);
-        methods.insert(path.into(), id);
+        methods.insert((template, path.into()), id);
         id
     }
 }
@@ -179,5 +269,44 @@ mod tests {
             service,
             "not one method"
         );
+    }
+
+    #[test]
+    fn each_core_has_its_own_answers_on_one_thread() {
+        let (routes_a, routes_b) = (Routes::new(), Routes::new());
+        let (methods_a, methods_b) = (GrpcMethods::default(), GrpcMethods::default());
+        routes_b.id("/taken/first");
+        let (sa, sb) = (routes_a.id("/a.B/{*rest}"), routes_b.id("/a.B/{*rest}"));
+        let c = call("/a.B/Ask", "application/grpc", Version::HTTP_2).unwrap();
+        let a = c.route(sa, &methods_a, &routes_a);
+        let b = c.route(sb, &methods_b, &routes_b);
+        assert_eq!(routes_a.name(a).as_deref(), Some("/a.B/Ask"));
+        assert_eq!(routes_b.name(b).as_deref(), Some("/a.B/Ask"));
+        assert_ne!(a, b, "ids of different cores");
+        for _ in 0..3 {
+            assert_eq!(c.route(sa, &methods_a, &routes_a), a);
+            assert_eq!(c.route(sb, &methods_b, &routes_b), b);
+        }
+    }
+
+    #[test]
+    fn past_the_limit_new_methods_keep_the_template_on_every_thread() {
+        let routes = Routes::new();
+        let methods = GrpcMethods::default();
+        let service = routes.id("/a.B/{*rest}");
+        for i in 0..METHOD_LIMIT {
+            let c = call(&format!("/a.B/M{i}"), "application/grpc", Version::HTTP_2).unwrap();
+            assert_ne!(c.route(service, &methods, &routes), service);
+        }
+        let late = call("/a.B/Late", "application/grpc", Version::HTTP_2).unwrap();
+        assert_eq!(late.route(service, &methods, &routes), service);
+        let first = call("/a.B/M0", "application/grpc", Version::HTTP_2).unwrap();
+        let here = first.route(service, &methods, &routes);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(late.route(service, &methods, &routes), service);
+                assert_eq!(first.route(service, &methods, &routes), here);
+            });
+        });
     }
 }

@@ -78,6 +78,8 @@ pub struct Haproxy {
     log: PathBuf,
     /// The frontend clients connect to.
     pub addr: SocketAddr,
+    /// The HTTP/2 frontend gRPC clients connect to, if configured.
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 /// Timings of the health checks and the proxy.
@@ -89,6 +91,10 @@ pub struct HaproxyConfig {
     pub check_interval: Duration,
     /// The port of the frontend clients connect to.
     pub frontend_port: u16,
+    /// The port of an HTTP/2 frontend for gRPC clients (`None`: no such frontend). Its
+    /// backends, `blue-grpc` and `green-grpc`, speak HTTP/2 to the same replicas (`proto h2`)
+    /// and `track` the servers of `blue` and `green`: same health, same maintenance.
+    pub grpc_frontend_port: Option<u16>,
 }
 
 fn ms(d: Duration) -> u128 {
@@ -151,6 +157,28 @@ backend {backend}
             ));
         }
     }
+    if let Some(port) = c.grpc_frontend_port {
+        text.push_str(&format!(
+            "
+frontend fe-grpc
+    # HTTP/2 only (prior knowledge, as gRPC clients speak it): long-lived client connections,
+    # each stream balanced on its own.
+    bind 127.0.0.1:{port} proto h2
+    use_backend %[str(active),map({map},blue)]-grpc
+",
+            map = dir.join("active.map").display(),
+        ));
+        for backend in BACKENDS {
+            text.push_str(&format!(
+                "\nbackend {backend}-grpc\n    balance roundrobin\n"
+            ));
+            for i in 1..=c.slots {
+                text.push_str(&format!(
+                    "    server s{i} 127.0.0.1:1 proto h2 track {backend}/s{i}\n"
+                ));
+            }
+        }
+    }
     text
 }
 
@@ -189,6 +217,9 @@ impl Haproxy {
             map,
             log,
             addr: SocketAddr::from(([127, 0, 0, 1], config.frontend_port)),
+            grpc_addr: config
+                .grpc_frontend_port
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], port))),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -251,6 +282,14 @@ impl Haproxy {
         .await?;
         self.expect(&format!("set server {slot} check-port {admin_port}"), &[])
             .await?;
+        if self.grpc_addr.is_some() {
+            let twin = format!("{}-grpc/s{}", slot.backend, slot.server);
+            self.expect(
+                &format!("set server {twin} addr 127.0.0.1 port {app_port}"),
+                &["changed", "no need to change"],
+            )
+            .await?;
+        }
         self.set_weight(slot, weight).await?;
         self.expect(&format!("enable server {slot}"), &[]).await
     }
@@ -263,7 +302,13 @@ impl Haproxy {
     /// Sets `slot`'s weight (the canary's share).
     pub async fn set_weight(&self, slot: Slot, weight: u32) -> Result<(), String> {
         self.expect(&format!("set weight {slot} {weight}"), &[])
-            .await
+            .await?;
+        if self.grpc_addr.is_some() {
+            let twin = format!("{}-grpc/s{}", slot.backend, slot.server);
+            self.expect(&format!("set weight {twin} {weight}"), &[])
+                .await?;
+        }
+        Ok(())
     }
 
     /// Routes every new request to `backend`.

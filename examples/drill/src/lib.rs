@@ -22,6 +22,7 @@
 //! [`ReplicaCommand`]); the caller runs the chatbot there with [`run_replica`].
 #![forbid(unsafe_code)]
 
+pub mod grpc;
 pub mod haproxy;
 pub mod load;
 pub mod replicas;
@@ -130,6 +131,11 @@ pub struct Options {
     pub websockets: usize,
     /// How often each WebSocket session asks a question.
     pub ws_every: Duration,
+    /// gRPC clients alongside the requests, each on its own long-lived HTTP/2 connection
+    /// through HAProxy's HTTP/2 frontend (0: none, and no such frontend).
+    pub grpc: usize,
+    /// Time between two calls of one gRPC client (every 8th call is an `AskStream`).
+    pub grpc_every: Duration,
     /// `PODCYCLE_STREAM_CLOSE_SPREAD` of the replicas (`None`: podcycle's default, half the
     /// drain timeout; zero: every stream told at once).
     pub stream_close_spread: Option<Duration>,
@@ -174,6 +180,8 @@ impl Options {
             stream_every: 64,
             websockets: 0,
             ws_every: Duration::from_millis(300),
+            grpc: 0,
+            grpc_every: Duration::from_millis(10),
             stream_close_spread: None,
             before: Duration::from_secs(5),
             after: Duration::from_secs(5),

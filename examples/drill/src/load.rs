@@ -197,6 +197,8 @@ pub struct LoadStats {
     pub abandoned: u64,
     /// The long-lived WebSocket sessions alongside the requests.
     pub websockets: crate::websockets::WsStats,
+    /// The gRPC clients alongside the requests.
+    pub grpc: crate::grpc::GrpcStats,
 }
 
 /// A running load; [`Load::stop`] ends it and returns every sample.
@@ -479,6 +481,7 @@ async fn schedule(
         max_dispatch_lag: max_lag,
         abandoned,
         websockets: Default::default(),
+        grpc: Default::default(),
     };
     (samples, stats)
 }

@@ -34,6 +34,10 @@ USAGE: cargo run --release -p drill -- [OPTIONS]
   --stream-every N    every N-th request is an SSE stream (default 64; 0 = none)
   --websockets N      long-lived WebSocket sessions alongside the load (default 0)
   --ws-every D        each session asks a question this often (default 300ms)
+  --grpc N            gRPC clients alongside the load, each on one long-lived HTTP/2
+                      connection through an HTTP/2 frontend (default 0)
+  --grpc-every D      each gRPC client starts a call this often, every 8th an AskStream
+                      (default 10ms: 100 RPC/s per client)
   --stream-close-spread D  PODCYCLE_STREAM_CLOSE_SPREAD of the replicas (default: podcycle's,
                       half the drain timeout; 0s = every stream told at once)
   --before D          steady load before the rollout (default 5s)
@@ -109,6 +113,8 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
             "--stream-every" => b.stream_every = num()?,
             "--websockets" => b.websockets = num()?.min(10_000) as usize,
             "--ws-every" => b.ws_every = dur()?,
+            "--grpc" => b.grpc = num()?.min(1_000) as usize,
+            "--grpc-every" => b.grpc_every = dur()?.max(Duration::from_millis(1)),
             "--stream-close-spread" => b.stream_close_spread = Some(dur()?),
             "--before" => b.before = dur()?,
             "--after" => b.after = dur()?,

@@ -134,6 +134,8 @@ pub struct Settings {
     pub token_delay_ms: u128,
     /// Long-lived WebSocket sessions alongside the load.
     pub websockets: usize,
+    /// gRPC clients alongside the load.
+    pub grpc: usize,
     /// `PODCYCLE_STREAM_CLOSE_SPREAD` of the replicas, when set.
     pub stream_close_spread_ms: Option<u128>,
 }
@@ -479,6 +481,7 @@ pub fn build(
             warmup_delay_ms: opts.warmup_delay.as_millis(),
             token_delay_ms: opts.token_delay.as_millis(),
             websockets: opts.websockets,
+            grpc: opts.grpc,
             stream_close_spread_ms: opts.stream_close_spread.map(|d| d.as_millis()),
         },
         windows,
@@ -638,6 +641,28 @@ pub fn text(r: &RunReport) -> String {
             g.max_dispatch_lag * 1000.0
         );
     }
+    let rpc = &g.grpc;
+    if rpc.sent > 0 {
+        let secs = (r.windows.load_stop - r.windows.load_start).max(1e-3);
+        let _ = writeln!(
+            o,
+            "   gRPC: {} RPCs sent ({:.0}/s) / {} OK / {} FAILED; streams {} ended with their final message of {} ({} reconnect); {} not sent (client at its in-flight limit); {} channels{}",
+            rpc.sent,
+            rpc.sent as f64 / secs,
+            rpc.ok,
+            rpc.failed,
+            rpc.streams_final,
+            rpc.streams,
+            rpc.streams_reconnect,
+            rpc.skipped,
+            rpc.connections,
+            if rpc.errors.is_empty() {
+                String::new()
+            } else {
+                format!("; first failures: {:?}", rpc.errors)
+            }
+        );
+    }
     let _ = writeln!(
         o,
         "   generator: {} connections opened (max {} open), max {} in flight, worst dispatch lag {:.1} ms, {} stale pooled connections; loadavg {}",
@@ -741,6 +766,36 @@ pub fn comparison(strategy: &str, reports: &[&RunReport]) -> String {
             })
             .collect(),
     ));
+    if reports.iter().any(|r| r.generator.grpc.sent > 0) {
+        rows.push((
+            "gRPC: sent / OK / FAILED".into(),
+            modes
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} / {} / {}",
+                        thousands(sum(m, &|r| r.generator.grpc.sent)),
+                        thousands(sum(m, &|r| r.generator.grpc.ok)),
+                        thousands(sum(m, &|r| r.generator.grpc.failed)),
+                    )
+                })
+                .collect(),
+        ));
+        rows.push((
+            "gRPC streams: final message / of them reconnect".into(),
+            modes
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} of {} / {}",
+                        sum(m, &|r| r.generator.grpc.streams_final),
+                        sum(m, &|r| r.generator.grpc.streams),
+                        sum(m, &|r| r.generator.grpc.streams_reconnect),
+                    )
+                })
+                .collect(),
+        ));
+    }
     let med = |m: &'static str, f: &dyn Fn(&ReplicaRecord) -> Option<f64>| {
         secs(median(
             of(m).flat_map(|r| r.rolled().filter_map(f)).collect(),

@@ -13,6 +13,7 @@ use super::replicas::{free_port, Replica, ReplicaEnv, ReplicaRecord};
 use super::report::{self, RunReport, Windows};
 use super::websockets::WsLoad;
 use super::{Clock, Events, Options, Strategy, VERSION_A, VERSION_B};
+use crate::grpc::{GrpcLoad, GrpcPace};
 
 /// Bound on a replica becoming ready (process start, warm-up).
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -33,6 +34,11 @@ pub async fn run(opts: &Options) -> Result<RunReport, String> {
             slots: opts.replicas * 2,
             check_interval: opts.check_interval,
             frontend_port: free_port()?,
+            grpc_frontend_port: if opts.grpc > 0 {
+                Some(free_port()?)
+            } else {
+                None
+            },
         },
     )
     .await?;
@@ -122,6 +128,15 @@ async fn drive(
         clock.0,
     );
     let websockets = WsLoad::start(haproxy.addr, opts.websockets, opts.ws_every, clock.0);
+    let grpc = haproxy.grpc_addr.map(|addr| {
+        let pace = GrpcPace {
+            every: opts.grpc_every,
+            stream_every: 8,
+            max_in_flight: 64,
+            timeout: Duration::from_secs(15),
+        };
+        GrpcLoad::start(addr, opts.grpc, pace)
+    });
     let load_start = events.push("load-start", "", format!("{} req/s", opts.rate));
     tokio::time::sleep(opts.before).await;
     let rollout_start = events.push("rollout-start", "", opts.strategy.name().to_owned());
@@ -135,6 +150,9 @@ async fn drive(
     let load_stop = events.push("load-stop", "", String::new());
     let (samples, mut stats) = load.stop().await?;
     stats.websockets = websockets.stop().await;
+    if let Some(grpc) = grpc {
+        stats.grpc = grpc.stop().await;
+    }
 
     // Version B is stopped too, after the load, so every replica's exit is known.
     let cleaned = join_all(new.into_iter().map(|mut r| {
@@ -331,7 +349,11 @@ async fn watch(socket: PathBuf, events: Events, running: Arc<AtomicBool>) {
     let mut last: std::collections::HashMap<String, &'static str> = Default::default();
     while running.load(Ordering::Relaxed) {
         if let Ok(out) = haproxy::command(&socket, "show servers state").await {
-            for s in haproxy::parse_states(&out) {
+            // The gRPC backends' servers track these: the same events.
+            for s in haproxy::parse_states(&out)
+                .into_iter()
+                .filter(|s| !s.slot.contains("-grpc/"))
+            {
                 let label = s.label();
                 let before = last.insert(s.slot.clone(), label);
                 if before.is_some() && before != Some(label) {

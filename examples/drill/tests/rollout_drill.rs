@@ -55,6 +55,8 @@ fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy, attempt: usize) 
         connections: 8,
         stream_every: 25,
         websockets: 16,
+        grpc: 4,
+        grpc_every: Duration::from_millis(20),
         stream_close_spread: Some(Duration::from_secs(1)),
         before: Duration::from_secs(2),
         after: Duration::from_secs(2),
@@ -180,6 +182,30 @@ fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String
         "websockets: {} sessions, {} closed with 1001",
         ws.sessions,
         ws.closed_going_away
+    );
+
+    // gRPC over long-lived HTTP/2 connections through HAProxy: every call ended OK, every
+    // stream with its final message.
+    let rpc = &report.generator.grpc;
+    ensure!(
+        rpc.failed == 0,
+        "gRPC: {} of {} calls failed: {:?}",
+        rpc.failed,
+        rpc.sent,
+        rpc.errors
+    );
+    ensure!(
+        rpc.sent > 100 && rpc.ok == rpc.sent && rpc.streams > 10,
+        "gRPC: {} sent, {} OK, {} streams",
+        rpc.sent,
+        rpc.ok,
+        rpc.streams
+    );
+    ensure!(
+        rpc.streams_final == rpc.streams,
+        "gRPC: {} of {} streams ended with their final message",
+        rpc.streams_final,
+        rpc.streams
     );
 
     // Every replica exited 0, after its delay and well before its drain timeout.

@@ -171,7 +171,7 @@ async fn client(
         n += 1;
         s.sent += 1;
         let question = QUESTIONS[n as usize % QUESTIONS.len()].to_owned();
-        let stream = pace.stream_every > 0 && n % pace.stream_every == 0;
+        let stream = pace.stream_every > 0 && n.is_multiple_of(pace.stream_every);
         if stream {
             s.streams += 1;
         }

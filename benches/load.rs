@@ -178,13 +178,21 @@ fn server(kind: &str, max: Duration) {
                 axum::serve(listener, app).await.expect("serve");
             }
             "tonic-bare" => {
-                // tonic's own server (hyper, HTTP/2), no lifecycle and no metrics.
+                // tonic's own server (hyper, HTTP/2), no lifecycle and no metrics; TCP_NODELAY
+                // on each connection, as podcycle sets it (tonic's own setting does not apply to
+                // an incoming stream).
+                use tokio_stream::StreamExt as _;
                 let (_reporter, health) = tonic_health::server::health_reporter();
                 let listener = tokio::net::TcpListener::bind(loopback).await.expect("bind");
                 announce(listener.local_addr().expect("addr"), None);
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                });
                 tonic::transport::Server::builder()
                     .add_service(health)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .serve_with_incoming(incoming)
                     .await
                     .expect("serve");
             }

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,9 @@ use signal_hook_tokio::Signals;
 use tokio::sync::Semaphore;
 
 use crate::connections::{Connections, ADMIN_MAX_CONNECTIONS};
+
+mod slots;
+use self::slots::{InFlight, NoSlot, Slot, SlotGuard, Slots};
 #[cfg(feature = "metrics")]
 use crate::metrics::Metrics;
 use crate::probes::Probes;
@@ -182,9 +184,18 @@ pub(crate) const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a closing admin connection may take to finish before it is dropped.
 const ADMIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Serves probes and `/metrics`: at most [`ADMIN_MAX_CONNECTIONS`] connections at once
-/// (further ones wait in the backlog), each closed after [`ADMIN_HEADER_READ_TIMEOUT`] without
-/// complete headers or [`ADMIN_IDLE_TIMEOUT`] without a request and with none in flight.
+/// How long an evicted admin connection may take to finish (an HTTP/2 GOAWAY reaching its
+/// client) before it is dropped: short, as evictions come in bursts under attack.
+const ADMIN_EVICT_LINGER: Duration = Duration::from_millis(100);
+
+/// How often at most the admin listener logs that it evicts connections.
+const EVICT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves probes and `/metrics` on at most [`ADMIN_MAX_CONNECTIONS`] connections, held by
+/// [`Slots`]: a silent connection is closed after [`slots::FIRST_BYTE_TIMEOUT`], a new
+/// connection when all are taken evicts the oldest one that is not busy, and each is closed
+/// after [`ADMIN_HEADER_READ_TIMEOUT`] without complete headers (HTTP/1) or
+/// [`ADMIN_IDLE_TIMEOUT`] without a request and with none in flight.
 async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc: Grpc) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -192,15 +203,10 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc
         .timer(TokioTimer::new())
         .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
-    let limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let slots = Slots::new(ADMIN_MAX_CONNECTIONS);
+    let watches = Arc::new(Semaphore::new(slots::MAX_WATCHES));
+    let mut evicted_logged = (None::<std::time::Instant>, 0);
     loop {
-        let permit = tokio::select! {
-            _ = shared.state.signals.halt.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (stream, _) = tokio::select! {
             _ = shared.state.signals.halt.cancelled() => return,
             r = listener.accept() => match r {
@@ -212,69 +218,99 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc
                 }
             },
         };
+        // A slot: free, or taken over from the oldest connection that is not busy; else wait
+        // (holding this one connection) until one is.
+        let slot = loop {
+            match slots.take(std::time::Instant::now()) {
+                Ok(slot) => break slot,
+                Err(NoSlot::RetryIn(wait)) => tokio::select! {
+                    _ = shared.state.signals.halt.cancelled() => return,
+                    _ = slots.freed_or(wait) => {}
+                },
+            }
+        };
+        if slots.evicted() != evicted_logged.1
+            && evicted_logged
+                .0
+                .is_none_or(|at: std::time::Instant| at.elapsed() >= EVICT_LOG_EVERY)
+        {
+            tracing::warn!(
+                evicted = slots.evicted() - evicted_logged.1,
+                max_connections = ADMIN_MAX_CONNECTIONS,
+                "admin listener full: idle connections closed to make room for new ones \
+                 (logged at most every 10 s; evicted counts them since the last line)"
+            );
+            evicted_logged = (Some(std::time::Instant::now()), slots.evicted());
+        }
         let shared = shared.clone();
         let builder = builder.clone();
         let grpc = grpc.clone();
+        let watches = watches.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            // Requests started on this connection: unchanged for a whole idle timeout, with
-            // none in flight (a response whose body is still being sent: a `Watch`), idle.
-            let requests = Arc::new(AtomicU64::new(0));
-            let in_flight = Arc::new(AtomicU64::new(0));
-            let counted = requests.clone();
-            let open = in_flight.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                counted.fetch_add(1, Ordering::Relaxed);
-                let guard = InFlight::new(&open);
-                let res = respond(&shared, &grpc, req);
-                async move {
-                    let res = res.await?;
-                    // The guard lives as long as the body: until its last frame is sent.
-                    Ok::<_, Infallible>(res.map(|body| {
-                        body.map_frame(move |frame| {
-                            let _ = &guard;
-                            frame
-                        })
-                    }))
-                }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            loop {
-                let before = requests.load(Ordering::Relaxed);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = tokio::time::sleep(ADMIN_IDLE_TIMEOUT) => {
-                        if requests.load(Ordering::Relaxed) == before
-                            && in_flight.load(Ordering::Relaxed) == 0
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-            // Idle: closed politely, and dropped if that takes too long (a silent HTTP/2
-            // client, a response nobody reads).
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(ADMIN_CLOSE_LINGER, conn).await;
+            serve_admin_connection(shared, builder, stream, slot, grpc, watches).await;
         });
+        // Let the new connection's task read its request before the next eviction is decided.
+        tokio::task::yield_now().await;
     }
 }
 
-/// Counts one admin request in flight on its connection while it lives.
-struct InFlight(Arc<AtomicU64>);
-
-impl InFlight {
-    fn new(count: &Arc<AtomicU64>) -> InFlight {
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count.clone())
+/// Serves one admin connection in its slot until it ends, idles out, or is evicted.
+async fn serve_admin_connection(
+    shared: Arc<Admin>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    slot: SlotGuard,
+    grpc: Grpc,
+    watches: Arc<Semaphore>,
+) {
+    let slot = slot; // given back when this task ends
+    let evict = slot.slot.evict.clone();
+    // A client that sends nothing holds a slot for the first-byte timeout at most (hyper's
+    // header-read timeout starts only once the protocol is known, after the first bytes).
+    let mut first = [0u8; 1];
+    tokio::select! {
+        _ = evict.cancelled() => return,
+        peeked = tokio::time::timeout(slots::FIRST_BYTE_TIMEOUT, stream.peek(&mut first)) => {
+            match peeked {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return, // silent, closed, or failed
+            }
+        }
     }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    let this = slot.slot.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let call = respond(&shared, &grpc, &watches, &this, req);
+        async move {
+            let (res, guard) = call.await?;
+            // The guard lives as long as the body: until its last frame is sent.
+            Ok::<_, Infallible>(res.map(|body| {
+                body.map_frame(move |frame| {
+                    let _ = &guard;
+                    frame
+                })
+            }))
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let mut requests = slot.slot.requests();
+    let linger = loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = evict.cancelled() => break ADMIN_EVICT_LINGER,
+            _ = tokio::time::sleep(ADMIN_IDLE_TIMEOUT) => {
+                let now = slot.slot.requests();
+                if now == requests && slot.slot.in_flight() == 0 {
+                    break ADMIN_CLOSE_LINGER;
+                }
+                requests = now;
+            }
+        }
+    };
+    // Idle or evicted: closed politely, and dropped if that takes too long (a silent HTTP/2
+    // client, a response nobody reads).
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(linger, conn).await;
 }
 
 /// The gRPC health service the admin listener serves besides the probes (feature `grpc`).
@@ -289,37 +325,73 @@ type Grpc = NoGrpc;
 #[derive(Clone, Debug)]
 struct NoGrpc;
 
-/// Answers one admin request: a probe or `/metrics`.
+/// Answers one admin request: a probe or `/metrics`; with the guard that counts it in flight
+/// on its connection.
 #[cfg(not(feature = "grpc"))]
 fn respond(
     shared: &Admin,
     _grpc: &Grpc,
+    _watches: &Arc<Semaphore>,
+    slot: &Arc<Slot>,
     req: Request<Incoming>,
-) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
-    std::future::ready(Ok(admin_response(shared, &req)))
+) -> std::future::Ready<Result<(Response<Full<Bytes>>, InFlight), Infallible>> {
+    let guard = slot.start(false);
+    std::future::ready(Ok((admin_response(shared, &req), guard)))
 }
 
-/// Answers one admin request: a probe, `/metrics`, or a `grpc.health.v1.Health` RPC.
+/// Answers one admin request: a probe, `/metrics`, or a `grpc.health.v1.Health` RPC; with the
+/// guard that counts it in flight on its connection (and, for a `Watch`, holds one of the
+/// [`slots::MAX_WATCHES`] permits: beyond them a `Watch` gets `RESOURCE_EXHAUSTED`).
 #[cfg(feature = "grpc")]
 fn respond(
     shared: &Admin,
     grpc: &Grpc,
+    watches: &Arc<Semaphore>,
+    slot: &Arc<Slot>,
     req: Request<Incoming>,
-) -> impl std::future::Future<Output = Result<Response<AdminBody>, Infallible>> {
+) -> impl std::future::Future<Output = Result<(Response<AdminBody>, AdminGuard), Infallible>> {
+    use crate::grpc_health::GrpcHealth;
     use http_body_util::Either;
     use tower::ServiceExt;
-    let call = if crate::grpc_health::GrpcHealth::is_for(&req) {
-        Err((grpc.clone(), req))
+    enum Call {
+        Done(Response<AdminBody>, AdminGuard),
+        Grpc(Grpc, Request<Incoming>, AdminGuard),
+    }
+    let call = if GrpcHealth::is_for(&req) {
+        if GrpcHealth::is_watch(&req) {
+            match watches.clone().try_acquire_owned() {
+                Ok(permit) => Call::Grpc(grpc.clone(), req, (slot.start(true), Some(permit))),
+                Err(_) => Call::Done(
+                    tonic::Status::resource_exhausted(format!(
+                        "at most {} health Watch streams may be open on the admin port",
+                        slots::MAX_WATCHES
+                    ))
+                    .into_http::<tonic::body::Body>()
+                    .map(Either::Right),
+                    (slot.start(false), None),
+                ),
+            }
+        } else {
+            Call::Grpc(grpc.clone(), req, (slot.start(false), None))
+        }
     } else {
-        Ok(admin_response(shared, &req))
+        let guard = (slot.start(false), None);
+        Call::Done(admin_response(shared, &req).map(Either::Left), guard)
     };
     async move {
         match call {
-            Ok(res) => Ok(res.map(Either::Left)),
-            Err((grpc, req)) => Ok(grpc.oneshot(req).await?.map(Either::Right)),
+            Call::Done(res, guard) => Ok((res, guard)),
+            Call::Grpc(grpc, req, guard) => {
+                Ok((grpc.oneshot(req).await?.map(Either::Right), guard))
+            }
         }
     }
 }
+
+/// What an admin gRPC request holds while it lives: its in-flight count, and a `Watch`'s
+/// permit.
+#[cfg(feature = "grpc")]
+type AdminGuard = (InFlight, Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// An admin response's body: a probe's or `/metrics`' text, or a gRPC response.
 #[cfg(feature = "grpc")]

@@ -60,6 +60,15 @@ impl GrpcHealth {
         req.uri().path().starts_with(PATH_PREFIX)
     }
 
+    /// Whether `req` opens a `Watch` stream (a long-lived request: the admin listener caps them).
+    #[inline]
+    pub(crate) fn is_watch<B>(req: &Request<B>) -> bool {
+        req.uri()
+            .path()
+            .strip_prefix(PATH_PREFIX)
+            .is_some_and(|method| method == "Watch")
+    }
+
     /// The service answering `Check` and `Watch`.
     pub(crate) fn server(&self) -> HealthServer<HealthService> {
         self.server.clone()

@@ -334,7 +334,7 @@ fn respond(
     _watches: &Arc<Semaphore>,
     slot: &Arc<Slot>,
     req: Request<Incoming>,
-) -> std::future::Ready<Result<(Response<Full<Bytes>>, InFlight), Infallible>> {
+) -> std::future::Ready<Answered> {
     let guard = slot.start(false);
     std::future::ready(Ok((admin_response(shared, &req), guard)))
 }
@@ -349,7 +349,7 @@ fn respond(
     watches: &Arc<Semaphore>,
     slot: &Arc<Slot>,
     req: Request<Incoming>,
-) -> impl std::future::Future<Output = Result<(Response<AdminBody>, AdminGuard), Infallible>> {
+) -> impl std::future::Future<Output = Answered> {
     use crate::grpc_health::GrpcHealth;
     use http_body_util::Either;
     use tower::ServiceExt;
@@ -387,6 +387,17 @@ fn respond(
         }
     }
 }
+
+/// An admin response, with what its request holds until the response body ends.
+type Answered = Result<(Response<AdminBody>, AdminGuard), Infallible>;
+
+/// Without the `grpc` feature, an admin response's body is a probe's or `/metrics`' text.
+#[cfg(not(feature = "grpc"))]
+type AdminBody = Full<Bytes>;
+
+/// Without the `grpc` feature, a request holds its in-flight count.
+#[cfg(not(feature = "grpc"))]
+type AdminGuard = InFlight;
 
 /// What an admin gRPC request holds while it lives: its in-flight count, and a `Watch`'s
 /// permit.

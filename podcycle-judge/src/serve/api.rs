@@ -1,10 +1,4 @@
-//! `podcycle-judge serve`: the judge as an HTTP service, one analysis per
-//! request, for Argo Rollouts' Web metric provider and Flagger's webhooks.
-//!
-//! ```text
-//! podcycle-judge serve --listen 0.0.0.0:8080 --max-concurrent 4 --max-analysis-duration 15m \
-//!     -- --prometheus http://prometheus.monitoring:9090 [any judge option as a default]
-//! ```
+//! The judge's HTTP API, one analysis per request.
 //!
 //! * `GET /v1/judge?stable=V1&canary=V2[&interval=30s&max-duration=10m&cpu=true...]`
 //!   (Argo Rollouts' Web provider): runs one judgement and answers `200`
@@ -16,32 +10,35 @@
 //!   `phase`, `metadata` holding the same options as strings): `200` on pass,
 //!   `412` on fail, `503` when inconclusive; Flagger counts any non-2xx as a
 //!   failed check, so no data is never a pass.
+//! * `GET /healthz`: `200`, for anything that checks the application port itself (the
+//!   kubelet's probes are on the admin listener).
 //!
 //! Query keys and metadata keys are the judge's option names without the
 //! dashes (`max-duration`, `cpu-margin`); flags (`cpu`, `no-latency`) take
 //! `true` or `false`. Connection options (`prometheus`, credentials,
 //! headers) are the server's own and cannot be set by a request. A bad
-//! request gets `400` with `{"error": "...", "field": "<key>"}`; beyond
-//! `--max-concurrent` running analyses, `429`. Each analysis ends by its
-//! `max-duration` (at most `--max-analysis-duration`) plus the time of its
-//! last look.
+//! request gets `400` with `{"error": "...", "field": "<key>"}`, for every key
+//! (a key given twice, an unknown key, a value out of range, an `interval` under
+//! 1 s, more than 1,000 looks, a malformed `selector`); beyond
+//! `--max-concurrent` running analyses, `429`; once shutdown has started, `503`.
+//! Each analysis ends by its `max-duration` (at most `--max-analysis-duration`)
+//! plus the time of its last look.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::error::ContextKind;
-use clap::Parser;
-use podcycle_judge::{self as judge, PrometheusSource, Report, Verdict};
+use clap::error::{ContextKind, ContextValue};
+use podcycle::Phase;
+use podcycle_judge::{self as judge, PrometheusConfig, PrometheusSource, Report, Verdict};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::cli;
 
@@ -67,116 +64,38 @@ const REQUEST_OPTIONS: &[&str] = &[
 /// Request keys that are flags: `true` or `false`.
 const REQUEST_FLAGS: &[&str] = &["no-errors", "no-latency", "cpu"];
 
-/// The command line of `podcycle-judge serve`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "podcycle-judge serve",
-    about = "Run judgements on request: an Argo Rollouts Web metric provider (GET /v1/judge) \
-             and a Flagger webhook (POST /v1/flagger).",
-    after_help = "After '--': the judge's options used as every request's defaults; \
-                  --prometheus is required, --stable and --canary come from each request."
-)]
-pub(crate) struct ServeArgs {
-    /// Address to listen on
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
-    listen: SocketAddr,
-    /// Analyses running at once; more get 429
-    #[arg(long, value_name = "N", default_value_t = 4,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    max_concurrent: u32,
-    /// Longest max-duration a request may ask for
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
-    max_analysis_duration: Duration,
-    /// The judge's options (after '--')
-    #[arg(last = true, value_name = "JUDGE OPTIONS")]
-    defaults: Vec<String>,
-}
-
 /// What every handler shares.
 #[derive(Debug, Clone)]
-struct Service {
-    defaults: Arc<Vec<String>>,
-    slots: Arc<Semaphore>,
-    max_concurrent: u32,
-    max_duration: Duration,
+pub(super) struct Service {
+    /// The judge's options after `--`: every request's defaults.
+    pub(super) defaults: Arc<Vec<String>>,
+    /// One permit per running analysis.
+    pub(super) slots: Arc<Semaphore>,
+    /// `--max-concurrent`.
+    pub(super) max_concurrent: u32,
+    /// `--max-analysis-duration`.
+    pub(super) max_duration: Duration,
+    /// The lifecycle's phase: new analyses are refused once shutdown starts, running ones
+    /// end when the drain starts.
+    pub(super) phase: watch::Receiver<Phase>,
 }
 
-/// Parses `args` (after `serve`), checks the defaults, and serves until the
-/// process is stopped. Returns an exit code.
-pub(crate) fn main(args: Vec<std::ffi::OsString>) -> u8 {
-    let args = match ServeArgs::try_parse_from(args) {
-        Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
-    };
-    let service = Service {
-        defaults: Arc::new(args.defaults),
-        slots: Arc::new(Semaphore::new(args.max_concurrent as usize)),
-        max_concurrent: args.max_concurrent,
-        max_duration: args.max_analysis_duration,
-    };
-    // The defaults must make a valid judgement with some versions.
-    let probe = BTreeMap::from([
-        ("stable".to_owned(), "stable".to_owned()),
-        ("canary".to_owned(), "canary".to_owned()),
-    ]);
-    if let Err(e) = service.options(&probe) {
-        eprintln!(
-            "podcycle-judge serve: invalid judge options after '--': {}",
-            e.message
-        );
-        return 2;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("podcycle-judge serve: cannot start the runtime: {e}");
-            return 2;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(args.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "podcycle-judge serve: cannot listen on {}: {e}",
-                    args.listen
-                );
-                return 2;
-            }
-        };
-        eprintln!(
-            "podcycle-judge serve: listening on {} (at most {} analyses at once)",
-            listener.local_addr().map_or(args.listen, |a| a),
-            service.max_concurrent
-        );
-        match axum::serve(listener, router(service)).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("podcycle-judge serve: {e}");
-                2
-            }
-        }
-    })
-}
-
-fn router(service: Service) -> Router {
-    Router::new()
+/// The routes; `/v1/*` behind the bearer token when there is one.
+pub(super) fn router(service: Service, api_token: Option<String>) -> Router {
+    let api = Router::new()
         .route("/v1/judge", get(argo))
-        .route("/v1/flagger", post(flagger))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/flagger", post(flagger));
+    let api = match api_token {
+        Some(token) => super::auth::require(api, token),
+        None => api,
+    };
+    api.route("/healthz", get(|| async { "ok\n" }))
         .with_state(service)
 }
 
-/// A request the judge cannot run: `400` naming the field.
+/// A request the judge cannot run: `400` naming the field (or another status).
 #[derive(Debug)]
-struct BadRequest {
+pub(super) struct BadRequest {
     field: Option<String>,
     message: String,
     status: StatusCode,
@@ -190,6 +109,15 @@ impl BadRequest {
             status: StatusCode::BAD_REQUEST,
         }
     }
+
+    /// Shutdown has started: retry on another replica.
+    fn shutting_down() -> Self {
+        Self {
+            field: None,
+            message: "the judge is shutting down; retry (another replica will answer)".to_owned(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
 }
 
 impl IntoResponse for BadRequest {
@@ -200,6 +128,18 @@ impl IntoResponse for BadRequest {
 }
 
 impl Service {
+    /// The defaults alone, with placeholder versions: their Prometheus configuration, or
+    /// why they cannot make a judgement.
+    pub(super) fn defaults_check(&self) -> Result<PrometheusConfig, String> {
+        let probe = BTreeMap::from([
+            ("stable".to_owned(), "stable".to_owned()),
+            ("canary".to_owned(), "canary".to_owned()),
+        ]);
+        self.options(&probe)
+            .map(|o| o.prometheus)
+            .map_err(|e| e.message)
+    }
+
     /// The judge's options for one request: the defaults, then `params`.
     fn options(&self, params: &BTreeMap<String, String>) -> Result<cli::CliOptions, BadRequest> {
         // The command's default max-duration (10m), within this server's limit.
@@ -240,13 +180,17 @@ impl Service {
             }
         }
         let options = cli::parse(argv).map_err(|e| {
-            let field = e
-                .get(ContextKind::InvalidArg)
-                .map(|a| a.to_string())
-                .and_then(|a| {
-                    let name = a.trim_start_matches('-');
-                    name.split([' ', '=']).next().map(str::to_owned)
-                });
+            // The argument at fault; of several, the first this request set.
+            let names: Vec<String> = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::Strings(v)) => v.iter().map(|a| option_name(a)).collect(),
+                Some(other) => vec![option_name(&other.to_string())],
+                None => Vec::new(),
+            };
+            let field = names
+                .iter()
+                .find(|n| params.contains_key(n.as_str()))
+                .or(names.first())
+                .cloned();
             let message = e.to_string();
             let message = message
                 .lines()
@@ -268,9 +212,13 @@ impl Service {
         Ok(options)
     }
 
-    /// Runs one judgement within its deadline, holding one of the slots.
+    /// Runs one judgement within its deadline, holding one of the slots; `503` once the
+    /// drain starts.
     async fn judge(&self, params: BTreeMap<String, String>) -> Result<Report, BadRequest> {
         let options = self.options(&params)?;
+        if *self.phase.borrow() >= Phase::Deregistering {
+            return Err(BadRequest::shutting_down());
+        }
         let _slot = self
             .slots
             .clone()
@@ -283,6 +231,8 @@ impl Service {
                 ),
                 status: StatusCode::TOO_MANY_REQUESTS,
             })?;
+        // The URL was checked at startup (no credentials, no query string), and a request
+        // cannot change it: this message never holds a secret.
         let mut source = PrometheusSource::new(&options.prometheus).map_err(|e| BadRequest {
             field: None,
             message: e.to_string(),
@@ -292,16 +242,26 @@ impl Service {
         // timeout once per query.
         let deadline = options.run.max_duration + options.prometheus.timeout * 8;
         let run = judge::run(&options.run, &mut source, |_| {});
-        let mut report = match tokio::time::timeout(deadline, run).await {
-            Ok(Ok(report)) => report,
-            Ok(Err(e)) => return Err(BadRequest::new(None, e.to_string())),
-            Err(_) => {
-                return Err(BadRequest {
-                    field: None,
-                    message: "the analysis overran its deadline".to_owned(),
-                    status: StatusCode::GATEWAY_TIMEOUT,
-                })
+        let mut phase = self.phase.clone();
+        let draining = async move {
+            // A closed channel (no lifecycle) never drains.
+            if phase.wait_for(|p| *p >= Phase::Draining).await.is_err() {
+                std::future::pending::<()>().await;
             }
+        };
+        let mut report = tokio::select! {
+            result = tokio::time::timeout(deadline, run) => match result {
+                Ok(Ok(report)) => report,
+                Ok(Err(e)) => return Err(BadRequest::new(None, e.to_string())),
+                Err(_) => {
+                    return Err(BadRequest {
+                        field: None,
+                        message: "the analysis overran its deadline".to_owned(),
+                        status: StatusCode::GATEWAY_TIMEOUT,
+                    })
+                }
+            },
+            () = draining => return Err(BadRequest::shutting_down()),
         };
         report.stable.version = Some(options.prometheus.stable.clone());
         report.canary.version = Some(options.prometheus.canary.clone());
@@ -319,10 +279,32 @@ fn verdict_body(report: &Report) -> Value {
 /// measurement in Argo, not a Failed one).
 async fn argo(
     State(service): State<Service>,
-    Query(params): Query<BTreeMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, BadRequest> {
+    let params = query_params(query.as_deref().unwrap_or(""))?;
     let report = service.judge(params).await?;
     Ok(Json(verdict_body(&report)))
+}
+
+/// The query string's keys and values; a key given twice is refused (which one would
+/// count is a guess a caller should not have to make).
+fn query_params(query: &str) -> Result<BTreeMap<String, String>, BadRequest> {
+    let mut params = BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if params.insert(key.to_string(), value.into_owned()).is_some() {
+            return Err(BadRequest::new(
+                Some(&key),
+                format!("{key} is given more than once"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// `interval` from `--interval <DURATION>` or `--interval=30s`.
+fn option_name(arg: &str) -> String {
+    let name = arg.trim_start_matches('-');
+    name.split([' ', '=']).next().unwrap_or(name).to_owned()
 }
 
 /// Flagger's webhook payload; the options are in `metadata`.
@@ -383,6 +365,7 @@ mod tests {
             slots: Arc::new(Semaphore::new(limit as usize)),
             max_concurrent: limit,
             max_duration: Duration::from_secs(900),
+            phase: watch::channel(Phase::Serving).1,
         }
     }
 
@@ -466,7 +449,7 @@ mod tests {
             .header("content-type", "application/json")
             .body(axum::body::Body::from(body.to_owned()))
             .unwrap();
-        let response = router(service(1)).oneshot(request).await.unwrap();
+        let response = router(service(1), None).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("serve") => {
             args.remove(0);
-            return ExitCode::from(serve::main(args));
+            return serve::main(args);
         }
         // `help` and `help serve`, as git and cargo have them.
         Some("help") => {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
                     ExitCode::from(report_parse_error(cli::parse(["podcycle-judge", "--help"])))
                 }
                 Some("serve") if rest.len() == 1 => {
-                    ExitCode::from(serve::main(vec!["serve".into(), "--help".into()]))
+                    serve::main(vec!["serve".into(), "--help".into()])
                 }
                 Some(_) => {
                     eprintln!(

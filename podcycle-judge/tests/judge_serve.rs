@@ -535,3 +535,58 @@ fn serve_drains_on_sigterm_and_exports_its_metrics() {
     );
     eprintln!("judge: SIGTERM to exit 0 in {took:?}, the running analysis answered 503");
 }
+
+/// `--api-token-file` (here from `PODCYCLE_JUDGE_API_TOKEN_FILE`): `/v1/*` needs the bearer
+/// token, the probes and `/healthz` do not; podcycle does not take the judge's own variable
+/// for a mistyped one of its own.
+#[test]
+fn the_api_token_guards_the_api_but_not_the_probes() {
+    let rt = support::rt();
+    let prometheus = fake_prometheus(&rt);
+    let dir = std::env::temp_dir().join(format!("judge-serve-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let judge = Judge::start(
+        &prometheus.url,
+        None,
+        &[(
+            "PODCYCLE_JUDGE_API_TOKEN_FILE",
+            token_file.to_str().unwrap(),
+        )],
+    );
+    rt.block_on(judge.ready());
+    let raw = |authorization: &str| {
+        let request = format!(
+            "GET /v1/judge?canary=v2 HTTP/1.1\r\nHost: judge\r\n{authorization}Connection: \
+             close\r\n\r\n"
+        );
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(judge.app).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            tokio::time::timeout(SOON, stream.read_to_string(&mut response))
+                .await
+                .unwrap()
+                .unwrap();
+            response
+        })
+    };
+    let denied = raw("");
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    assert!(denied.contains("www-authenticate: Bearer"), "{denied}");
+    assert!(raw("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 401"));
+    let allowed = raw("Authorization: Bearer t0ken\r\n");
+    assert!(allowed.starts_with("HTTP/1.1 400"), "{allowed}");
+    assert!(allowed.contains("\"field\":\"stable\""), "{allowed}");
+    let healthz = rt.block_on(client::get(judge.app, "/healthz")).unwrap();
+    assert_eq!(healthz.status, 200);
+    let output = judge.output();
+    assert!(
+        !output.contains("unknown podcycle variable"),
+        "the judge's variable taken for a typo:\n{output}"
+    );
+    assert!(!output.contains("t0ken"), "the token is logged:\n{output}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

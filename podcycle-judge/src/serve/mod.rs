@@ -105,13 +105,13 @@ pub(crate) fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         Ok(token) => token,
         Err(e) => return usage(e),
     };
-    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Starting);
-    let service = api::Service {
+    // Until the lifecycle exists (below), a phase that never changes.
+    let mut service = api::Service {
         defaults: Arc::new(args.defaults),
         slots: Arc::new(Semaphore::new(args.max_concurrent as usize)),
         max_concurrent: args.max_concurrent,
         max_duration: args.max_analysis_duration,
-        phase: phase_rx,
+        phase: tokio::sync::watch::channel(Phase::Starting).1,
     };
     // The defaults must make a valid judgement with some versions, and a working client.
     let prometheus = match service.defaults_check() {
@@ -151,15 +151,7 @@ pub(crate) fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
             }
         };
         wire_prometheus(&lifecycle, &prometheus, probe);
-        let mut phases = lifecycle.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let phase = *phases.borrow_and_update();
-                if phase_tx.send(phase).is_err() || phases.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
+        service.phase = lifecycle.subscribe();
         tracing::info!(
             url = %prometheus.url,
             max_concurrent = service.max_concurrent,

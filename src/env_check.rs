@@ -25,6 +25,13 @@ pub(crate) const KNOWN: &[&str] = &[
     "PODCYCLE_METRIC_LABELS",
     "PODCYCLE_MAX_CONNECTIONS",
     "PODCYCLE_MIN_BODY_RATE",
+    // podcycle-judge's own, read by its command line (`podcycle-judge serve` runs under
+    // podcycle, so they are in the environment podcycle checks).
+    "PODCYCLE_JUDGE_CA_FILE",
+    "PODCYCLE_JUDGE_BEARER_TOKEN_FILE",
+    "PODCYCLE_JUDGE_BASIC_AUTH_USER",
+    "PODCYCLE_JUDGE_BASIC_AUTH_PASSWORD_FILE",
+    "PODCYCLE_JUDGE_API_TOKEN_FILE",
     // Test tooling, not settings.
     "PODCYCLE_TEST_CHILD",
     "PODCYCLE_SKIP_MISSING_TOOLS",

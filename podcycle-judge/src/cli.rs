@@ -1,13 +1,14 @@
 //! Command-line arguments of `podcycle-judge`, parsed by clap.
 //!
-//! Every mistake is a [`clap::Error`] that names the argument at fault; the
-//! binary prints it and exits 2 ("cannot judge"), never 0.
+//! Every mistake is a [`clap::Error`] that names the argument at fault (also as its
+//! [`ContextKind::InvalidArg`], which `serve` turns into the `field` of a 400); the binary
+//! prints it and exits [`USAGE_ERROR`], never 0 and never a verdict's code.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
 use podcycle::metrics::schema;
 use podcycle_judge::{CpuConfig, ErrorsConfig, LatencyConfig, PrometheusConfig, RunConfig};
@@ -18,6 +19,27 @@ const COMPARE: &str = "Comparisons (canary against stable)";
 const GUARD: &str = "Guardrails (canary alone, once it has --min-requests)";
 const OUTPUT: &str = "Output";
 
+/// Exit code of a usage error (bad arguments or configuration): `EX_USAGE` of BSD's
+/// `sysexits.h`, outside the verdicts' 0, 1 and 2, so that a typo in an AnalysisTemplate or a
+/// CI script never reads as a verdict, and outside podcycle's own exit codes (0 to 5) for
+/// `serve`.
+pub(crate) const USAGE_ERROR: u8 = 64;
+
+/// The shortest `--interval`. Prometheus rarely scrapes more often than every few seconds
+/// (15 s to 1 min is usual), and a look between two scrapes reads the same counters: looking
+/// more often adds queries, not evidence. Each look is 4 instant queries (8 with `--cpu` or
+/// `--max-memory-ratio`), so one judgement sends at most 8 queries a second.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most looks one judgement may take (`--max-duration` / `--interval`, plus the first
+/// look and a last one at the deadline): 1,000 looks are about 8 hours at 30 s, or 16m39s at the
+/// 1 s floor, and at most 8,000 instant queries. The sequential tests' evidence grows with the
+/// requests seen, not with the number of looks, so more looks buy nothing but load.
+pub(crate) const MAX_LOOKS: u64 = 1000;
+
+/// What a duration looks like, in podcycle's words (its `ConfigError` messages).
+const DURATION: &str = "expected a duration such as 5s, 500ms or 1m30s";
+
 /// The command line as clap sees it; [`parse`] turns it into [`CliOptions`].
 #[derive(Debug, Parser)]
 #[command(
@@ -27,15 +49,20 @@ const OUTPUT: &str = "Output";
     args_override_self = true,
     about = "Compare a canary with the stable version from Prometheus and decide as soon as the \
              evidence allows (anytime-valid sequential tests).",
-    after_help = "Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s.\n\
-                  Exit status: 0 pass, 1 fail, 2 inconclusive (or unable to judge: bad arguments,\n\
-                  unreachable Prometheus, no traffic). No data is never a pass.\n\
+    override_usage = "podcycle-judge [OPTIONS] --prometheus <URL> --stable <VERSION> --canary <VERSION>\n       \
+                      podcycle-judge serve [OPTIONS] -- --prometheus <URL> [JUDGE OPTIONS]\n       \
+                      podcycle-judge help [serve]",
+    after_help = "Durations: 500ms, 30s, 1.5s, 10m, 1h, 1m30s; --interval at least 1s, and at most \
+                  1000 looks\n(--max-duration / --interval) per judgement.\n\
+                  Exit status: 0 pass, 1 fail, 2 inconclusive (deadline without enough evidence,\n\
+                  unreachable Prometheus, no traffic; no data is never a pass), 64 usage error (bad\n\
+                  arguments or configuration: nothing was judged).\n\
                   As a web service (Argo Rollouts Web provider, Flagger webhook): \
                   podcycle-judge serve --help"
 )]
 struct Args {
     /// Prometheus base URL, http or https (e.g. http://prometheus:9090)
-    #[arg(long, value_name = "URL", value_parser = non_empty, help_heading = READ)]
+    #[arg(long, value_name = "URL", value_parser = PrometheusUrl, help_heading = READ)]
     prometheus: String,
     /// Version label value of the stable arm
     #[arg(long, value_name = "VERSION", value_parser = non_empty, help_heading = READ)]
@@ -47,7 +74,7 @@ struct Args {
     #[arg(long, value_name = "ROUTE", value_parser = non_empty, help_heading = READ)]
     route: Option<String>,
     /// Extra PromQL label matchers, e.g. 'namespace="shop"'
-    #[arg(long, value_name = "MATCHERS", value_parser = non_empty, help_heading = READ)]
+    #[arg(long, value_name = "MATCHERS", value_parser = selector, help_heading = READ)]
     selector: Option<String>,
     /// Label carrying the version
     #[arg(long, value_name = "NAME", default_value = schema::VERSION, value_parser = non_empty,
@@ -82,8 +109,8 @@ struct Args {
           value_parser = non_empty, requires = "basic_auth_user", help_heading = READ)]
     basic_auth_password_file: Option<String>,
 
-    /// Time between looks
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration,
+    /// Time between looks (at least 1s)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = interval,
           help_heading = DECIDE)]
     interval: Duration,
     /// Deadline; undecided by then is inconclusive
@@ -177,12 +204,27 @@ where
     let args = Args::try_parse_from(args)?;
     let invalid = |message: String| Args::command().error(ErrorKind::ValueValidation, message);
     if args.stable == args.canary {
-        return Err(Args::command().error(
-            ErrorKind::ArgumentConflict,
-            format!(
-                "--stable and --canary are both {:?}; they must differ",
-                args.stable
+        return Err(naming(
+            Args::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--stable and --canary are both {:?}; they must differ",
+                    args.stable
+                ),
             ),
+            &["--canary", "--stable"],
+        ));
+    }
+    let looks = looks(args.max_duration, args.interval);
+    if looks > MAX_LOOKS {
+        return Err(naming(
+            invalid(format!(
+                "--max-duration {} at --interval {} makes {looks} looks; at most {MAX_LOOKS} per \
+                 judgement: lengthen the interval or shorten the maximum duration",
+                humantime::format_duration(args.max_duration),
+                humantime::format_duration(args.interval),
+            )),
+            &["--max-duration", "--interval"],
         ));
     }
     let mut prometheus = PrometheusConfig::new(args.prometheus, args.stable, args.canary);
@@ -250,13 +292,93 @@ where
         margin: args.cpu_margin,
     });
     run.judge.max_memory_ratio = args.max_memory_ratio;
-    run.validate().map_err(|e| invalid(e.to_string()))?;
+    run.validate().map_err(|e| {
+        // The options a request can change that make these checks fail.
+        let args: &[&str] = if run.max_duration < run.interval {
+            &["--max-duration", "--interval"]
+        } else if run.judge.errors.is_none() && run.judge.latency.is_none() {
+            &["--no-errors", "--no-latency", "--cpu"]
+        } else {
+            &[]
+        };
+        naming(invalid(e.to_string()), args)
+    })?;
     Ok(CliOptions {
         prometheus,
         run,
         json: args.json.map(PathBuf::from),
         quiet: args.quiet,
     })
+}
+
+/// `error` naming `args` as its [`ContextKind::InvalidArg`] (the first is the one at fault
+/// unless the caller knows which of them it set).
+fn naming(mut error: clap::Error, args: &[&str]) -> clap::Error {
+    if !args.is_empty() {
+        error.insert(
+            ContextKind::InvalidArg,
+            ContextValue::Strings(args.iter().map(|a| (*a).to_owned()).collect()),
+        );
+    }
+    error
+}
+
+/// Looks of a judgement: the first, one per whole interval, and a last one at the deadline
+/// when it falls between two intervals.
+fn looks(max_duration: Duration, interval: Duration) -> u64 {
+    let (max, every) = (max_duration.as_nanos(), interval.as_nanos().max(1));
+    let n = 1 + max / every + u128::from(max % every != 0);
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The `--prometheus` URL, checked by [`PrometheusConfig::check_url`]. A value parser of its
+/// own, because clap's message for a refused value repeats the value, and this one may hold a
+/// password.
+#[derive(Debug, Clone, Copy)]
+struct PrometheusUrl;
+
+impl clap::builder::TypedValueParser for PrometheusUrl {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refuse = |message: String| {
+            naming(
+                clap::Error::raw(
+                    ErrorKind::ValueValidation,
+                    format!("--prometheus: {message}\n"),
+                )
+                .with_cmd(cmd),
+                &["--prometheus"],
+            )
+        };
+        let Some(url) = value.to_str() else {
+            return Err(refuse("the URL is not valid UTF-8".to_owned()));
+        };
+        if url.trim().is_empty() {
+            return Err(refuse("needs a non-empty value".to_owned()));
+        }
+        match PrometheusConfig::check_url(url) {
+            Ok(_) => Ok(url.to_owned()),
+            Err(podcycle_judge::PrometheusError::Config(m)) => Err(refuse(m)),
+            Err(e) => Err(refuse(e.to_string())),
+        }
+    }
+}
+
+/// PromQL label matchers, checked as the queries will use them.
+fn selector(v: &str) -> Result<String, String> {
+    let mut config = PrometheusConfig::new("http://prometheus", "a", "b");
+    config.selector = Some(non_empty(v)?);
+    match config.queries() {
+        Ok(_) => Ok(v.to_owned()),
+        Err(podcycle_judge::PrometheusError::Config(m)) => Err(m),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn non_empty(v: &str) -> Result<String, String> {
@@ -340,13 +462,32 @@ fn number(lo: f64, hi: f64, closed: bool) -> impl Fn(&str) -> Result<f64, String
 }
 
 /// A duration longer than zero, in humantime's syntax (`500ms`, `1.5s`,
-/// `1m30s`, `1m 30s`), as podcycle reads its `PODCYCLE_*` durations.
-fn positive_duration(v: &str) -> Result<Duration, String> {
+/// `1m30s`, `1m 30s`), as podcycle reads its `PODCYCLE_*` durations, with podcycle's
+/// wording when it is not one.
+pub(crate) fn positive_duration(v: &str) -> Result<Duration, String> {
     match humantime::parse_duration(v.trim()) {
-        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) if d.is_zero() => {
+            Err("expected a duration longer than zero, such as 5s, 500ms or 1m30s".to_owned())
+        }
+        Ok(d) if d > podcycle::MAX_DURATION => {
+            Err("expected a duration of at most 365 days, such as 5s, 500ms or 1m30s".to_owned())
+        }
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("invalid duration: {e}")),
+        Err(_) => Err(DURATION.to_owned()),
     }
+}
+
+/// The time between looks: a duration of at least [`MIN_INTERVAL`].
+fn interval(v: &str) -> Result<Duration, String> {
+    let d = positive_duration(v)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "expected at least {}: Prometheus rarely scrapes more often, and a look between two \
+             scrapes reads the same counters",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -541,15 +682,19 @@ mod tests {
             ),
             (
                 &["--interval", "30"],
-                "'30' for '--interval <DURATION>': invalid duration: time unit needed",
+                "'30' for '--interval <DURATION>': expected a duration such as 5s, 500ms or 1m30s",
             ),
             (
                 &["--interval", "0s"],
-                "'0s' for '--interval <DURATION>': must be longer than zero",
+                "'0s' for '--interval <DURATION>': expected a duration longer than zero",
             ),
             (
                 &["--max-p99", "fast"],
-                "'fast' for '--max-p99 <DURATION>': invalid duration",
+                "'fast' for '--max-p99 <DURATION>': expected a duration such as 5s, 500ms or 1m30s",
+            ),
+            (
+                &["--max-duration", "400d"],
+                "'400d' for '--max-duration <DURATION>': expected a duration of at most 365 days",
             ),
             (
                 &["--error-margin", "2"],
@@ -570,6 +715,115 @@ mod tests {
             assert!(e.use_stderr(), "{args:?}");
             let e = e.to_string();
             assert!(e.contains(expected), "{args:?}: {e}");
+        }
+    }
+
+    /// The argument an error names (`serve` turns it into a 400's `field`).
+    fn named(e: &clap::Error) -> Vec<String> {
+        match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::Strings(v)) => v.clone(),
+            Some(other) => vec![other.to_string()],
+            None => Vec::new(),
+        }
+    }
+
+    /// Issue 23 row 7: `--interval 1ms` made 40,000 Prometheus queries in 10 s.
+    #[test]
+    fn looks_are_bounded_in_rate_and_number() {
+        let e = parse_extra(&["--interval", "1ms"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("'1ms' for '--interval <DURATION>': expected at least 1s"),
+            "{e}"
+        );
+        assert_eq!(named(&e), ["--interval <DURATION>"]);
+        assert!(parse_extra(&["--interval", "999ms"]).is_err());
+        // 1 s for 16m39s: 1,000 looks, the most; one more second is too many.
+        let o = parse_extra(&["--interval", "1s", "--max-duration", "16m39s"]).unwrap();
+        assert_eq!(looks(o.run.max_duration, o.run.interval), MAX_LOOKS);
+        let e = parse_extra(&["--interval", "1s", "--max-duration", "16m40s"]).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "--max-duration 16m 40s at --interval 1s makes 1001 looks; at most 1000 per \
+                 judgement"
+            ),
+            "{e}"
+        );
+        assert_eq!(named(&e), ["--max-duration", "--interval"]);
+        assert!(parse_extra(&["--interval", "30s", "--max-duration", "8h19m30s"]).is_ok());
+        assert_eq!(looks(Duration::from_secs(75), Duration::from_secs(30)), 4);
+        assert_eq!(looks(Duration::from_secs(60), Duration::from_secs(30)), 3);
+    }
+
+    /// Issue 23 row 9: credentials in `--prometheus` are refused and never echoed.
+    #[test]
+    fn credentials_in_the_url_are_refused_without_echo() {
+        for url in [
+            "http://user:hunter2@prom:9090",
+            "http://user:hunter2@prom:9090?x=1",
+            "https://hunter2@prom/prefix",
+            "http://prom:9090?token=hunter2",
+            "http://prom:9090/#hunter2",
+        ] {
+            let e = parse([
+                "podcycle-judge",
+                "--prometheus",
+                url,
+                "--stable",
+                "a",
+                "--canary",
+                "b",
+            ])
+            .unwrap_err();
+            let text = e.to_string();
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+            assert!(text.contains("--prometheus"), "{url}: {text}");
+            assert_eq!(named(&e), ["--prometheus"]);
+            assert!(e.use_stderr());
+        }
+        let text = parse_extra(&[])
+            .and_then(|_| {
+                parse([
+                    "podcycle-judge",
+                    "--prometheus",
+                    "http://u:hunter2@prom",
+                    "--stable",
+                    "a",
+                    "--canary",
+                    "b",
+                ])
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("--bearer-token-file"), "{text}");
+        assert!(text.contains("--basic-auth-password-file"), "{text}");
+    }
+
+    /// Issue 23 row 10: a malformed selector is an error naming `--selector`.
+    #[test]
+    fn selectors_are_checked_when_parsed() {
+        let o = parse_extra(&["--selector", "namespace=\"shop\",pod=~\"chatbot-.*\""]).unwrap();
+        assert!(o.prometheus.selector.is_some());
+        for bad in ["namespace=shop", "x\"}) or vector(1", "=\"a\"", "a=\"b\" c"] {
+            let e = parse_extra(&["--selector", bad]).unwrap_err();
+            assert!(
+                e.to_string().contains("--selector <MATCHERS>"),
+                "{bad}: {e}"
+            );
+            assert_eq!(named(&e), ["--selector <MATCHERS>"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_usage_shows_every_form() {
+        let help = err(&["--help"]).to_string();
+        for line in [
+            "Usage: podcycle-judge [OPTIONS] --prometheus <URL>",
+            "podcycle-judge serve [OPTIONS] -- --prometheus <URL>",
+            "podcycle-judge help [serve]",
+            "64 usage error",
+        ] {
+            assert!(help.contains(line), "{line}: {help}");
         }
     }
 

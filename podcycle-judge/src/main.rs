@@ -1,5 +1,6 @@
 //! `podcycle-judge`: compares a canary with the stable version from
-//! Prometheus and exits 0 (pass), 1 (fail) or 2 (inconclusive).
+//! Prometheus and exits 0 (pass), 1 (fail) or 2 (inconclusive); 64 for a usage
+//! error (bad arguments or configuration), so that a typo never reads as a verdict.
 
 #![forbid(unsafe_code)]
 
@@ -12,34 +13,48 @@ use std::time::Duration;
 
 use podcycle_judge::{self as judge, Event, PrometheusSource, Verdict};
 
-/// Exit code when the judge could not run at all (bad arguments, bad
-/// configuration): the same as inconclusive, never a pass.
+/// Exit code when a judgement started but could not finish cleanly (no
+/// runtime, a report that cannot be written): inconclusive, never a pass.
 const CANNOT_JUDGE: u8 = 2;
 
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "serve") {
-        args.remove(0);
-        return ExitCode::from(serve::main(args));
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("serve") => {
+            args.remove(0);
+            return serve::main(args);
+        }
+        // `help` and `help serve`, as git and cargo have them.
+        Some("help") => {
+            let rest: Vec<_> = args.drain(2..).collect();
+            return match rest.first().and_then(|a| a.to_str()) {
+                None => {
+                    ExitCode::from(report_parse_error(cli::parse(["podcycle-judge", "--help"])))
+                }
+                Some("serve") if rest.len() == 1 => {
+                    serve::main(vec!["serve".into(), "--help".into()])
+                }
+                Some(_) => {
+                    eprintln!(
+                        "error: unknown help topic {:?}: try 'podcycle-judge help' or \
+                         'podcycle-judge help serve'",
+                        rest[0]
+                    );
+                    ExitCode::from(cli::USAGE_ERROR)
+                }
+            };
+        }
+        _ => {}
     }
     let options = match cli::parse(args) {
         Ok(options) => options,
-        Err(e) => {
-            // --help and --version go to stdout and exit 0; a mistake goes
-            // to stderr and exits 2: cannot judge, never a pass.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(CANNOT_JUDGE)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(e) => return ExitCode::from(report_parse_error::<()>(Err(e))),
     };
     let mut source = match PrometheusSource::new(&options.prometheus) {
         Ok(source) => source,
         Err(e) => {
             eprintln!("podcycle-judge: {e}");
-            return ExitCode::from(CANNOT_JUDGE);
+            return ExitCode::from(cli::USAGE_ERROR);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -90,7 +105,7 @@ fn main() -> ExitCode {
         Ok(report) => report,
         Err(e) => {
             eprintln!("podcycle-judge: {e}");
-            return ExitCode::from(CANNOT_JUDGE);
+            return ExitCode::from(cli::USAGE_ERROR);
         }
     };
     report.stable.version = Some(options.prometheus.stable.clone());
@@ -111,4 +126,20 @@ fn main() -> ExitCode {
     // Nothing useful to do if stdout is closed; the exit code still tells.
     let _ = writeln!(stdout, "podcycle-judge: {report}");
     ExitCode::from(code)
+}
+
+/// Prints what `parse` refused: `--help` and `--version` on stdout (exit 0), a mistake on
+/// stderr (exit [`cli::USAGE_ERROR`]: nothing was judged, and no verdict's code is used).
+fn report_parse_error<T>(result: Result<T, clap::Error>) -> u8 {
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                cli::USAGE_ERROR
+            } else {
+                0
+            }
+        }
+    }
 }

@@ -95,6 +95,54 @@ impl PrometheusConfig {
         }
     }
 
+    /// Checks a base URL: `http://` or `https://`, a host, an optional path prefix; no
+    /// credentials (`user:password@`: they would not be sent, and an error message would
+    /// show them; use an `Authorization` header, e.g. the command's `--bearer-token-file`
+    /// or `--basic-auth-user` with `--basic-auth-password-file`), no query string and no
+    /// fragment (the judge appends `/api/v1/query?...` itself). Returns whether it is
+    /// `https`.
+    ///
+    /// Its messages never repeat the credentials or the query string of `url`, which
+    /// may hold a secret.
+    pub fn check_url(url: &str) -> Result<bool, PrometheusError> {
+        let url = url.trim().trim_end_matches('/');
+        let shown = redact_url(url);
+        let refuse = |why: &str| {
+            Err(PrometheusError::Config(format!(
+                "invalid URL {shown:?}: {why}"
+            )))
+        };
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.contains('@') {
+            return refuse(
+                "credentials in the URL are refused (they would not be sent, and errors would \
+                 show them): put the secret in a file and pass --bearer-token-file, or \
+                 --basic-auth-user with --basic-auth-password-file",
+            );
+        }
+        if url.contains('?') || url.contains('#') {
+            return refuse(
+                "a query string or fragment on the base URL is refused: the judge appends \
+                 /api/v1/query?... itself; give the base URL only (e.g. \
+                 http://prometheus:9090 or https://thanos.example.com/prometheus)",
+            );
+        }
+        let uri: Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(e) => return refuse(&format!("{e}; expected http://host:port[/path]")),
+        };
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return refuse("expected http://host:port[/path] or https://host[/path]"),
+        };
+        if uri.authority().is_none_or(|a| a.host().is_empty()) {
+            return refuse("expected http://host:port[/path]");
+        }
+        Ok(https)
+    }
+
     /// The PromQL of the resource queries of one look, when
     /// [`resources`](Self::resources) is on: stable CPU, stable resident
     /// memory, canary CPU, canary resident memory. Process metrics are per
@@ -682,24 +730,8 @@ pub struct PrometheusSource {
 impl PrometheusSource {
     /// Checks `config` and prepares the client; no request is sent yet.
     pub fn new(config: &PrometheusConfig) -> Result<Self, PrometheusError> {
+        let https = PrometheusConfig::check_url(&config.url)?;
         let url = config.url.trim().trim_end_matches('/');
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| PrometheusError::Config(format!("invalid URL {url:?}: {e}")))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
-                return Err(PrometheusError::Config(format!(
-                    "invalid URL {url:?}: expected http://host:port or https://host"
-                )))
-            }
-        };
-        if uri.authority().is_none() || uri.query().is_some() {
-            return Err(PrometheusError::Config(format!(
-                "invalid URL {url:?}: expected http://host:port[/path]"
-            )));
-        }
         let mut headers = Vec::new();
         for (name, value) in &config.headers {
             let name = HeaderName::from_bytes(name.trim().as_bytes())
@@ -774,6 +806,26 @@ impl PrometheusSource {
             QueryResult::Scalar(_) => Err(PrometheusError::UnexpectedResultType("scalar".into())),
         }
     }
+}
+
+/// `url` with anything that may be a secret masked: the user information before `@` and
+/// the query string or fragment.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find(['?', '#']) {
+        Some(i) => format!("{}{}***", &tail[..i], &tail[i..=i]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -982,16 +1034,28 @@ mod tests {
             "http://",
             "http://p:9090/?x=1",
             "not a url",
+            "http://user:hunter2@p:9090",
+            "https://token@p/prefix",
+            "http://p:9090?token=hunter2",
+            "http://p:9090/#hunter2",
+            "http://user:hunter2@p?x=1",
         ] {
             let config = PrometheusConfig::new(url, "a", "b");
-            assert!(
-                matches!(
-                    PrometheusSource::new(&config),
-                    Err(PrometheusError::Config(_))
+            match PrometheusSource::new(&config) {
+                Err(PrometheusError::Config(m)) => assert!(
+                    !m.contains("hunter2") && !m.contains("token@") && !m.contains("user:"),
+                    "{url}: the message repeats a hunter2: {m}"
                 ),
-                "{url}"
-            );
+                other => panic!("{url}: {other:?}"),
+            }
         }
+        let m = PrometheusConfig::check_url("http://user:hunter2@p?x=1")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("\"http://***@p?***\""), "{m}");
+        assert!(m.contains("--bearer-token-file"), "{m}");
+        assert_eq!(PrometheusConfig::check_url("https://p/prefix/"), Ok(true));
+        assert_eq!(PrometheusConfig::check_url(" http://p:9090 "), Ok(false));
     }
 
     fn count(version: &str, error: Option<&str>, pod: &str, value: f64) -> Sample {

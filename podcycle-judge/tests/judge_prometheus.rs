@@ -314,6 +314,8 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
             ])
             .args(["--prometheus", &prom.url])
             .args(options)
+            // Under podcycle: its admin listener on a free loopback port, not 0.0.0.0:9090.
+            .env("PODCYCLE_ADMIN_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

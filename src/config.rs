@@ -84,6 +84,7 @@ pub struct Config {
     pub(crate) metric_labels: Vec<(String, String)>,
     pub(crate) buckets: Vec<f64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_upgraded_connections: Option<usize>,
     pub(crate) min_body_rate: u64,
 }
 
@@ -139,6 +140,7 @@ impl Default for Config {
             metric_labels: Vec::new(),
             buckets: DEFAULT_BUCKETS.to_vec(),
             max_connections: None,
+            max_upgraded_connections: None,
             min_body_rate: DEFAULT_MIN_BODY_RATE,
         }
     }
@@ -288,6 +290,7 @@ impl Config {
     /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
     /// | `PODCYCLE_METRIC_LABELS` | unset; e.g. `track=canary,zone=a` |
     /// | `PODCYCLE_MAX_CONNECTIONS` | unset: the file-descriptor limit less a reserve (see [`Config::max_connections`]) |
+    /// | `PODCYCLE_MAX_UPGRADED_CONNECTIONS` | unset: half the connection limit (see [`Config::max_upgraded_connections`]) |
     /// | `PODCYCLE_MIN_BODY_RATE` | `240` bytes per second (`0`: no minimum; see [`Config::min_body_rate`]) |
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
@@ -442,6 +445,15 @@ impl Config {
                     .ok_or_else(|| invalid("PODCYCLE_MAX_CONNECTIONS", &v, CONNECTIONS))?,
             );
         }
+        if let Some(v) = get("PODCYCLE_MAX_UPGRADED_CONNECTIONS") {
+            c.max_upgraded_connections = Some(
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| invalid("PODCYCLE_MAX_UPGRADED_CONNECTIONS", &v, CONNECTIONS))?,
+            );
+        }
         if let Some(v) = get("PODCYCLE_MIN_BODY_RATE") {
             c.min_body_rate = v
                 .trim()
@@ -466,7 +478,8 @@ impl Config {
     ///   `/livez` forever: a restart loop);
     /// - every [metric label](Config::metric_label) has a valid Prometheus name, not one of
     ///   podcycle's own, and no name is used twice (Prometheus would reject the whole scrape);
-    /// - the [connection limit](Config::max_connections), when set, is at least 1;
+    /// - the [connection limit](Config::max_connections) and the
+    ///   [upgraded connection limit](Config::max_upgraded_connections), when set, are at least 1;
     /// - the [stream close spread](Config::stream_close_spread) is shorter than the drain
     ///   timeout (or zero);
     /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
@@ -577,6 +590,14 @@ impl Config {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_connections",
                 var: "PODCYCLE_MAX_CONNECTIONS",
+                value: String::from("0"),
+                expected: CONNECTIONS,
+            });
+        }
+        if self.max_upgraded_connections == Some(0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_upgraded_connections",
+                var: "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
                 value: String::from("0"),
                 expected: CONNECTIONS,
             });
@@ -788,6 +809,18 @@ impl Config {
     /// warning.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n);
+        self
+    }
+
+    /// The most upgraded connections (HTTP/1 `101 Switching Protocols`: WebSockets) open at
+    /// once (`PODCYCLE_MAX_UPGRADED_CONNECTIONS`, at least 1). An upgrade beyond it is
+    /// answered `503 Service Unavailable` with `Retry-After: 1` instead of its `101`, so that
+    /// long-lived sessions can never take the last connection slots from ordinary requests.
+    ///
+    /// Default: half the [connection limit](Config::max_connections) in force, at least 1. A
+    /// value at or above that limit is used as given (upgrades may then take every slot).
+    pub fn max_upgraded_connections(mut self, n: usize) -> Self {
+        self.max_upgraded_connections = Some(n);
         self
     }
 
@@ -1210,6 +1243,7 @@ mod random_values {
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",
         "PODCYCLE_MAX_CONNECTIONS",
+        "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
         "PODCYCLE_MIN_BODY_RATE",
         "APP_VERSION",
     ];

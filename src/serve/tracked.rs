@@ -210,11 +210,11 @@ where
         } else {
             None
         };
-        let timer = if let (Some(slot), Some(guard)) = (slot, guard.take()) {
+        let timer = if let Some(slot) = slot {
             // An upgrade (a WebSocket): in flight, and measured, until the upgraded I/O is
             // dropped; never `Connection: close` (it would replace `Connection: upgrade`).
             close = false;
-            hold_upgrade(guard, slot, at_upgrade(this.timer.take()));
+            hold_upgrade(guard.take(), slot, at_upgrade(this.timer.take()));
             None
         } else {
             // Recorded now if the request failed or sends no body; else when its body ends.
@@ -268,9 +268,11 @@ fn upgrade_slot_or_refuse<B, E>(
 /// connection until the upgraded I/O is dropped or cut.
 #[cold]
 #[inline(never)]
-fn hold_upgrade(guard: RequestGuard, slot: UpgradeSlot, timer: Option<UpgradeTimer>) {
-    let end = timer.map(|t| Box::new(t) as Box<dyn UpgradeEnd>);
-    guard.hold_upgrade(slot, end);
+fn hold_upgrade(guard: Option<RequestGuard>, slot: UpgradeSlot, timer: Option<UpgradeTimer>) {
+    if let Some(guard) = guard {
+        let end = timer.map(|t| Box::new(t) as Box<dyn UpgradeEnd>);
+        guard.hold_upgrade(slot, end);
+    }
 }
 
 /// The error that makes hyper reset an HTTP/2 stream with `REFUSED_STREAM` (hyper resets a

@@ -285,6 +285,9 @@ fn an_idle_http2_connection_lives_the_idle_timeout_and_ends_with_a_goaway() {
         let deaf = tokio::spawn(until_closed(r3, None, Instant::now(), SOON));
 
         let (took, goaways) = until_closed(r, Some(out), answered, SOON).await;
+        println!(
+            "idle connection with control frames: closed after {took:?}, GOAWAY codes {goaways:?}"
+        );
         assert!(
             took >= Duration::from_millis(3500) && took < Duration::from_secs(8),
             "closed by the 4 s idle timeout, not the 1 s header-read one: {took:?}"
@@ -294,12 +297,14 @@ fn an_idle_http2_connection_lives_the_idle_timeout_and_ends_with_a_goaway() {
             "a graceful GOAWAY (NO_ERROR) before the close: {goaways:?}"
         );
         let (took, goaways) = preface_only.await.unwrap();
+        println!("preface-only connection: closed after {took:?}, GOAWAY codes {goaways:?}");
         assert!(
             took >= Duration::from_millis(3500) && took < Duration::from_secs(8),
             "a preface-only connection is idle, closed after 4 s: {took:?}"
         );
         assert!(goaways.contains(&0), "with a GOAWAY: {goaways:?}");
         let (took, goaways) = deaf.await.unwrap();
+        println!("PING-deaf connection: closed after {took:?}, GOAWAY codes {goaways:?}");
         assert!(
             took >= Duration::from_millis(3500) && took < Duration::from_secs(8),
             "a client deaf to PINGs is closed about a second after its GOAWAY: {took:?}"
@@ -394,6 +399,7 @@ fn at_sigterm_a_pinging_client_does_not_hold_the_drain_and_one_ignoring_goaway_i
         child.drain_output(Duration::from_secs(1))
     );
     let took = exited - sigterm;
+    println!("exited {took:?} after SIGTERM (12 s drain timeout)");
     assert!(
         took < Duration::from_secs(5),
         "neither connection held the 12 s drain: exited {took:?} after SIGTERM"
@@ -415,6 +421,11 @@ fn at_sigterm_a_pinging_client_does_not_hold_the_drain_and_one_ignoring_goaway_i
             .iter()
             .filter(|(_, code, _)| *code == Some(REFUSED_STREAM))
             .count();
+        println!(
+            "ignoring GOAWAY: {} streams ended, {refused} refused (REFUSED_STREAM), {} answered past the grace",
+            ends.len(),
+            answered_late.len()
+        );
         assert!(
             answered_late.is_empty(),
             "no stream answered past the GOAWAY's grace: {answered_late:?}"
@@ -481,6 +492,7 @@ fn http2_request_bodies_that_never_come_are_reset_per_stream_and_the_connection_
         }
         for t in tasks {
             let (took, resets, end) = t.await.unwrap();
+            println!("100 waiting streams: all reset {took:?} after opening ({resets} RST_STREAM)");
             assert!(
                 took >= Duration::from_millis(4500) && took < Duration::from_secs(10),
                 "every waiting stream ended after the 5 s grace: {took:?}"

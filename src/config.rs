@@ -936,6 +936,34 @@ mod tests {
     }
 
     #[test]
+    fn an_upgraded_connection_limit_that_is_not_a_positive_number_is_refused() {
+        for val in ["0", "abc", "-5", "1.5", ""] {
+            let err = Config::from_vars("x", &vars(&[("PODCYCLE_MAX_UPGRADED_CONNECTIONS", val)]))
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid PODCYCLE_MAX_UPGRADED_CONNECTIONS={val:?}: expected {CONNECTIONS}"
+                )
+            );
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_MAX_UPGRADED_CONNECTIONS", " 50 ")]))
+            .unwrap();
+        assert_eq!(c.max_upgraded_connections, Some(50));
+        assert_eq!(Config::default().max_upgraded_connections, None);
+        let err = Config::default()
+            .max_upgraded_connections(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::max_upgraded_connections (PODCYCLE_MAX_UPGRADED_CONNECTIONS) \"0\": expected {CONNECTIONS}"
+            )
+        );
+    }
+
+    #[test]
     fn a_connection_limit_that_is_not_a_positive_number_is_refused() {
         for val in ["0", "abc", "-5", "1.5", ""] {
             let err =

@@ -904,6 +904,125 @@ Max locked memory         8388608              8388608              bytes
         assert_eq!(log.1, 999, "the others wait for the next second's line");
     }
 
+    const TIMEOUTS: Timeouts = Timeouts {
+        header_read: Duration::from_secs(1),
+        idle: Duration::from_secs(4),
+        max_age: None,
+        min_body_rate: Some(240),
+    };
+
+    #[test]
+    fn control_frames_after_the_last_http2_stream_leave_the_connection_idle() {
+        let connections = Arc::new(Connections::default());
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        let t0 = Instant::now();
+        assert_eq!(conn.sweep(t0, TIMEOUTS), None);
+        conn.saw_http2();
+        drop(conn.start());
+        assert_eq!(
+            conn.sweep(t0, TIMEOUTS),
+            None,
+            "a request started: clocks reset"
+        );
+        conn.read(); // a PING, a SETTINGS ACK: bytes after the last stream ended
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(conn.sweep(later, TIMEOUTS), None, "not a partial request");
+        assert_eq!(
+            conn.sweep(t0 + Duration::from_secs(5), TIMEOUTS),
+            Some("idle")
+        );
+        // The same bytes on HTTP/1 are a partial request.
+        let (h1, _registered) = connections.open(CancellationToken::new());
+        drop(h1.start());
+        assert_eq!(h1.sweep(t0, TIMEOUTS), None);
+        h1.read();
+        assert_eq!(h1.sweep(t0 + Duration::from_millis(100), TIMEOUTS), None);
+        assert_eq!(
+            h1.sweep(t0 + Duration::from_secs(2), TIMEOUTS),
+            Some("header_read")
+        );
+    }
+
+    #[test]
+    fn a_preface_only_http2_connection_gets_the_idle_timeout() {
+        let connections = Arc::new(Connections::default());
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        conn.saw_http2();
+        let t0 = Instant::now();
+        assert_eq!(conn.sweep(t0 + Duration::from_secs(2), TIMEOUTS), None);
+        assert_eq!(
+            conn.sweep(t0 + Duration::from_secs(5), TIMEOUTS),
+            Some("idle")
+        );
+    }
+
+    #[test]
+    fn a_stream_body_waiting_slower_than_the_minimum_rate_is_reset_after_the_grace() {
+        let connections = Arc::new(Connections::default());
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        conn.saw_http2();
+        let body = conn.watch_stream_body();
+        let fast = conn.watch_stream_body();
+        let waker = futures_util::task::noop_waker();
+        assert!(body.wait(&waker) && fast.wait(&waker));
+        let t0 = Instant::now();
+        connections.sweep_stream_bodies(&conn, t0, 240);
+        fast.arrived(10_000);
+        assert!(fast.wait(&waker));
+        connections.sweep_stream_bodies(&conn, t0 + Duration::from_secs(3), 240);
+        assert!(!body.is_reset(), "within the grace");
+        connections.sweep_stream_bodies(&conn, t0 + Duration::from_secs(6), 240);
+        assert!(body.is_reset(), "no byte in 6 s");
+        assert!(!fast.is_reset(), "10 kB in 6 s is above 240 B/s");
+        assert!(!body.wait(&waker), "a reset body stops waiting");
+        assert_eq!(connections.stream_bodies_reset.load(Ordering::Relaxed), 1);
+        drop(fast);
+        connections.sweep_stream_bodies(&conn, t0 + Duration::from_secs(7), 240);
+        assert!(
+            conn.h2_bodies.lock().unwrap().is_empty(),
+            "dropped bodies forgotten"
+        );
+    }
+
+    #[test]
+    fn upgrades_beyond_the_cap_get_no_slot_until_one_is_given_back() {
+        let slots = Arc::new(UpgradeSlots::default());
+        slots.set_max(2);
+        let a = slots.take().expect("first");
+        let _b = slots.take().expect("second");
+        assert!(slots.take().is_none(), "the cap is 2");
+        drop(a);
+        assert!(slots.take().is_some(), "a slot given back is free again");
+    }
+
+    #[test]
+    fn a_full_listener_fails_readiness_until_a_sixteenth_of_its_slots_are_free() {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(64));
+        let slots = AppSlots::default();
+        assert!(slots.line().is_ok(), "not serving yet");
+        slots.serve(semaphore.clone(), 64);
+        let held = semaphore.clone().try_acquire_many_owned(64).unwrap();
+        assert!(
+            slots.line().is_ok(),
+            "full, but the accept loop has not met it yet"
+        );
+        slots.mark_full();
+        let err = slots.line().unwrap_err();
+        assert!(
+            err.contains("64 in use") && err.contains("4 are free"),
+            "{err}"
+        );
+        let mut held = held;
+        drop(held.split(3).unwrap());
+        assert!(slots.line().is_err(), "3 free: still failing (no flapping)");
+        drop(held.split(1).unwrap());
+        assert!(slots.line().is_ok(), "4 free: ready again");
+        assert!(
+            slots.line().is_ok(),
+            "and stays so until the loop finds it full again"
+        );
+    }
+
     #[test]
     fn guards_count_requests_and_connections() {
         let connections = Arc::new(Connections::default());

@@ -66,6 +66,7 @@ pub(crate) struct ServeContext {
 /// parallelism). Each stream whose handler waits for a request body holds the handler for up
 /// to the minimum body rate's grace period (5 s) before its rate is checked and the stream is
 /// reset: 100 bounds what one connection can hold that way, at the RFC's floor.
+#[cfg(feature = "http2")]
 pub(crate) const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// How long a client has, after an HTTP/2 GOAWAY, before the connection stops serving the new
@@ -120,6 +121,7 @@ pub(crate) async fn accept_loop<S, B>(
 {
     // No hyper timer, as `axum::serve`: with one, hyper allocates and polls a header-read
     // sleep for every HTTP/1 request (~2% of server CPU in the load benchmark).
+    #[cfg_attr(not(feature = "http2"), allow(unused_mut))]
     let mut builder = auto::Builder::new(TokioExecutor::new());
     #[cfg(feature = "http2")]
     builder

@@ -12,20 +12,25 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::connections::{ConnState, StreamBody};
+use crate::connections::{ConnState, StreamBody, Timeouts};
 use crate::error::BoxError;
 
 /// The body type the application's service receives: axum's, so an axum `Router` takes it
 /// without boxing it again (it would box hyper's body itself).
 pub(crate) type AppBody = axum::body::Body;
 
-/// Wraps `body` for the application. A request with a body to come is watched (read rate)
-/// when a minimum body rate is set (`watch`); one without (most `GET`s) is not. HTTP/1
-/// watches the connection (one request at a time), HTTP/2 the stream: its per-stream state is
-/// made only once the handler has to wait for a body byte, so a unary call whose body is
-/// there already costs one reference count.
+/// Wraps `body` for the application. A request with a body to come is watched (read rate);
+/// one without (most `GET`s) is not. HTTP/1 watches the connection (one request at a time),
+/// HTTP/2 the stream, when a minimum body rate is set: its per-stream state is made only once
+/// the handler has to wait for a body byte, so a unary call whose body is there already costs
+/// a reference count (the connection's), taken and given back.
 #[inline]
-pub(crate) fn app_body(body: Incoming, conn: &Arc<ConnState>, http1: bool, watch: bool) -> AppBody {
+pub(crate) fn app_body(
+    body: Incoming,
+    conn: &Arc<ConnState>,
+    http1: bool,
+    timeouts: &Timeouts,
+) -> AppBody {
     if body.is_end_stream() {
         AppBody::new(body)
     } else if http1 {
@@ -33,7 +38,7 @@ pub(crate) fn app_body(body: Incoming, conn: &Arc<ConnState>, http1: bool, watch
             inner: body,
             conn: conn.clone(),
         })
-    } else if watch {
+    } else if timeouts.min_body_rate.is_some() {
         AppBody::new(StreamWatchedBody {
             inner: body,
             conn: conn.clone(),

@@ -104,8 +104,7 @@ where
         // layer names the route through the hand-off while this future polls the router.
         let timer = Timer::for_serving(self.metrics, &req);
         let http1 = req.version() <= Version::HTTP_11;
-        let watch = self.shared.timeouts.min_body_rate.is_some();
-        let req = req.map(|body| app_body(body, &self.conn, http1, watch));
+        let req = req.map(|body| app_body(body, &self.conn, http1, &self.shared.timeouts));
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),

@@ -785,13 +785,13 @@ impl Config {
         self
     }
 
-    /// The slowest an HTTP/1 request body may arrive while the application waits for it, in
-    /// bytes per second (`PODCYCLE_MIN_BODY_RATE`, default 240 as Kestrel's; `0`: no minimum).
+    /// The slowest a request body may arrive while the application waits for it, in bytes per
+    /// second (`PODCYCLE_MIN_BODY_RATE`, default 240 as Kestrel's; `0`: no minimum).
     /// Measured over the time the application's body reads are pending, once that is over a
-    /// 5 s grace period: a client that trickles its body (slowloris with a body) has its
-    /// connection closed, and the handler sees its body end with an error. Time a handler
-    /// spends on anything else does not count. Checked by the same coarse sweep as the
-    /// header-read timeout. HTTP/2 bodies are flow-controlled by the protocol and not checked.
+    /// 5 s grace period: a client that trickles its body (slowloris with a body) has its HTTP/1
+    /// connection closed, or its HTTP/2 stream reset (the connection's other streams go on),
+    /// and the handler sees its body end with an error. Time a handler spends on anything else
+    /// does not count. Checked by the same coarse sweep as the header-read timeout.
     pub fn min_body_rate(mut self, bytes_per_second: u64) -> Self {
         self.min_body_rate = bytes_per_second;
         self

@@ -6,7 +6,9 @@
 //!
 //! The number of open application connections is bounded ([`max_app_connections`]): by
 //! default the process's file-descriptor limit less a reserve for the admin listener, so that
-//! a flood of idle connections cannot take the descriptors the probes need.
+//! a flood of idle connections cannot take the descriptors the probes need. Upgraded
+//! connections (WebSockets) have a cap of their own below it ([`UpgradeSlots`]), and a listener
+//! with no free slot fails `/readyz` ([`AppSlots`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -281,8 +283,9 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     /// The maximum age of a connection, if any, spread by ±10% per connection.
     pub(crate) max_age: Option<Duration>,
-    /// The slowest an HTTP/1 request body may arrive while the application waits for it,
-    /// in bytes per second, measured once it has waited [`BODY_RATE_GRACE`]; `None`: no limit.
+    /// The slowest a request body (HTTP/1: the connection's; HTTP/2: each stream's) may
+    /// arrive while the application waits for it, in bytes per second, measured once it has
+    /// waited [`BODY_RATE_GRACE`]; `None`: no limit.
     pub(crate) min_body_rate: Option<u64>,
 }
 

@@ -84,6 +84,7 @@ pub struct Config {
     pub(crate) metric_labels: Vec<(String, String)>,
     pub(crate) buckets: Vec<f64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_upgraded_connections: Option<usize>,
     pub(crate) min_body_rate: u64,
 }
 
@@ -139,6 +140,7 @@ impl Default for Config {
             metric_labels: Vec::new(),
             buckets: DEFAULT_BUCKETS.to_vec(),
             max_connections: None,
+            max_upgraded_connections: None,
             min_body_rate: DEFAULT_MIN_BODY_RATE,
         }
     }
@@ -288,6 +290,7 @@ impl Config {
     /// | `PODCYCLE_ON_WARMUP_FAILURE` | `exit` (or `stay-unready`) |
     /// | `PODCYCLE_METRIC_LABELS` | unset; e.g. `track=canary,zone=a` |
     /// | `PODCYCLE_MAX_CONNECTIONS` | unset: the file-descriptor limit less a reserve (see [`Config::max_connections`]) |
+    /// | `PODCYCLE_MAX_UPGRADED_CONNECTIONS` | unset: half the connection limit (see [`Config::max_upgraded_connections`]) |
     /// | `PODCYCLE_MIN_BODY_RATE` | `240` bytes per second (`0`: no minimum; see [`Config::min_body_rate`]) |
     /// | `APP_VERSION` | `version`, the application's package version |
     ///
@@ -442,6 +445,15 @@ impl Config {
                     .ok_or_else(|| invalid("PODCYCLE_MAX_CONNECTIONS", &v, CONNECTIONS))?,
             );
         }
+        if let Some(v) = get("PODCYCLE_MAX_UPGRADED_CONNECTIONS") {
+            c.max_upgraded_connections = Some(
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| invalid("PODCYCLE_MAX_UPGRADED_CONNECTIONS", &v, CONNECTIONS))?,
+            );
+        }
         if let Some(v) = get("PODCYCLE_MIN_BODY_RATE") {
             c.min_body_rate = v
                 .trim()
@@ -466,7 +478,8 @@ impl Config {
     ///   `/livez` forever: a restart loop);
     /// - every [metric label](Config::metric_label) has a valid Prometheus name, not one of
     ///   podcycle's own, and no name is used twice (Prometheus would reject the whole scrape);
-    /// - the [connection limit](Config::max_connections), when set, is at least 1;
+    /// - the [connection limit](Config::max_connections) and the
+    ///   [upgraded connection limit](Config::max_upgraded_connections), when set, are at least 1;
     /// - the [stream close spread](Config::stream_close_spread) is shorter than the drain
     ///   timeout (or zero);
     /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
@@ -577,6 +590,14 @@ impl Config {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_connections",
                 var: "PODCYCLE_MAX_CONNECTIONS",
+                value: String::from("0"),
+                expected: CONNECTIONS,
+            });
+        }
+        if self.max_upgraded_connections == Some(0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_upgraded_connections",
+                var: "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
                 value: String::from("0"),
                 expected: CONNECTIONS,
             });
@@ -764,13 +785,13 @@ impl Config {
         self
     }
 
-    /// The slowest an HTTP/1 request body may arrive while the application waits for it, in
-    /// bytes per second (`PODCYCLE_MIN_BODY_RATE`, default 240 as Kestrel's; `0`: no minimum).
+    /// The slowest a request body may arrive while the application waits for it, in bytes per
+    /// second (`PODCYCLE_MIN_BODY_RATE`, default 240 as Kestrel's; `0`: no minimum).
     /// Measured over the time the application's body reads are pending, once that is over a
-    /// 5 s grace period: a client that trickles its body (slowloris with a body) has its
-    /// connection closed, and the handler sees its body end with an error. Time a handler
-    /// spends on anything else does not count. Checked by the same coarse sweep as the
-    /// header-read timeout. HTTP/2 bodies are flow-controlled by the protocol and not checked.
+    /// 5 s grace period: a client that trickles its body (slowloris with a body) has its HTTP/1
+    /// connection closed, or its HTTP/2 stream reset (the connection's other streams go on),
+    /// and the handler sees its body end with an error. Time a handler spends on anything else
+    /// does not count. Checked by the same coarse sweep as the header-read timeout.
     pub fn min_body_rate(mut self, bytes_per_second: u64) -> Self {
         self.min_body_rate = bytes_per_second;
         self
@@ -788,6 +809,18 @@ impl Config {
     /// warning.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n);
+        self
+    }
+
+    /// The most upgraded connections (HTTP/1 `101 Switching Protocols`: WebSockets) open at
+    /// once (`PODCYCLE_MAX_UPGRADED_CONNECTIONS`, at least 1). An upgrade beyond it is
+    /// answered `503 Service Unavailable` with `Retry-After: 1` instead of its `101`, so that
+    /// long-lived sessions can never take the last connection slots from ordinary requests.
+    ///
+    /// Default: half the [connection limit](Config::max_connections) in force, at least 1. A
+    /// value at or above that limit is used as given (upgrades may then take every slot).
+    pub fn max_upgraded_connections(mut self, n: usize) -> Self {
+        self.max_upgraded_connections = Some(n);
         self
     }
 
@@ -899,6 +932,34 @@ mod tests {
                 ("track".into(), "canary".into()),
                 ("zone".into(), "eu-1".into())
             ]
+        );
+    }
+
+    #[test]
+    fn an_upgraded_connection_limit_that_is_not_a_positive_number_is_refused() {
+        for val in ["0", "abc", "-5", "1.5", ""] {
+            let err = Config::from_vars("x", &vars(&[("PODCYCLE_MAX_UPGRADED_CONNECTIONS", val)]))
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid PODCYCLE_MAX_UPGRADED_CONNECTIONS={val:?}: expected {CONNECTIONS}"
+                )
+            );
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_MAX_UPGRADED_CONNECTIONS", " 50 ")]))
+            .unwrap();
+        assert_eq!(c.max_upgraded_connections, Some(50));
+        assert_eq!(Config::default().max_upgraded_connections, None);
+        let err = Config::default()
+            .max_upgraded_connections(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::max_upgraded_connections (PODCYCLE_MAX_UPGRADED_CONNECTIONS) \"0\": expected {CONNECTIONS}"
+            )
         );
     }
 
@@ -1210,6 +1271,7 @@ mod random_values {
         "PODCYCLE_ON_WARMUP_FAILURE",
         "PODCYCLE_METRIC_LABELS",
         "PODCYCLE_MAX_CONNECTIONS",
+        "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
         "PODCYCLE_MIN_BODY_RATE",
         "APP_VERSION",
     ];

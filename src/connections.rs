@@ -6,10 +6,12 @@
 //!
 //! The number of open application connections is bounded ([`max_app_connections`]): by
 //! default the process's file-descriptor limit less a reserve for the admin listener, so that
-//! a flood of idle connections cannot take the descriptors the probes need.
+//! a flood of idle connections cannot take the descriptors the probes need. Upgraded
+//! connections (WebSockets) have a cap of their own below it ([`UpgradeSlots`]), and a listener
+//! with no free slot fails `/readyz` ([`AppSlots`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,8 +35,12 @@ pub(crate) struct ConnState {
     /// Set by the sweep when the connection outlived its maximum age: its next HTTP/1 response
     /// carries `Connection: close`, an HTTP/2 connection gets a graceful GOAWAY.
     aged: AtomicBool,
-    /// Set by the serving stack once the connection carried an HTTP/2 request.
+    /// Set by the serving stack once the connection sent the HTTP/2 preface or carried an
+    /// HTTP/2 request.
     http2: AtomicBool,
+    /// Set by the drain once this HTTP/2 connection's GOAWAY grace is over: a stream its
+    /// client opens after that is refused (`REFUSED_STREAM`) instead of served.
+    refusing: AtomicBool,
     opened: Instant,
     /// This connection's share of the age jitter, in [0, 1).
     jitter: f64,
@@ -51,6 +57,11 @@ pub(crate) struct ConnState {
     body_waiting: AtomicBool,
     /// The upgraded connection (HTTP/1 `101 Switching Protocols`), if any: see [`Upgrade`].
     upgrade: Upgrade,
+    /// The listener's cap on upgraded connections, shared by all its connections.
+    upgrade_slots: Arc<UpgradeSlots>,
+    /// The HTTP/2 request bodies of this connection that kept their handler waiting, for
+    /// the minimum body rate (see [`StreamBody`]). Touched only when a body read waits.
+    h2_bodies: Mutex<Vec<std::sync::Weak<StreamBody>>>,
 }
 
 /// What an upgraded connection (a WebSocket) holds while its upgraded I/O lives: the
@@ -70,10 +81,169 @@ struct Upgrade {
     writer: AtomicWaker,
 }
 
-/// The in-flight guard of an upgraded request and its measurement.
+/// The in-flight guard of an upgraded request, its slot and its measurement.
 struct UpgradeHold {
     _guard: RequestGuard,
+    _slot: UpgradeSlot,
     end: Option<Box<dyn UpgradeEnd>>,
+}
+
+/// The cap on upgraded connections (WebSockets) of the application listener, so that they
+/// can never take the last connection slots from ordinary requests
+/// (`PODCYCLE_MAX_UPGRADED_CONNECTIONS`). An upgrade beyond it is answered `503`.
+#[derive(Debug)]
+pub(crate) struct UpgradeSlots {
+    open: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Default for UpgradeSlots {
+    fn default() -> Self {
+        UpgradeSlots {
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+impl UpgradeSlots {
+    /// Sets the cap (when the listener starts serving).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The cap in force.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if one is free.
+    fn take(self: &Arc<Self>) -> Option<UpgradeSlot> {
+        let max = self.max();
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| UpgradeSlot(self.clone()))
+    }
+}
+
+/// One upgraded connection's slot, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct UpgradeSlot(Arc<UpgradeSlots>);
+
+impl Drop for UpgradeSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The application listener's connection slots as `/readyz` sees them: the `connections`
+/// line fails once the accept loop finds no free slot (a pod that cannot take a request
+/// should not be ready), and passes again once [`AppSlots::recover_at`] slots are free, so
+/// that a listener at its limit does not flap at every accept (hysteresis).
+#[derive(Debug, Default)]
+pub(crate) struct AppSlots {
+    semaphore: std::sync::OnceLock<(Arc<tokio::sync::Semaphore>, usize)>,
+    full: AtomicBool,
+}
+
+impl AppSlots {
+    /// The listener serves with `limit` slots, the permits of `semaphore`.
+    pub(crate) fn serve(&self, semaphore: Arc<tokio::sync::Semaphore>, limit: usize) {
+        let _ = self.semaphore.set((semaphore, limit));
+    }
+
+    /// The accept loop found no free slot.
+    pub(crate) fn mark_full(&self) {
+        if !self.full.load(Ordering::Relaxed) {
+            self.full.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Free slots needed to be ready again after the limit was reached: a sixteenth of the
+    /// limit, at least 1 (besides the one the accept loop holds for its next connection).
+    pub(crate) fn recover_at(limit: usize) -> usize {
+        (limit / 16).max(1)
+    }
+
+    /// The `/readyz` line.
+    pub(crate) fn line(&self) -> Result<(), String> {
+        let Some((semaphore, limit)) = self.semaphore.get() else {
+            return Ok(());
+        };
+        if !self.full.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let free = semaphore.available_permits();
+        let recover_at = Self::recover_at(*limit);
+        if free >= recover_at {
+            self.full.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(format!(
+            "no free application connection slot: {limit} in use (PODCYCLE_MAX_CONNECTIONS or \
+             the file-descriptor limit); ready again when {recover_at} are free"
+        ))
+    }
+}
+
+/// An HTTP/2 request body that kept its handler waiting, as the sweep sees it: the bytes
+/// that arrived, whether the handler waits now, and the waker to wake when the sweep
+/// resets it for arriving slower than the minimum body rate.
+#[derive(Debug, Default)]
+pub(crate) struct StreamBody {
+    bytes: AtomicU64,
+    waiting: AtomicBool,
+    reset: AtomicBool,
+    waker: AtomicWaker,
+    /// How long the handler has waited, as the sweep counted it, and when it last looked.
+    waited: Mutex<(Duration, Option<Instant>)>,
+}
+
+impl StreamBody {
+    /// The handler waits for body bytes (`waker` wakes it): `false` if the sweep reset the
+    /// body meanwhile.
+    pub(crate) fn wait(&self, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        self.waiting.store(true, Ordering::Relaxed);
+        !self.reset.load(Ordering::Acquire)
+    }
+
+    /// `bytes` of body arrived (or the body ended).
+    pub(crate) fn arrived(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the sweep reset this body.
+    pub(crate) fn is_reset(&self) -> bool {
+        self.reset.load(Ordering::Acquire)
+    }
+
+    /// The sweep's look at `now`: resets (and wakes) the body if it has kept its handler
+    /// waiting for [`BODY_RATE_GRACE`] and arrived slower than `min_rate` meanwhile.
+    fn sweep(&self, now: Instant, min_rate: u64) -> bool {
+        let mut w = self.waited.lock().unwrap_or_else(|e| e.into_inner());
+        let since_last =
+            w.1.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        w.1 = Some(now);
+        if !self.waiting.load(Ordering::Relaxed) {
+            return false;
+        }
+        w.0 += since_last;
+        if w.0 < BODY_RATE_GRACE {
+            return false;
+        }
+        let rate = self.bytes.load(Ordering::Relaxed) as f64 / w.0.as_secs_f64();
+        if rate >= min_rate as f64 {
+            return false;
+        }
+        self.reset.store(true, Ordering::Release);
+        self.waker.wake();
+        true
+    }
 }
 
 impl std::fmt::Debug for UpgradeHold {
@@ -113,8 +283,9 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     /// The maximum age of a connection, if any, spread by ±10% per connection.
     pub(crate) max_age: Option<Duration>,
-    /// The slowest an HTTP/1 request body may arrive while the application waits for it,
-    /// in bytes per second, measured once it has waited [`BODY_RATE_GRACE`]; `None`: no limit.
+    /// The slowest a request body (HTTP/1: the connection's; HTTP/2: each stream's) may
+    /// arrive while the application waits for it, in bytes per second, measured once it has
+    /// waited [`BODY_RATE_GRACE`]; `None`: no limit.
     pub(crate) min_body_rate: Option<u64>,
 }
 
@@ -135,12 +306,13 @@ const STARTED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = STARTED_ONE - 1;
 
 impl ConnState {
-    fn new(wake: CancellationToken, id: u64) -> ConnState {
+    fn new(wake: CancellationToken, id: u64, upgrade_slots: Arc<UpgradeSlots>) -> ConnState {
         // Fibonacci hashing of the id: a well-spread fraction, no random source needed.
         let jitter = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
         ConnState {
             aged: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             opened: Instant::now(),
             jitter,
             activity: AtomicU64::new(0),
@@ -161,6 +333,8 @@ impl ConnState {
             body_bytes: AtomicU64::new(0),
             body_waiting: AtomicBool::new(false),
             upgrade: Upgrade::default(),
+            upgrade_slots,
+            h2_bodies: Mutex::new(Vec::new()),
         }
     }
 
@@ -211,10 +385,31 @@ impl ConnState {
         self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records that bytes were read from the connection.
+    /// Records that bytes were read from the connection; returns how many reads did before.
     #[inline]
-    pub(crate) fn read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn read(&self) -> u64 {
+        self.reads.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops serving new streams of this HTTP/2 connection (the drain, once its GOAWAY's
+    /// grace is over): see [`ConnState::is_refusing`].
+    pub(crate) fn refuse_new_streams(&self) {
+        self.refusing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a new stream is refused (`REFUSED_STREAM`): its client ignored the GOAWAY.
+    #[inline]
+    pub(crate) fn is_refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Registers an HTTP/2 request body that keeps its handler waiting, for the sweep.
+    pub(crate) fn watch_stream_body(&self) -> Arc<StreamBody> {
+        let body = Arc::new(StreamBody::default());
+        let mut bodies = self.h2_bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies.retain(|b| b.strong_count() > 0);
+        bodies.push(Arc::downgrade(&body));
+        body
     }
 
     /// Whether the connection outlived its maximum age.
@@ -246,6 +441,12 @@ impl ConnState {
     /// The sweep's look at this connection at `now`: which timeout it outlived, if any. A
     /// connection with a request in flight is timed out only when the application waits for
     /// a request body that arrives slower than the minimum rate; otherwise its handler decides.
+    ///
+    /// HTTP/2 (a connection that sent the preface) has no partial request to time out: bytes
+    /// read after its last stream ended are control frames (SETTINGS ACK, WINDOW_UPDATE,
+    /// PING), and a request's headers are h2's to assemble. Its clock is the idle timeout,
+    /// from its last request or, before any, from its opening: a gRPC channel connects ahead
+    /// of its first call, as Go's HTTP/2 server lets it (`IdleTimeout` from the start).
     fn sweep(&self, now: Instant, timeouts: Timeouts) -> Option<&'static str> {
         let activity = self.activity();
         let (started, in_flight) = (activity >> 32, activity & IN_FLIGHT_MASK);
@@ -273,9 +474,12 @@ impl ConnState {
             let rate = arrived as f64 / s.body_waited.as_secs_f64();
             return (rate < min_rate as f64).then_some("body_rate");
         }
-        let (since, limit, which) = if started == 0 {
+        let http2 = self.is_http2();
+        let (since, limit, which) = if started == 0 && !http2 {
             (s.quiet_since, timeouts.header_read, "header_read")
-        } else if self.reads.load(Ordering::Relaxed) > self.reads_at_end.load(Ordering::Relaxed) {
+        } else if !http2
+            && self.reads.load(Ordering::Relaxed) > self.reads_at_end.load(Ordering::Relaxed)
+        {
             let since = *s.partial_since.get_or_insert(now);
             (since, timeouts.header_read, "header_read")
         } else {
@@ -287,10 +491,18 @@ impl ConnState {
     /// The request whose `guard` this is switched protocols (`101`): it stays in flight,
     /// and `end` is kept, until the upgraded I/O is dropped ([`ConnState::release_upgrade`])
     /// or cut ([`ConnState::cut_upgrade`]).
-    pub(crate) fn hold_upgrade(&self, guard: RequestGuard, end: Option<Box<dyn UpgradeEnd>>) {
+    pub(crate) fn hold_upgrade(
+        &self,
+        guard: RequestGuard,
+        slot: UpgradeSlot,
+        end: Option<Box<dyn UpgradeEnd>>,
+    ) {
         let u = &self.upgrade;
-        *u.held.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(UpgradeHold { _guard: guard, end });
+        *u.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(UpgradeHold {
+            _guard: guard,
+            _slot: slot,
+            end,
+        });
         u.upgraded.store(true, Ordering::Release);
     }
 
@@ -322,7 +534,7 @@ impl ConnState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(UpgradeHold { _guard, end }) = held {
+        if let Some(UpgradeHold { _guard, end, .. }) = held {
             if let Some(end) = end {
                 end.ended();
             }
@@ -380,11 +592,16 @@ impl ConnState {
 pub(crate) struct RequestGuard(Arc<ConnState>);
 
 impl RequestGuard {
+    /// A slot for this request's upgraded connection, if the cap leaves one.
+    pub(crate) fn upgrade_slot(&self) -> Option<UpgradeSlot> {
+        self.0.upgrade_slots.take()
+    }
+
     /// Keeps this request in flight until its connection's upgraded I/O is dropped or cut
     /// (see [`ConnState::hold_upgrade`]).
-    pub(crate) fn hold_upgrade(self, end: Option<Box<dyn UpgradeEnd>>) {
+    pub(crate) fn hold_upgrade(self, slot: UpgradeSlot, end: Option<Box<dyn UpgradeEnd>>) {
         let conn = self.0.clone();
-        conn.hold_upgrade(self, end);
+        conn.hold_upgrade(self, slot, end);
     }
 }
 
@@ -418,6 +635,10 @@ pub(crate) struct Connections {
     pub(crate) app_accept_errors: AcceptErrors,
     /// Failed accepts on the admin listener.
     pub(crate) admin_accept_errors: AcceptErrors,
+    /// The cap on upgraded connections.
+    pub(crate) upgrade_slots: Arc<UpgradeSlots>,
+    /// HTTP/2 streams reset for a request body slower than the minimum rate.
+    pub(crate) stream_bodies_reset: AtomicU64,
 }
 
 /// Failed accepts of one listener: counted, and logged at most once a second with how many
@@ -530,7 +751,7 @@ impl Connections {
         wake: CancellationToken,
     ) -> (Arc<ConnState>, ConnectionGuard) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState::new(wake, id));
+        let state = Arc::new(ConnState::new(wake, id, self.upgrade_slots.clone()));
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -566,6 +787,9 @@ impl Connections {
                     c.aged.store(true, Ordering::Relaxed);
                 }
             }
+            if let Some(min_rate) = timeouts.min_body_rate.filter(|_| c.is_http2()) {
+                self.sweep_stream_bodies(c, now, min_rate);
+            }
             if let Some(which) = c.sweep(now, timeouts) {
                 tracing::debug!(timeout = which, "closing a connection that timed out");
                 c.timed_out.store(true, Ordering::Release);
@@ -574,6 +798,25 @@ impl Connections {
             }
         }
         closed
+    }
+
+    /// Resets the HTTP/2 request bodies of `conn` that arrive slower than `min_rate`.
+    fn sweep_stream_bodies(&self, conn: &ConnState, now: Instant, min_rate: u64) {
+        let mut bodies = conn.h2_bodies.lock().unwrap_or_else(|e| e.into_inner());
+        if bodies.is_empty() {
+            return;
+        }
+        bodies.retain(|b| match b.upgrade() {
+            Some(body) => {
+                if body.sweep(now, min_rate) {
+                    self.stream_bodies_reset.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("resetting an HTTP/2 stream whose body arrives too slowly");
+                    return false;
+                }
+                true
+            }
+            None => false,
+        });
     }
 
     /// Upgraded connections (WebSockets) open now.
@@ -662,6 +905,125 @@ Max locked memory         8388608              8388608              bytes
         let log = errors.log.lock().unwrap();
         assert!(log.0.is_some(), "the first one was logged");
         assert_eq!(log.1, 999, "the others wait for the next second's line");
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header_read: Duration::from_secs(1),
+        idle: Duration::from_secs(4),
+        max_age: None,
+        min_body_rate: Some(240),
+    };
+
+    #[test]
+    fn control_frames_after_the_last_http2_stream_leave_the_connection_idle() {
+        let connections = Arc::new(Connections::default());
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        let t0 = Instant::now();
+        assert_eq!(conn.sweep(t0, TIMEOUTS), None);
+        conn.saw_http2();
+        drop(conn.start());
+        assert_eq!(
+            conn.sweep(t0, TIMEOUTS),
+            None,
+            "a request started: clocks reset"
+        );
+        conn.read(); // a PING, a SETTINGS ACK: bytes after the last stream ended
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(conn.sweep(later, TIMEOUTS), None, "not a partial request");
+        assert_eq!(
+            conn.sweep(t0 + Duration::from_secs(5), TIMEOUTS),
+            Some("idle")
+        );
+        // The same bytes on HTTP/1 are a partial request.
+        let (h1, _registered) = connections.open(CancellationToken::new());
+        drop(h1.start());
+        assert_eq!(h1.sweep(t0, TIMEOUTS), None);
+        h1.read();
+        assert_eq!(h1.sweep(t0 + Duration::from_millis(100), TIMEOUTS), None);
+        assert_eq!(
+            h1.sweep(t0 + Duration::from_secs(2), TIMEOUTS),
+            Some("header_read")
+        );
+    }
+
+    #[test]
+    fn a_preface_only_http2_connection_gets_the_idle_timeout() {
+        let connections = Arc::new(Connections::default());
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        conn.saw_http2();
+        let t0 = Instant::now();
+        assert_eq!(conn.sweep(t0 + Duration::from_secs(2), TIMEOUTS), None);
+        assert_eq!(
+            conn.sweep(t0 + Duration::from_secs(5), TIMEOUTS),
+            Some("idle")
+        );
+    }
+
+    #[test]
+    fn a_stream_body_waiting_slower_than_the_minimum_rate_is_reset_after_the_grace() {
+        let connections = Arc::new(Connections::default());
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        conn.saw_http2();
+        let body = conn.watch_stream_body();
+        let fast = conn.watch_stream_body();
+        let waker = futures_util::task::noop_waker();
+        assert!(body.wait(&waker) && fast.wait(&waker));
+        let t0 = Instant::now();
+        connections.sweep_stream_bodies(&conn, t0, 240);
+        fast.arrived(10_000);
+        assert!(fast.wait(&waker));
+        connections.sweep_stream_bodies(&conn, t0 + Duration::from_secs(3), 240);
+        assert!(!body.is_reset(), "within the grace");
+        connections.sweep_stream_bodies(&conn, t0 + Duration::from_secs(6), 240);
+        assert!(body.is_reset(), "no byte in 6 s");
+        assert!(!fast.is_reset(), "10 kB in 6 s is above 240 B/s");
+        assert!(!body.wait(&waker), "a reset body stops waiting");
+        assert_eq!(connections.stream_bodies_reset.load(Ordering::Relaxed), 1);
+        drop(fast);
+        connections.sweep_stream_bodies(&conn, t0 + Duration::from_secs(7), 240);
+        assert!(
+            conn.h2_bodies.lock().unwrap().is_empty(),
+            "dropped bodies forgotten"
+        );
+    }
+
+    #[test]
+    fn upgrades_beyond_the_cap_get_no_slot_until_one_is_given_back() {
+        let slots = Arc::new(UpgradeSlots::default());
+        slots.set_max(2);
+        let a = slots.take().expect("first");
+        let _b = slots.take().expect("second");
+        assert!(slots.take().is_none(), "the cap is 2");
+        drop(a);
+        assert!(slots.take().is_some(), "a slot given back is free again");
+    }
+
+    #[test]
+    fn a_full_listener_fails_readiness_until_a_sixteenth_of_its_slots_are_free() {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(64));
+        let slots = AppSlots::default();
+        assert!(slots.line().is_ok(), "not serving yet");
+        slots.serve(semaphore.clone(), 64);
+        let held = semaphore.clone().try_acquire_many_owned(64).unwrap();
+        assert!(
+            slots.line().is_ok(),
+            "full, but the accept loop has not met it yet"
+        );
+        slots.mark_full();
+        let err = slots.line().unwrap_err();
+        assert!(
+            err.contains("64 in use") && err.contains("4 are free"),
+            "{err}"
+        );
+        let mut held = held;
+        drop(held.split(3).unwrap());
+        assert!(slots.line().is_err(), "3 free: still failing (no flapping)");
+        drop(held.split(1).unwrap());
+        assert!(slots.line().is_ok(), "4 free: ready again");
+        assert!(
+            slots.line().is_ok(),
+            "and stays so until the loop finds it full again"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "PODCYCLE_WATCHDOG_STALL",
     "PODCYCLE_METRIC_LABELS",
     "PODCYCLE_MAX_CONNECTIONS",
+    "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
     "PODCYCLE_MIN_BODY_RATE",
     // podcycle-judge's own, read by its command line (`podcycle-judge serve` runs under
     // podcycle, so they are in the environment podcycle checks).

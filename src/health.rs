@@ -6,7 +6,7 @@
 //! | probe | lines, in order | passes when |
 //! |---|---|---|
 //! | `/startupz` | `ping`, `warmup/<name>` | every warm-up is done |
-//! | `/readyz` | `ping`, `warmup/<name>`, readiness checks, `serving`, `shutdown` | every gating line passes |
+//! | `/readyz` | `ping`, `warmup/<name>`, readiness checks, `serving`, `connections`, `shutdown` | every gating line passes |
 //! | `/livez` | `ping`, `watchdog`, liveness checks | every gating line passes |
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::checks::{Checks, Probe};
+use crate::connections::AppSlots;
 use crate::phase::Phase;
 use crate::state::State;
 use crate::warmup::{Progress, WarmupStatus, Warmups};
@@ -77,6 +78,8 @@ pub(crate) struct Health {
     serving_changed: watch::Sender<bool>,
     /// Milliseconds since the lifecycle started at the runtime watchdog's last heartbeat.
     heartbeat_ms: AtomicU64,
+    /// The application listener's connection slots (the `connections` line of `/readyz`).
+    pub(crate) slots: Arc<AppSlots>,
 }
 
 impl Health {
@@ -89,6 +92,7 @@ impl Health {
             serving: AtomicBool::new(true),
             serving_changed: watch::channel(true).0,
             heartbeat_ms: AtomicU64::new(0),
+            slots: Arc::new(AppSlots::default()),
         }
     }
 
@@ -110,6 +114,7 @@ impl Health {
             Endpoint::Readyz => {
                 out.extend(self.check_lines(Probe::Readiness));
                 out.push(Line::gating("serving", self.serving_line()));
+                out.push(Line::gating("connections", self.slots.line()));
                 out.push(Line::gating("shutdown", self.shutdown_line()));
             }
             Endpoint::Livez => {

@@ -507,6 +507,7 @@ impl Lifecycle {
             return early;
         }
         let connection_tasks = TaskTracker::new();
+        let max_connections = crate::connections::max_app_connections(config.max_connections);
         let context = Arc::new(ServeContext {
             state: state.clone(),
             connections: connections.clone(),
@@ -517,7 +518,11 @@ impl Lifecycle {
                 max_age: config.max_connection_age,
                 min_body_rate: (config.min_body_rate > 0).then_some(config.min_body_rate),
             },
-            max_connections: crate::connections::max_app_connections(config.max_connections),
+            max_connections,
+            max_upgraded: config
+                .max_upgraded_connections
+                .unwrap_or((max_connections / 2).max(1)),
+            slots: inner.health.slots.clone(),
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

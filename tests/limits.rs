@@ -1,5 +1,6 @@
 //! Connection limits: a flood of idle connections on the application port, under a low
-//! file-descriptor limit, must not starve the probes; and the admin listener closes a client
+//! file-descriptor limit, must not starve the probes (`/readyz` answers, failing its
+//! `connections` line while the listener is full); and the admin listener closes a client
 //! that never finishes its headers.
 
 use podcycle_test_support as support;
@@ -59,6 +60,7 @@ fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit(
         flood.len()
     );
     let mut took = Vec::new();
+    let mut not_ready = 0;
     for round in 0..20 {
         for probe in ["/livez", "/readyz"] {
             let started = std::time::Instant::now();
@@ -71,9 +73,20 @@ fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit(
                 })
                 .unwrap_or_else(|e| panic!("{probe} (round {round}) failed: {e}"));
             took.push(started.elapsed());
-            assert_eq!(reply.status, 200, "{probe} (round {round}): {reply:?}");
+            if probe == "/readyz" && reply.status == 503 {
+                // The listener is full: a pod that cannot take a request is not ready, and
+                // says why (issue 23).
+                assert!(
+                    reply.body.contains("[-]connections failed"),
+                    "{probe} (round {round}): {reply:?}"
+                );
+                not_ready += 1;
+            } else {
+                assert_eq!(reply.status, 200, "{probe} (round {round}): {reply:?}");
+            }
         }
     }
+    assert!(not_ready > 0, "/readyz failed while the listener was full");
     // Every probe within the kubelet's default 1 s timeout (above); the median under 100 ms.
     took.sort();
     println!(
@@ -103,6 +116,17 @@ fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit(
         (reply.status.as_u16(), reply.body.as_str()),
         (200, "hello 42")
     );
+    let ready = rt.block_on(async {
+        let deadline = Instant::now() + SOON;
+        while support::status(admin, "/readyz").await != 200 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    });
+    assert!(ready, "/readyz passes again once the flood is gone");
     child.signal("TERM");
     let (status, _) = child.wait_exit(SOON);
     assert_eq!(code(status), 0, "{}", child.output());

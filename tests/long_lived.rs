@@ -387,3 +387,104 @@ fn hundreds_of_streams_and_websockets_end_spread_over_the_window() {
         "more than a quarter of the streams ended in one tenth of the window: {per_slice:?}"
     );
 }
+
+/// Sends an upgrade request for `/raw` on a new connection; returns the connection and the
+/// response head.
+async fn upgrade_raw(app: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(app).await.unwrap();
+    s.write_all(b"GET /raw HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: raw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(SOON, s.read(&mut head))
+        .await
+        .expect("answered")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
+    (s, head)
+}
+
+/// Row 4 of issue 23: with `ulimit -n 256` (a connection limit of 128), 128 upgraded
+/// connections used to take every slot for good: ordinary requests timed out while `/readyz`
+/// stayed 200. Now upgrades beyond half the limit are answered 503 with `Retry-After`, an
+/// ordinary request is still served, and once even HTTP has no slot left `/readyz` fails
+/// naming `connections`, passing again when slots free.
+#[test]
+fn upgraded_connections_leave_room_for_http_and_a_full_listener_is_not_ready() {
+    let mut child = Child::spawn_with_fd_limit(
+        &[
+            ("PODCYCLE_SHUTDOWN_DELAY", "100ms"),
+            ("PODCYCLE_DRAIN_TIMEOUT", "1s"),
+        ],
+        256,
+    );
+    let admin = child.wait_admin();
+    let app = child.wait_app();
+    let rt = rt();
+    let (upgraded, refused) = rt.block_on(async {
+        let mut upgraded = Vec::new();
+        let mut refused = 0;
+        for _ in 0..128 {
+            let (s, head) = upgrade_raw(app).await;
+            if head.starts_with("http/1.1 101") {
+                upgraded.push(s);
+            } else {
+                assert!(head.starts_with("http/1.1 503"), "{head}");
+                assert!(head.contains("retry-after: 1"), "{head}");
+                refused += 1;
+            }
+        }
+        (upgraded, refused)
+    });
+    assert_eq!(
+        (upgraded.len(), refused),
+        (64, 64),
+        "half the 128 slots for upgrades, the rest refused"
+    );
+    rt.block_on(async {
+        let reply = tokio::time::timeout(SOON, client::get(app, "/nothing-here"))
+            .await
+            .expect("an ordinary request gets a slot")
+            .unwrap();
+        assert_eq!(reply.status, 404);
+        assert_eq!(support::status(admin, "/readyz").await, 200);
+    });
+    // Idle connections take the slots upgrades left: the listener is full.
+    let idle: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut idle = Vec::new();
+        for _ in 0..80 {
+            idle.push(tokio::net::TcpStream::connect(app).await.unwrap());
+        }
+        let deadline = Instant::now() + SOON;
+        loop {
+            let reply = client::get(admin, "/readyz").await.unwrap();
+            if reply.status == 503 {
+                assert!(
+                    reply.body.contains("[-]connections failed"),
+                    "{}",
+                    reply.body
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never failed: {}",
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        idle
+    });
+    drop(idle);
+    rt.block_on(async {
+        let deadline = Instant::now() + SOON;
+        while support::status(admin, "/readyz").await != 200 {
+            assert!(Instant::now() < deadline, "/readyz did not recover");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    drop(upgraded);
+    child.signal("TERM");
+    // `/raw` holds its sockets whatever the client does: cut at the drain deadline.
+    assert_eq!(code(child.wait_exit(SOON).0), 4, "{}", child.output());
+}

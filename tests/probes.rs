@@ -46,7 +46,7 @@ async fn readiness_follows_checks_and_the_output_is_kube_style() {
     let verbose = client::get(admin, "/readyz?verbose").await.unwrap().body;
     assert_eq!(
         verbose,
-        "[+]ping ok\n[+]warmup/cache ok\n[+]db ok\n[+]serving ok\n[+]shutdown ok\nreadyz check passed\n"
+        "[+]ping ok\n[+]warmup/cache ok\n[+]db ok\n[+]serving ok\n[+]connections ok\n[+]shutdown ok\nreadyz check passed\n"
     );
     assert_eq!(status(admin, "/readyz/db").await, 200);
     assert_eq!(status(admin, "/readyz/warmup/cache").await, 200);

@@ -64,6 +64,19 @@ impl Drop for ProgressIo {
     }
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Notes an HTTP/2 connection from its first bytes, so that the sweep gives a client that
+/// connects ahead of its first request the idle timeout, not the header-read one.
+#[cold]
+#[inline(never)]
+fn first_read(conn: &ConnState, bytes: &[u8]) {
+    if bytes.starts_with(PREFACE) {
+        conn.saw_http2();
+    }
+}
+
 impl AsyncRead for ProgressIo {
     #[inline]
     fn poll_read(
@@ -77,8 +90,9 @@ impl AsyncRead for ProgressIo {
         }
         let before = buf.filled().len();
         let read = ready!(this.socket().poll_read(cx, buf));
-        if buf.filled().len() > before {
-            this.conn.read();
+        if buf.filled().len() > before && this.conn.read() == 0 {
+            // The connection's first bytes: an HTTP/2 client starts with the preface.
+            first_read(&this.conn, &buf.filled()[before..]);
         }
         Poll::Ready(read)
     }

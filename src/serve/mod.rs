@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::config::StopAccepting;
-use crate::connections::{ConnState, Connections, Timeouts};
+use crate::connections::{AppSlots, ConnState, Connections, Timeouts};
 use crate::error::BoxError;
 #[cfg(feature = "metrics")]
 use crate::metrics::HttpMetrics;
@@ -54,7 +54,25 @@ pub(crate) struct ServeContext {
     pub(crate) timeouts: Timeouts,
     /// The most connections open at once ([`crate::connections::max_app_connections`]).
     pub(crate) max_connections: usize,
+    /// The most upgraded connections (WebSockets) open at once, fewer than
+    /// `max_connections` so that they never take the last slots from ordinary requests.
+    pub(crate) max_upgraded: usize,
+    /// The listener's slots as `/readyz` sees them.
+    pub(crate) slots: Arc<AppSlots>,
 }
+
+/// The most concurrent streams an HTTP/2 client may open on one connection (hyper's default
+/// is 200; Go's 250; RFC 9113 §6.5.2 advises no fewer than 100, so as not to limit
+/// parallelism). Each stream whose handler waits for a request body holds the handler for up
+/// to the minimum body rate's grace period (5 s) before its rate is checked and the stream is
+/// reset: 100 bounds what one connection can hold that way, at the RFC's floor.
+#[cfg(feature = "http2")]
+pub(crate) const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// How long a client has, after an HTTP/2 GOAWAY, before the connection stops serving the new
+/// streams it opens anyway (`REFUSED_STREAM`) and, idle, is closed even if it never
+/// acknowledged the GOAWAY's PING (Go's HTTP/2 server waits 1 s the same way).
+pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// The application listener's accept backlog: connections the kernel completes while the
 /// accept loop is at the connection limit or busy. The kernel caps it at
@@ -103,7 +121,17 @@ pub(crate) async fn accept_loop<S, B>(
 {
     // No hyper timer, as `axum::serve`: with one, hyper allocates and polls a header-read
     // sleep for every HTTP/1 request (~2% of server CPU in the load benchmark).
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    #[cfg_attr(not(feature = "http2"), allow(unused_mut))]
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    #[cfg(feature = "http2")]
+    builder
+        .http2()
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+    let builder = Arc::new(builder);
+    shared
+        .connections
+        .upgrade_slots
+        .set_max(shared.max_upgraded);
     let reject = shared.stop_accepting == StopAccepting::Reject;
     let signals = &shared.state.signals;
     // Reject mode: connections accepted after the delay, answered 503 and closed. Not part of
@@ -127,11 +155,15 @@ pub(crate) async fn accept_loop<S, B>(
     let limit = Arc::new(Semaphore::new(
         shared.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
+    shared.slots.serve(limit.clone(), shared.max_connections);
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut at_limit_logged: Option<Instant> = None;
     loop {
         if permit.is_none() {
             permit = limit.clone().try_acquire_owned().ok();
+            if permit.is_none() {
+                shared.slots.mark_full();
+            }
             if permit.is_none()
                 && at_limit_logged.is_none_or(|at| at.elapsed() >= AT_LIMIT_LOG_EVERY)
             {
@@ -384,8 +416,14 @@ where
         return log_connection_end(res);
     }
     if conn_state.timed_out() && shared.state.phase() < Phase::Draining {
-        // Nothing in flight past the header-read or idle timeout: close.
-        return Closed::Abruptly;
+        if !conn_state.is_http2() {
+            // Nothing in flight past the header-read or idle timeout: close.
+            return Closed::Abruptly;
+        }
+        // HTTP/2 idle past the idle timeout: a graceful GOAWAY, so that the client opens its
+        // next stream on a new connection instead of racing the close.
+        conn.as_mut().graceful_shutdown();
+        return close_after_goaway(shared, conn_state, conn).await;
     }
     // Draining. A connection busy with a request gets `Connection: close` on its response
     // (hyper disables keep-alive); an idle one is given a short linger so that a request
@@ -398,8 +436,35 @@ where
         }
     }
     conn.as_mut().graceful_shutdown();
+    close_after_goaway(shared, conn_state, conn).await
+}
+
+/// After a graceful shutdown of `conn` (HTTP/2: GOAWAY; HTTP/1: no keep-alive): serves what is
+/// in flight until it ends, closes the connection once nothing is in flight and nothing
+/// happens for [`IDLE_LINGER`], and cuts it at the drain deadline.
+///
+/// HTTP/2 is given [`GOAWAY_GRACE`] first: hyper's GOAWAY waits for the client to acknowledge
+/// a PING before it refuses new streams, so a client that never acknowledges, or ignores the
+/// GOAWAY, would otherwise be served forever. Past the grace, while draining, its new streams
+/// are refused (`REFUSED_STREAM`, safe to retry elsewhere); and PINGs, SETTINGS or
+/// WINDOW_UPDATEs (whose answers are writes) do not count as activity: only requests do.
+async fn close_after_goaway<C>(
+    shared: &Arc<ServeContext>,
+    conn_state: &Arc<ConnState>,
+    mut conn: std::pin::Pin<&mut C>,
+) -> Closed
+where
+    C: Future<Output = Result<(), BoxError>>,
+{
+    let signals = &shared.state.signals;
+    let http2 = conn_state.is_http2();
+    let grace_over = tokio::time::Instant::now() + GOAWAY_GRACE;
     loop {
-        let before = conn_state.progress();
+        let progress = || {
+            let (activity, writes) = conn_state.progress();
+            (activity, if http2 { 0 } else { writes })
+        };
+        let before = progress();
         tokio::select! {
             res = conn.as_mut() => return log_connection_end(res),
             _ = signals.drain_deadline.cancelled() => {
@@ -412,10 +477,16 @@ where
                 return Closed::Abruptly;
             }
             _ = tokio::time::sleep(IDLE_LINGER) => {
+                if http2 && tokio::time::Instant::now() < grace_over {
+                    continue;
+                }
+                if http2 && shared.state.phase() >= Phase::Draining {
+                    conn_state.refuse_new_streams();
+                }
                 // Nothing in flight, no request started and no byte written for a whole
                 // linger: idle, or a request whose headers never completed (hyper's graceful
                 // shutdown waits for those). It must not hold the drain, and was not cut.
-                if conn_state.in_flight() == 0 && conn_state.progress() == before {
+                if conn_state.in_flight() == 0 && progress() == before {
                     tracing::debug!("closing a draining connection with no request in flight");
                     return Closed::Abruptly;
                 }

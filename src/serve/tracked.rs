@@ -26,7 +26,7 @@ use tower::{Service, ServiceExt};
 use super::request_body::{app_body, AppBody};
 use super::ServeContext;
 use crate::config::StopAccepting;
-use crate::connections::{ConnState, RequestGuard, UpgradeEnd};
+use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
 #[cfg(feature = "metrics")]
 use crate::metrics::{
@@ -52,13 +52,18 @@ pub(crate) struct TrackedService<S> {
 
 // hyper's `Service` takes `&self`: nothing of ours is cloned per request (only the inner
 // service, as `axum::serve` does).
+//
+// Its error is a `BoxError` rather than `S::Error` so that a stream refused during the drain
+// can carry `REFUSED_STREAM` to hyper (see `refused_stream`); the application's own errors
+// pass through unchanged.
 impl<S, B> hyper::service::Service<Request<Incoming>> for TrackedService<S>
 where
     S: Service<Request<AppBody>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
     B: Body,
 {
     type Response = Response<TrackedBody<B>>;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = TrackedFuture<Oneshot<S, Request<AppBody>>>;
 
     #[inline]
@@ -73,12 +78,15 @@ where
                 .fetch_add(1, Ordering::Relaxed);
             if phase >= Phase::Draining {
                 close = req.version() <= Version::HTTP_11;
-                if self.shared.stop_accepting == StopAccepting::Reject {
+                // An HTTP/2 client that ignored the drain's GOAWAY past its grace.
+                let refused = self.conn.is_refusing();
+                if refused || self.shared.stop_accepting == StopAccepting::Reject {
                     return TrackedFuture {
                         inner: None,
                         guard: None,
                         timer: None,
                         close,
+                        refused,
                         request,
                     };
                 }
@@ -96,12 +104,13 @@ where
         // layer names the route through the hand-off while this future polls the router.
         let timer = Timer::for_serving(self.metrics, &req);
         let http1 = req.version() <= Version::HTTP_11;
-        let req = req.map(|body| app_body(body, &self.conn, http1));
+        let req = req.map(|body| app_body(body, &self.conn, http1, &self.shared.timeouts));
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),
             timer,
             close,
+            refused: false,
             request,
         }
     }
@@ -145,6 +154,8 @@ pin_project! {
         guard: Option<RequestGuard>,
         timer: Option<Timer>,
         close: bool,
+        // Without `inner`: refuse the stream (`REFUSED_STREAM`) rather than answer 503.
+        refused: bool,
         request: RequestLine,
     }
 }
@@ -152,14 +163,18 @@ pin_project! {
 impl<F, B, E> Future for TrackedFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
     B: Body,
 {
-    type Output = Result<Response<TrackedBody<B>>, E>;
+    type Output = Result<Response<TrackedBody<B>>, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            if *this.refused {
+                return Poll::Ready(Err(refused_stream()));
+            }
             let mut res = Response::new(TrackedBody::text(b"", None));
             *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             res.headers_mut()
@@ -186,19 +201,25 @@ where
         };
         let mut close = *this.close;
         let mut guard = this.guard.take();
-        let timer = if matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
+        let mut res = res;
+        let slot = if matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
             && this.request.http1
         {
+            upgrade_slot_or_refuse(&guard, &mut res)
+        } else {
+            None
+        };
+        let timer = if let Some(slot) = slot {
             // An upgrade (a WebSocket): in flight, and measured, until the upgraded I/O is
             // dropped; never `Connection: close` (it would replace `Connection: upgrade`).
             close = false;
-            hold_upgrade(guard.take(), at_upgrade(this.timer.take()));
+            hold_upgrade(guard.take(), slot, at_upgrade(this.timer.take()));
             None
         } else {
             // Recorded now if the request failed or sends no body; else when its body ends.
             at_response(this.timer.take(), &res)
         };
-        Poll::Ready(res.map(|res| {
+        Poll::Ready(res.map_err(Into::into).map(|res| {
             let mut res = res.map(|body| TrackedBody {
                 inner: Some(RecordingBody::new(body, timer)),
                 guard,
@@ -213,14 +234,59 @@ where
     }
 }
 
+/// A slot for the `101` in `res` under the upgraded connections' cap
+/// (`PODCYCLE_MAX_UPGRADED_CONNECTIONS`); without one, `res` becomes a `503` with
+/// `Retry-After: 1` (the application's upgrade then never happens), so that upgraded
+/// connections cannot take the last connection slots from ordinary requests.
+#[cold]
+#[inline(never)]
+fn upgrade_slot_or_refuse<B, E>(
+    guard: &Option<RequestGuard>,
+    res: &mut Result<Response<B>, E>,
+) -> Option<UpgradeSlot> {
+    let slot = guard.as_ref()?.upgrade_slot();
+    if slot.is_some() {
+        return slot;
+    }
+    if let Ok(res) = res {
+        tracing::warn!(
+            "upgrade refused with 503: PODCYCLE_MAX_UPGRADED_CONNECTIONS upgraded connections \
+             are open (the rest of the connection limit is kept for ordinary requests)"
+        );
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = res.headers_mut();
+        headers.remove(http::header::UPGRADE);
+        headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    None
+}
+
 /// Keeps the in-flight guard and the measurement of a request answered `101` on its
 /// connection until the upgraded I/O is dropped or cut.
 #[cold]
 #[inline(never)]
-fn hold_upgrade(guard: Option<RequestGuard>, timer: Option<UpgradeTimer>) {
+fn hold_upgrade(guard: Option<RequestGuard>, slot: UpgradeSlot, timer: Option<UpgradeTimer>) {
     if let Some(guard) = guard {
         let end = timer.map(|t| Box::new(t) as Box<dyn UpgradeEnd>);
-        guard.hold_upgrade(end);
+        guard.hold_upgrade(slot, end);
+    }
+}
+
+/// The error that makes hyper reset an HTTP/2 stream with `REFUSED_STREAM` (hyper resets a
+/// stream whose service failed with the `h2::Reason` found in the error's sources): the
+/// client knows the request was not processed and may retry it on another connection.
+#[cold]
+#[inline(never)]
+fn refused_stream() -> BoxError {
+    #[cfg(feature = "http2")]
+    {
+        Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM))
+    }
+    #[cfg(not(feature = "http2"))]
+    {
+        "stream refused: the connection is draining".into()
     }
 }
 

@@ -39,7 +39,7 @@ mod watchdog;
 pub use checks::Check;
 pub use config::{
     Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
-    MAX_DURATION,
+    MAX_DURATION, MIN_WATCHDOG_STALL,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;

@@ -45,12 +45,8 @@ pub(crate) struct Admin {
 pub(crate) fn start(admin: Admin) -> std::io::Result<Option<SocketAddr>> {
     let listener = match admin.addr {
         Some(addr) => {
-            let l = std::net::TcpListener::bind(addr).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("binding the admin listener on {addr}: {e}"),
-                )
-            })?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| crate::error::bind_error("admin", "PODCYCLE_ADMIN_ADDR", addr, e))?;
             l.set_nonblocking(true)?;
             Some(l)
         }

@@ -487,7 +487,9 @@ impl Lifecycle {
             None => match crate::serve::bind(config.addr) {
                 Ok(l) => l,
                 Err(e) => {
-                    let msg = format!("binding {}: {e}", config.addr);
+                    let msg =
+                        crate::error::bind_error("application", "PODCYCLE_ADDR", config.addr, e)
+                            .to_string();
                     tracing::error!(error = %msg, "cannot serve");
                     self.request_shutdown(ShutdownReason::Requested);
                     inner

@@ -48,7 +48,9 @@ fn an_admin_port_in_use_stops_startup() {
     assert_eq!(code(status), 1);
     let out = child.drain_output(Duration::from_secs(1));
     assert!(
-        out.contains(&format!("binding the admin listener on {addr}")),
+        out.contains(&format!(
+            "cannot bind the admin listener PODCYCLE_ADMIN_ADDR={addr}: "
+        )),
         "{out}"
     );
 }

@@ -7,7 +7,7 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error
-//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag
+//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag, stderr
 mod admin;
 mod checks;
 mod config;
@@ -31,6 +31,7 @@ pub mod probes;
 mod serve;
 mod shutdown;
 mod state;
+mod stderr;
 mod stream_drain;
 mod until;
 mod warmup;

@@ -149,6 +149,19 @@ impl Lifecycle {
             config.watchdog_stall,
             state.signals.halt.clone(),
         );
+        crate::stderr::unless_subscribed(|| {
+            format!(
+                "lifecycle started: version {}, app {}, admin {}, shutdown delay {:?}, drain \
+                 timeout {:?}, hook timeout {:?} (no tracing subscriber: podcycle writes its \
+                 own lines here; install one, e.g. podcycle::logging::init(), for all of them)",
+                config.version,
+                config.addr,
+                admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+                config.shutdown_delay,
+                config.drain_timeout,
+                config.hook_timeout,
+            )
+        });
         tracing::info!(
             version = %config.version,
             addr = %config.addr,
@@ -540,7 +553,7 @@ impl Lifecycle {
             state,
             connections,
             &connection_tasks,
-            config.shutdown_delay,
+            propagation_delay(config, state),
             config.drain_timeout,
         )
         .await;
@@ -635,6 +648,24 @@ impl Lifecycle {
         )
         .await;
         enter_phase(&inner.state, &inner.connections, Phase::Stopped);
+    }
+}
+
+/// The propagation delay for this shutdown: `PODCYCLE_SHUTDOWN_DELAY`, except after SIGINT.
+/// Ctrl-C comes from a terminal, where no load balancer is removing this endpoint: waiting
+/// would only keep a developer waiting. The kubelet sends SIGTERM, which keeps the delay.
+fn propagation_delay(config: &Config, state: &State) -> std::time::Duration {
+    if state.shutdown_reason() == Some(ShutdownReason::Signal(signal_hook::consts::SIGINT)) {
+        crate::stderr::unless_subscribed(|| {
+            "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay".into()
+        });
+        tracing::info!(
+            delay = ?config.shutdown_delay,
+            "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
+        );
+        std::time::Duration::ZERO
+    } else {
+        config.shutdown_delay
     }
 }
 

@@ -439,6 +439,10 @@ impl Lifecycle {
     /// waits for warm-ups, serves `app` until shutdown and runs the shutdown sequence. Returns
     /// how it ended.
     ///
+    /// Until the warm-ups are done, the listener answers every request at once with `503`,
+    /// `Retry-After: 1` and (HTTP/1) `Connection: close`; `app` is not called. After SIGINT
+    /// (Ctrl-C: a terminal, no load balancer) the propagation delay is skipped; SIGTERM keeps it.
+    ///
     /// `app` is any tower `Service` for `Request<axum::body::Body>`, e.g. an axum `Router`
     /// (given its state once, as `axum::serve` does, so its handlers are not turned into routes
     /// on every request). The body is hyper's, watched for the
@@ -463,8 +467,9 @@ impl Lifecycle {
         self.serve_inner(None, app).await
     }
 
-    /// Like [`Lifecycle::serve`], on a listener the caller bound. Connections wait in the
-    /// backlog until warm-ups are done (as with `serve`, which binds before the warm-ups end).
+    /// Like [`Lifecycle::serve`], on a listener the caller bound. Until the warm-ups are done,
+    /// requests are answered `503` with `Retry-After: 1` (as with `serve`, which binds before
+    /// the warm-ups end).
     ///
     /// # Cancellation safety
     /// As [`Lifecycle::serve`].
@@ -518,7 +523,13 @@ impl Lifecycle {
             let _ = inner.app_addr.set(addr);
             tracing::info!(%addr, "application listener bound");
         }
-        if let Some(early) = self.wait_for_warmups().await {
+        // Until the warm-ups end, requests get `503` + `Retry-After` at once, not a wait in
+        // the backlog.
+        let early = tokio::select! {
+            early = self.wait_for_warmups() => early,
+            never = crate::serve::answer_while_warming(&listener, config.header_read_timeout) => match never {},
+        };
+        if let Some(early) = early {
             return early;
         }
         let connection_tasks = TaskTracker::new();

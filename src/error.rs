@@ -88,6 +88,7 @@ impl From<ConfigError> for Error {
 }
 
 #[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 impl From<crate::logging::LoggingError> for Error {
     fn from(e: crate::logging::LoggingError) -> Self {
         Error::Logging(e)

@@ -1,5 +1,6 @@
 #![doc = include_str!("docs/crate.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
@@ -20,8 +21,10 @@ mod health;
 mod lag;
 mod lifecycle;
 #[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub mod logging;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics_off;
@@ -45,6 +48,7 @@ pub use config::{
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::{Metrics, MetricsLayer};
 pub use phase::Phase;
 pub use probes::Probes;

@@ -431,6 +431,7 @@ impl Lifecycle {
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -450,6 +451,44 @@ impl Lifecycle {
     /// without boxing it again. With a [`MetricsLayer`](crate::MetricsLayer) in `app`, the serving
     /// stack, which already tracks every request for the drain, also times it; the layer only
     /// names the route.
+    ///
+    /// # Examples
+    ///
+    /// A plain tower service, no axum `Router` (`examples/hyper_service.rs` adds the metrics
+    /// layer with a `route_fn`). A `hyper::service::service_fn` is written the same way with
+    /// `tower::service_fn`:
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<podcycle::Outcome, podcycle::Error> {
+    ///     let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+    ///     let service = tower::service_fn(|req: Request<axum::body::Body>| async move {
+    ///         let body = format!("hello from {}\n", req.uri().path());
+    ///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+    ///     });
+    ///     Ok(lifecycle.serve(service).await)
+    /// }
+    /// ```
+    ///
+    /// A tonic service (HTTP/2 prior knowledge on the same port; GOAWAY when the listener
+    /// closes, in-flight RPCs and streams drain). Here tonic-health's service stands for your
+    /// own `FooServer::new(...)`; several services: `Routes::new(a).add_service(b)`, or
+    /// `route_service("/pkg.Service/{*rest}", server)` in an axum `Router` beside HTTP routes:
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> Result<podcycle::Outcome, podcycle::Error> {
+    ///     let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+    ///     let (_reporter, health) = tonic_health::server::health_reporter();
+    ///     let grpc = tonic::service::Routes::new(health);
+    ///     Ok(lifecycle.serve(grpc).await)
+    /// }
+    /// ```
     ///
     /// # Cancellation safety
     /// Not cancel safe: drive it to completion (return its [`Outcome`] from `main`). Dropping

@@ -854,7 +854,9 @@ impl Config {
         self
     }
 
-    /// Whether the lifecycle installs SIGTERM/SIGINT handlers (default `true`).
+    /// Whether the lifecycle installs its signal handlers (default `true`): SIGTERM, SIGINT
+    /// (without the propagation delay) and SIGQUIT shut down gracefully; SIGHUP, SIGUSR1 and
+    /// SIGUSR2 are logged and ignored.
     /// Without them, shutdown starts only through [`Lifecycle::shutdown`](crate::Lifecycle::shutdown).
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;

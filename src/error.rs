@@ -11,7 +11,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// Its `Debug` output is the human message (as `anyhow`'s is), so `main` returning
 /// `Result<Outcome, Error>` prints `Error: podcycle configuration: invalid PODCYCLE_DRAIN_TIMEOUT="20z": ...`
-/// and exits with code 1; `{:#?}` shows the structure. Or convert it into an [`Outcome`]
+/// and exits with code 1; `{:#?}` shows the structure. Or convert it into an [`Outcome`](crate::Outcome)
 /// (exit code 1) with `into()`:
 ///
 /// ```no_run

@@ -102,7 +102,8 @@ impl Lifecycle {
     }
 
     /// Starts a lifecycle: validates the configuration, binds the admin listener on its own
-    /// thread, installs SIGTERM/SIGINT handlers and starts the runtime watchdog.
+    /// thread, installs the signal handlers (see [`Config::handle_signals`]) and starts the
+    /// runtime watchdog.
     ///
     /// Must be called inside a tokio runtime (checks, warm-ups and the watchdog run on it).
     pub fn new(config: Config) -> Result<Lifecycle, Error> {

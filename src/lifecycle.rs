@@ -564,8 +564,10 @@ impl Lifecycle {
             tracing::info!(%addr, "application listener bound");
         }
         // Until the warm-ups end, requests get `503` + `Retry-After` at once, not a wait in
-        // the backlog.
+        // the backlog. Biased: with the warm-ups already done (or none), the listener is not
+        // polled here, and a connection already waiting is served by the application.
         let early = tokio::select! {
+            biased;
             early = self.wait_for_warmups() => early,
             never = crate::serve::answer_while_warming(&listener, config.header_read_timeout) => match never {},
         };

@@ -561,6 +561,7 @@ impl Lifecycle {
         };
         if let Ok(addr) = listener.local_addr() {
             let _ = inner.app_addr.set(addr);
+            crate::stderr::unless_subscribed(|| format!("application listener bound on {addr}"));
             tracing::info!(%addr, "application listener bound");
         }
         // Until the warm-ups end, requests get `503` + `Retry-After` at once, not a wait in

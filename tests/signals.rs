@@ -110,7 +110,11 @@ fn without_a_subscriber_podcycle_speaks_on_stderr() {
         SOON,
     );
     child.wait_admin();
-    child.wait_app();
+    let app = child.wait_app();
+    child.wait_line(
+        &format!("stderr: podcycle: application listener bound on {app}"),
+        SOON,
+    );
     child.wait_line("stderr: podcycle: phase serving (from starting)", SOON);
     child.signal("TERM");
     child.wait_line(

@@ -37,8 +37,10 @@ async fn handle(req: Request<axum::body::Body>) -> Result<Response<Full<Bytes>>,
 
 #[tokio::main]
 async fn main() -> Outcome {
+    // Colour only on a terminal: `cargo run --example ... > file` gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let lifecycle = match Lifecycle::from_env(env!("CARGO_PKG_VERSION")) {
         Ok(lifecycle) => lifecycle,

@@ -14,8 +14,10 @@ use podcycle::{Lifecycle, Outcome};
 
 #[tokio::main]
 async fn main() -> Outcome {
+    // Colour only on a terminal: `cargo run --example ... > file` gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     // Probes and signal handling start here, before any warm-up.
     // A bad PODCYCLE_* value ends here with one readable line and exit code 1.

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tokio::sync::Semaphore;
 
@@ -33,7 +33,7 @@ use crate::state::{ShutdownReason, State};
 pub(crate) struct Admin {
     /// Where to listen; `None` serves nothing (signals are still handled).
     pub(crate) addr: Option<SocketAddr>,
-    /// Whether to install SIGTERM/SIGINT handlers.
+    /// Whether to install the signal handlers (see [`handle_signals`]).
     pub(crate) handle_signals: bool,
     pub(crate) state: Arc<State>,
     pub(crate) connections: Arc<Connections>,
@@ -47,12 +47,8 @@ pub(crate) struct Admin {
 pub(crate) fn start(admin: Admin) -> std::io::Result<Option<SocketAddr>> {
     let listener = match admin.addr {
         Some(addr) => {
-            let l = std::net::TcpListener::bind(addr).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("binding the admin listener on {addr}: {e}"),
-                )
-            })?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| crate::error::bind_error("admin", "PODCYCLE_ADMIN_ADDR", addr, e))?;
             l.set_nonblocking(true)?;
             Some(l)
         }
@@ -88,7 +84,7 @@ async fn run(
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
 ) {
     let signals = if shared.handle_signals {
-        match Signals::new([SIGTERM, SIGINT]) {
+        match Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2]) {
             Ok(s) => Some(s),
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -134,18 +130,33 @@ async fn run(
     }
 }
 
+/// SIGTERM, SIGINT and SIGQUIT start the graceful shutdown (SIGINT without the propagation
+/// delay: see `Lifecycle::serve`); a second one of them exits at once with 128 + its number.
+/// SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored: podcycle has no configuration to reload
+/// and nothing to dump, and a reload request must not stop a server (left to their default,
+/// each would kill the process without a line).
 async fn handle_signals(shared: Arc<Admin>, mut signals: Signals) {
     while let Some(signal) = signals.next().await {
-        let name = if signal == SIGTERM {
-            "SIGTERM"
-        } else {
-            "SIGINT"
-        };
+        let name = signal_name(signal);
+        if matches!(signal, SIGHUP | SIGUSR1 | SIGUSR2) {
+            crate::stderr::unless_subscribed(|| {
+                format!("{name} received and ignored (nothing to reload; SIGTERM stops)")
+            });
+            tracing::warn!(
+                signal = name,
+                "signal received and ignored: podcycle reads its configuration once and has \
+                 nothing to reload or dump; SIGTERM, SIGINT or SIGQUIT stop the process"
+            );
+            continue;
+        }
         if crate::shutdown::request(
             &shared.state,
             &shared.connections,
             ShutdownReason::Signal(signal),
         ) {
+            crate::stderr::unless_subscribed(|| {
+                format!("{name} received: starting graceful shutdown")
+            });
             tracing::info!(signal = name, "signal received: starting graceful shutdown");
         } else {
             let in_flight = shared.connections.in_flight();
@@ -157,15 +168,27 @@ async fn handle_signals(shared: Arc<Admin>, mut signals: Signals) {
                 "second signal: exiting immediately"
             );
             // Without a subscriber the line above goes nowhere: say it on stderr.
-            if !tracing::dispatcher::has_been_set() {
-                eprintln!(
-                "podcycle: second {name} during shutdown (phase {}): exiting now with {in_flight} request(s) in flight on {} connection(s)",
-                shared.state.phase(),
-                shared.connections.len()
-            );
-            }
+            crate::stderr::unless_subscribed(|| {
+                format!(
+                    "second {name} during shutdown (phase {}): exiting now with {in_flight} request(s) in flight on {} connection(s)",
+                    shared.state.phase(),
+                    shared.connections.len()
+                )
+            });
             std::process::exit(128 + signal);
         }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGQUIT => "SIGQUIT",
+        SIGHUP => "SIGHUP",
+        SIGUSR1 => "SIGUSR1",
+        SIGUSR2 => "SIGUSR2",
+        _ => "signal",
     }
 }
 

@@ -178,6 +178,14 @@ pub enum ConfigError {
         /// `PODCYCLE_DRAIN_TIMEOUT`.
         drain: Duration,
     },
+    /// The application and admin listeners are set to the same port (on the same address, or
+    /// one of them on every address): the second bind would fail with "address in use".
+    AddressClash {
+        /// `PODCYCLE_ADDR`.
+        addr: SocketAddr,
+        /// `PODCYCLE_ADMIN_ADDR`.
+        admin_addr: SocketAddr,
+    },
     /// A setting made in code (or from the environment) holds a value that cannot be used.
     InvalidSetting {
         /// The [`Config`] method that sets it, e.g. `watchdog_stall`.
@@ -234,6 +242,12 @@ impl fmt::Display for ConfigError {
                 fmt_duration(*spread),
                 fmt_duration(*drain),
             ),
+            ConfigError::AddressClash { addr, admin_addr } => write!(
+                f,
+                "PODCYCLE_ADDR={addr} and PODCYCLE_ADMIN_ADDR={admin_addr} use the same port: \
+                 the application and admin listeners need a port each (the defaults are 8080 \
+                 and 9090; PODCYCLE_ADMIN_ADDR=off turns the admin listener off)"
+            ),
             ConfigError::InvalidSetting {
                 setting,
                 var,
@@ -249,6 +263,25 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Whether two listeners on `a` and `b` would take the same port: the same non-zero port on
+/// the same address, or one of them on every address of its family (`0.0.0.0`, or `[::]`,
+/// which on Linux also takes IPv4).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let (x, y) = (a.ip(), b.ip());
+    if x == y {
+        return true;
+    }
+    if x.is_ipv4() == y.is_ipv4() {
+        x.is_unspecified() || y.is_unspecified()
+    } else {
+        // Across families only a dual-stack `[::]` takes the other's port.
+        (x.is_ipv6() && x.is_unspecified()) || (y.is_ipv6() && y.is_unspecified())
+    }
+}
+
 fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
@@ -256,6 +289,16 @@ fn fmt_duration(d: Duration) -> humantime::FormattedDuration {
 const DURATION: &str = "a duration such as 5s, 500ms or 1m30s";
 const BOUNDED_DURATION: &str = "a duration of at most 365 days, such as 5s, 500ms or 1m30s";
 const NON_ZERO_DURATION: &str = "a non-zero duration of at most 365 days, such as 5s or 500ms";
+const WATCHDOG_STALL: &str = "a duration of at least 1s (podcycle::MIN_WATCHDOG_STALL): a shorter \
+     stall reads an ordinary busy moment (a CPU quota throttle of up to 100 ms per period, a \
+     short blocking call, the heartbeat's own tick) as a hung runtime, and the kubelet would \
+     restart a healthy pod";
+
+/// The shortest [`Config::watchdog_stall`] accepted: 1 s. The heartbeat ticks every quarter
+/// of the stall (at least every 10 ms), and a container's CPU quota can pause every thread for
+/// up to a CFS period (100 ms) at a time; a stall of a few ticks or periods would fail `/livez`
+/// on an idle, healthy server (at `1ms`, 93 of 98 probes failed).
+pub const MIN_WATCHDOG_STALL: Duration = Duration::from_secs(1);
 const LABELS: &str = "comma-separated name=value pairs, each name once, with Prometheus label \
      names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/http_*/__*";
 const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
@@ -412,6 +455,10 @@ impl Config {
             };
         }
         if let Some(d) = non_zero_duration("PODCYCLE_WATCHDOG_STALL")? {
+            if d < MIN_WATCHDOG_STALL {
+                let v = get("PODCYCLE_WATCHDOG_STALL").unwrap_or_default();
+                return Err(invalid("PODCYCLE_WATCHDOG_STALL", &v, WATCHDOG_STALL));
+            }
             c.watchdog_stall = d;
         }
         if let Some(v) = get("PODCYCLE_STOP_ACCEPTING") {
@@ -565,6 +612,22 @@ impl Config {
                     } else {
                         BOUNDED_DURATION
                     },
+                });
+            }
+        }
+        if !self.watchdog_stall.is_zero() && self.watchdog_stall < MIN_WATCHDOG_STALL {
+            return Err(ConfigError::InvalidSetting {
+                setting: "watchdog_stall",
+                var: "PODCYCLE_WATCHDOG_STALL",
+                value: fmt_duration(self.watchdog_stall).to_string(),
+                expected: WATCHDOG_STALL,
+            });
+        }
+        if let Some(admin_addr) = self.admin_addr {
+            if same_port(self.addr, admin_addr) {
+                return Err(ConfigError::AddressClash {
+                    addr: self.addr,
+                    admin_addr,
                 });
             }
         }
@@ -824,7 +887,9 @@ impl Config {
         self
     }
 
-    /// Whether the lifecycle installs SIGTERM/SIGINT handlers (default `true`).
+    /// Whether the lifecycle installs its signal handlers (default `true`): SIGTERM, SIGINT
+    /// (without the propagation delay) and SIGQUIT shut down gracefully; SIGHUP, SIGUSR1 and
+    /// SIGUSR2 are logged and ignored.
     /// Without them, shutdown starts only through [`Lifecycle::shutdown`](crate::Lifecycle::shutdown).
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
@@ -1098,6 +1163,82 @@ mod tests {
                 "invalid Config::watchdog_stall (PODCYCLE_WATCHDOG_STALL) \"0s\": expected {NON_ZERO_DURATION}"
             )
         );
+    }
+
+    /// Issue 23 row 11: `1ms` was accepted and `/livez` then failed 93 of 98 probes on an
+    /// idle server.
+    #[test]
+    fn a_watchdog_stall_below_one_second_is_refused_naming_the_minimum_and_why() {
+        for val in ["1ms", "999ms", "500ms"] {
+            let err =
+                Config::from_vars("x", &vars(&[("PODCYCLE_WATCHDOG_STALL", val)])).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "invalid PODCYCLE_WATCHDOG_STALL={val:?}: expected a duration of at least 1s"
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains("restart a healthy pod"), "{msg}");
+        }
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_WATCHDOG_STALL", "1s")])).unwrap();
+        assert_eq!(c.watchdog_stall, MIN_WATCHDOG_STALL);
+        let err = Config::default()
+            .watchdog_stall(Duration::from_millis(1))
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "invalid Config::watchdog_stall (PODCYCLE_WATCHDOG_STALL) \"1ms\": expected a duration of at least 1s"
+            ),
+            "{err}"
+        );
+    }
+
+    /// Issue 29 item 4: the same port for both listeners is named before anything is bound.
+    #[test]
+    fn the_app_and_admin_listeners_on_one_port_are_a_clash_naming_both_variables() {
+        for (app, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:9090", "0.0.0.0:9090"),
+            ("[::]:8080", "127.0.0.1:8080"),
+        ] {
+            let err = Config::from_vars(
+                "x",
+                &vars(&[("PODCYCLE_ADDR", app), ("PODCYCLE_ADMIN_ADDR", admin)]),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::AddressClash { .. }),
+                "{app} {admin}: {err:?}"
+            );
+            let msg = err.to_string();
+            let (app, admin) = (
+                app.parse::<SocketAddr>().unwrap(),
+                admin.parse::<SocketAddr>().unwrap(),
+            );
+            assert!(
+                msg.starts_with(&format!(
+                    "PODCYCLE_ADDR={app} and PODCYCLE_ADMIN_ADDR={admin} use the same port"
+                )),
+                "{msg}"
+            );
+        }
+        // Different ports, port 0 (the OS picks), other families, or no admin listener: fine.
+        for (app, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:9090"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("127.0.0.1:8080", "127.0.0.2:8080"),
+            ("0.0.0.0:8080", "[::1]:8080"),
+            ("127.0.0.1:8080", "off"),
+        ] {
+            let r = Config::from_vars(
+                "x",
+                &vars(&[("PODCYCLE_ADDR", app), ("PODCYCLE_ADMIN_ADDR", admin)]),
+            );
+            assert!(r.is_ok(), "{app} {admin}: {r:?}");
+        }
     }
 
     #[test]

@@ -83,6 +83,14 @@ pub(crate) fn warn_unknown_env() {
         .filter_map(|(k, _)| k.into_string().ok())
         .collect();
     for (name, suggestion) in unknown(names.iter().map(String::as_str)) {
+        crate::stderr::unless_subscribed(|| match suggestion {
+            Some(known) => {
+                format!("warning: unknown variable {name} ignored: did you mean {known}?")
+            }
+            None => format!(
+                "warning: unknown variable {name} ignored (see Config::from_env for the list)"
+            ),
+        });
         match suggestion {
             Some(known) => tracing::warn!(
                 variable = %name,

@@ -11,7 +11,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// Its `Debug` output is the human message (as `anyhow`'s is), so `main` returning
 /// `Result<Outcome, Error>` prints `Error: podcycle configuration: invalid PODCYCLE_DRAIN_TIMEOUT="20z": ...`
-/// and exits with code 1; `{:#?}` shows the structure. Or convert it into an [`Outcome`]
+/// and exits with code 1; `{:#?}` shows the structure. Or convert it into an [`Outcome`](crate::Outcome)
 /// (exit code 1) with `into()`:
 ///
 /// ```no_run
@@ -32,6 +32,11 @@ pub enum Error {
     Io(std::io::Error),
     /// The lifecycle was created outside a tokio runtime.
     NoRuntime,
+    /// [`logging::init`](crate::logging::init) failed (feature `logging`), so that
+    /// `podcycle::logging::init()?` works in `main() -> Result<Outcome, podcycle::Error>`.
+    #[cfg(feature = "logging")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
+    Logging(crate::logging::LoggingError),
 }
 
 impl fmt::Debug for Error {
@@ -41,6 +46,8 @@ impl fmt::Debug for Error {
                 Error::Config(e) => f.debug_tuple("Config").field(e).finish(),
                 Error::Io(e) => f.debug_tuple("Io").field(e).finish(),
                 Error::NoRuntime => f.write_str("NoRuntime"),
+                #[cfg(feature = "logging")]
+                Error::Logging(e) => f.debug_tuple("Logging").field(e).finish(),
             }
         } else {
             fmt::Display::fmt(self, f)
@@ -56,6 +63,8 @@ impl fmt::Display for Error {
             Error::NoRuntime => f.write_str(
                 "podcycle: Lifecycle must be created inside a tokio runtime (e.g. in #[tokio::main])",
             ),
+            #[cfg(feature = "logging")]
+            Error::Logging(e) => write!(f, "podcycle logging: {e}"),
         }
     }
 }
@@ -66,6 +75,8 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Io(e) => Some(e),
             Error::NoRuntime => None,
+            #[cfg(feature = "logging")]
+            Error::Logging(e) => Some(e),
         }
     }
 }
@@ -74,6 +85,28 @@ impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Error::Config(e)
     }
+}
+
+#[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
+impl From<crate::logging::LoggingError> for Error {
+    fn from(e: crate::logging::LoggingError) -> Self {
+        Error::Logging(e)
+    }
+}
+
+/// The one format of a listener that cannot be bound, naming its setting and address:
+/// `cannot bind the admin listener PODCYCLE_ADMIN_ADDR=0.0.0.0:9090: Address already in use`.
+pub(crate) fn bind_error(
+    listener: &str,
+    var: &str,
+    addr: std::net::SocketAddr,
+    e: std::io::Error,
+) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot bind the {listener} listener {var}={addr}: {e}"),
+    )
 }
 
 #[cfg(test)]
@@ -95,5 +128,24 @@ mod tests {
         );
         assert!(format!("{e:#?}").contains("InvalidEnv"));
         assert_eq!(crate::Outcome::from(e).exit_code(), 1);
+    }
+
+    /// Issue 29 item 1: `podcycle::logging::init()?` in `main() -> Result<Outcome, Error>`,
+    /// and what `main` prints is the message.
+    #[cfg(feature = "logging")]
+    #[test]
+    fn a_logging_error_converts_and_prints_its_message() {
+        fn main_like() -> Result<crate::Outcome, Error> {
+            Err(crate::logging::LoggingError::InvalidFormat("xml".into()))?;
+            Ok(crate::Outcome::Drained)
+        }
+        let e = main_like().unwrap_err();
+        assert_eq!(
+            format!("{e:?}"),
+            "podcycle logging: invalid LOG_FORMAT=\"xml\": expected `json` or `text`"
+        );
+        let inner = crate::logging::LoggingError::InvalidFormat("xml".into());
+        assert_eq!(format!("{inner:?}"), inner.to_string());
+        assert!(format!("{inner:#?}").contains("InvalidFormat"));
     }
 }

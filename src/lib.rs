@@ -1,5 +1,6 @@
 #![doc = include_str!("docs/crate.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Layers, top to bottom; a module imports only from layers below it (README, Layout):
 //   lifecycle
@@ -7,7 +8,7 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error
-//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag
+//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag, stderr
 mod admin;
 mod checks;
 mod config;
@@ -20,8 +21,10 @@ mod health;
 mod lag;
 mod lifecycle;
 #[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub mod logging;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics_off;
@@ -31,6 +34,7 @@ pub mod probes;
 mod serve;
 mod shutdown;
 mod state;
+mod stderr;
 mod stream_drain;
 mod until;
 mod warmup;
@@ -39,11 +43,12 @@ mod watchdog;
 pub use checks::Check;
 pub use config::{
     Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
-    MAX_DURATION,
+    MAX_DURATION, MIN_WATCHDOG_STALL,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::{Metrics, MetricsLayer};
 pub use phase::Phase;
 pub use probes::Probes;

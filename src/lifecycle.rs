@@ -102,7 +102,8 @@ impl Lifecycle {
     }
 
     /// Starts a lifecycle: validates the configuration, binds the admin listener on its own
-    /// thread, installs SIGTERM/SIGINT handlers and starts the runtime watchdog.
+    /// thread, installs the signal handlers (see [`Config::handle_signals`]) and starts the
+    /// runtime watchdog.
     ///
     /// Must be called inside a tokio runtime (checks, warm-ups and the watchdog run on it).
     pub fn new(config: Config) -> Result<Lifecycle, Error> {
@@ -149,6 +150,19 @@ impl Lifecycle {
             config.watchdog_stall,
             state.signals.halt.clone(),
         );
+        crate::stderr::unless_subscribed(|| {
+            format!(
+                "lifecycle started: version {}, app {}, admin {}, shutdown delay {:?}, drain \
+                 timeout {:?}, hook timeout {:?} (no tracing subscriber: podcycle writes its \
+                 own lines here; install one, e.g. podcycle::logging::init(), for all of them)",
+                config.version,
+                config.addr,
+                admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+                config.shutdown_delay,
+                config.drain_timeout,
+                config.hook_timeout,
+            )
+        });
         tracing::info!(
             version = %config.version,
             addr = %config.addr,
@@ -418,6 +432,7 @@ impl Lifecycle {
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -426,6 +441,10 @@ impl Lifecycle {
     /// waits for warm-ups, serves `app` until shutdown and runs the shutdown sequence. Returns
     /// how it ended.
     ///
+    /// Until the warm-ups are done, the listener answers every request at once with `503`,
+    /// `Retry-After: 1` and (HTTP/1) `Connection: close`; `app` is not called. After SIGINT
+    /// (Ctrl-C: a terminal, no load balancer) the propagation delay is skipped; SIGTERM keeps it.
+    ///
     /// `app` is any tower `Service` for `Request<axum::body::Body>`, e.g. an axum `Router`
     /// (given its state once, as `axum::serve` does, so its handlers are not turned into routes
     /// on every request). The body is hyper's, watched for the
@@ -433,6 +452,44 @@ impl Lifecycle {
     /// without boxing it again. With a [`MetricsLayer`](crate::MetricsLayer) in `app`, the serving
     /// stack, which already tracks every request for the drain, also times it; the layer only
     /// names the route.
+    ///
+    /// # Examples
+    ///
+    /// A plain tower service, no axum `Router` (`examples/hyper_service.rs` adds the metrics
+    /// layer with a `route_fn`). A `hyper::service::service_fn` is written the same way with
+    /// `tower::service_fn`:
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<podcycle::Outcome, podcycle::Error> {
+    ///     let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+    ///     let service = tower::service_fn(|req: Request<axum::body::Body>| async move {
+    ///         let body = format!("hello from {}\n", req.uri().path());
+    ///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+    ///     });
+    ///     Ok(lifecycle.serve(service).await)
+    /// }
+    /// ```
+    ///
+    /// A tonic service (HTTP/2 prior knowledge on the same port; GOAWAY when the listener
+    /// closes, in-flight RPCs and streams drain). Here tonic-health's service stands for your
+    /// own `FooServer::new(...)`; several services: `Routes::new(a).add_service(b)`, or
+    /// `route_service("/pkg.Service/{*rest}", server)` in an axum `Router` beside HTTP routes:
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> Result<podcycle::Outcome, podcycle::Error> {
+    ///     let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+    ///     let (_reporter, health) = tonic_health::server::health_reporter();
+    ///     let grpc = tonic::service::Routes::new(health);
+    ///     Ok(lifecycle.serve(grpc).await)
+    /// }
+    /// ```
     ///
     /// # Cancellation safety
     /// Not cancel safe: drive it to completion (return its [`Outcome`] from `main`). Dropping
@@ -450,8 +507,9 @@ impl Lifecycle {
         self.serve_inner(None, app).await
     }
 
-    /// Like [`Lifecycle::serve`], on a listener the caller bound. Connections wait in the
-    /// backlog until warm-ups are done (as with `serve`, which binds before the warm-ups end).
+    /// Like [`Lifecycle::serve`], on a listener the caller bound. Until the warm-ups are done,
+    /// requests are answered `503` with `Retry-After: 1` (as with `serve`, which binds before
+    /// the warm-ups end).
     ///
     /// # Cancellation safety
     /// As [`Lifecycle::serve`].
@@ -487,7 +545,9 @@ impl Lifecycle {
             None => match crate::serve::bind(config.addr) {
                 Ok(l) => l,
                 Err(e) => {
-                    let msg = format!("binding {}: {e}", config.addr);
+                    let msg =
+                        crate::error::bind_error("application", "PODCYCLE_ADDR", config.addr, e)
+                            .to_string();
                     tracing::error!(error = %msg, "cannot serve");
                     self.request_shutdown(ShutdownReason::Requested);
                     inner
@@ -501,9 +561,18 @@ impl Lifecycle {
         };
         if let Ok(addr) = listener.local_addr() {
             let _ = inner.app_addr.set(addr);
+            crate::stderr::unless_subscribed(|| format!("application listener bound on {addr}"));
             tracing::info!(%addr, "application listener bound");
         }
-        if let Some(early) = self.wait_for_warmups().await {
+        // Until the warm-ups end, requests get `503` + `Retry-After` at once, not a wait in
+        // the backlog. Biased: with the warm-ups already done (or none), the listener is not
+        // polled here, and a connection already waiting is served by the application.
+        let early = tokio::select! {
+            biased;
+            early = self.wait_for_warmups() => early,
+            never = crate::serve::answer_while_warming(&listener, config.header_read_timeout) => match never {},
+        };
+        if let Some(early) = early {
             return early;
         }
         let connection_tasks = TaskTracker::new();
@@ -543,7 +612,7 @@ impl Lifecycle {
             state,
             connections,
             &connection_tasks,
-            config.shutdown_delay,
+            propagation_delay(config, state),
             config.drain_timeout,
         )
         .await;
@@ -638,6 +707,24 @@ impl Lifecycle {
         )
         .await;
         enter_phase(&inner.state, &inner.connections, Phase::Stopped);
+    }
+}
+
+/// The propagation delay for this shutdown: `PODCYCLE_SHUTDOWN_DELAY`, except after SIGINT.
+/// Ctrl-C comes from a terminal, where no load balancer is removing this endpoint: waiting
+/// would only keep a developer waiting. The kubelet sends SIGTERM, which keeps the delay.
+fn propagation_delay(config: &Config, state: &State) -> std::time::Duration {
+    if state.shutdown_reason() == Some(ShutdownReason::Signal(signal_hook::consts::SIGINT)) {
+        crate::stderr::unless_subscribed(|| {
+            "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay".into()
+        });
+        tracing::info!(
+            delay = ?config.shutdown_delay,
+            "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
+        );
+        std::time::Duration::ZERO
+    } else {
+        config.shutdown_delay
     }
 }
 

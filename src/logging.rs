@@ -4,15 +4,10 @@
 //! # Example
 //! ```no_run
 //! #[tokio::main]
-//! async fn main() -> podcycle::Outcome {
-//!     if let Err(e) = podcycle::logging::init() {
-//!         return podcycle::Outcome::Failed(e.to_string()); // e.g. LOG_FORMAT=xml
-//!     }
-//!     let lifecycle = match podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION")) {
-//!         Ok(lifecycle) => lifecycle,
-//!         Err(e) => return e.into(),
-//!     };
-//!     lifecycle.serve(axum::Router::new()).await
+//! async fn main() -> Result<podcycle::Outcome, podcycle::Error> {
+//!     podcycle::logging::init()?; // e.g. LOG_FORMAT=xml: one readable line, exit code 1
+//!     let lifecycle = podcycle::Lifecycle::from_env(env!("CARGO_PKG_VERSION"))?;
+//!     Ok(lifecycle.serve(axum::Router::new()).await)
 //! }
 //! ```
 //!
@@ -51,8 +46,10 @@ impl LogFormat {
     }
 }
 
-/// Why logging could not be set up.
-#[derive(Debug)]
+/// Why logging could not be set up. Its `Debug` is its message (as [`crate::Error`]'s), so
+/// `main` returning it prints a readable line; `{:#?}` shows the structure. It converts into
+/// [`crate::Error`], so `podcycle::logging::init()?` works in
+/// `main() -> Result<Outcome, podcycle::Error>`.
 #[non_exhaustive]
 pub enum LoggingError {
     /// `LOG_FORMAT` is neither `text` nor `json`.
@@ -66,6 +63,23 @@ pub enum LoggingError {
     },
     /// A global `tracing` subscriber was already installed (call `init` once, first).
     AlreadyInitialised,
+}
+
+impl fmt::Debug for LoggingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
+        match self {
+            LoggingError::InvalidFormat(v) => f.debug_tuple("InvalidFormat").field(v).finish(),
+            LoggingError::InvalidFilter { value, error } => f
+                .debug_struct("InvalidFilter")
+                .field("value", value)
+                .field("error", error)
+                .finish(),
+            LoggingError::AlreadyInitialised => f.write_str("AlreadyInitialised"),
+        }
+    }
 }
 
 impl fmt::Display for LoggingError {

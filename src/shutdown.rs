@@ -133,6 +133,9 @@ impl Termination for Outcome {
 pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
     let (in_flight, open) = (connections.in_flight(), connections.len());
     if let Some(from) = state.set_phase(to) {
+        crate::stderr::unless_subscribed(|| {
+            phase_line(to, from, state.started.elapsed(), in_flight, open)
+        });
         tracing::info!(
             phase = to.as_str(),
             from = from.as_str(),
@@ -152,6 +155,15 @@ pub(crate) fn request(state: &State, connections: &Connections, reason: Shutdown
         return false;
     };
     if let Some(from) = from {
+        crate::stderr::unless_subscribed(|| {
+            phase_line(
+                Phase::Deregistering,
+                from,
+                state.started.elapsed(),
+                in_flight,
+                open,
+            )
+        });
         tracing::info!(
             phase = Phase::Deregistering.as_str(),
             from = from.as_str(),
@@ -161,8 +173,19 @@ pub(crate) fn request(state: &State, connections: &Connections, reason: Shutdown
             "podcycle phase"
         );
     }
+    crate::stderr::unless_subscribed(|| {
+        format!("shutdown requested ({reason}): readiness is now failing")
+    });
     tracing::info!(%reason, "shutdown requested: readiness is now failing");
     true
+}
+
+/// A phase change as one stderr line, for a service without a subscriber.
+fn phase_line(to: Phase, from: Phase, elapsed: Duration, in_flight: u64, open: usize) -> String {
+    format!(
+        "phase {to} (from {from}) at {:.3}s: {in_flight} request(s) in flight, {open} connection(s)",
+        elapsed.as_secs_f64()
+    )
 }
 
 /// A named shutdown hook.

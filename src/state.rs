@@ -23,11 +23,12 @@ pub enum ShutdownReason {
 }
 
 impl std::fmt::Display for ShutdownReason {
-    /// `SIGTERM`, `SIGINT` (`signal N` for another), `requested` or `warm-up failed`.
+    /// `SIGTERM`, `SIGINT`, `SIGQUIT` (`signal N` for another), `requested` or `warm-up failed`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ShutdownReason::Signal(15) => f.write_str("SIGTERM"),
             ShutdownReason::Signal(2) => f.write_str("SIGINT"),
+            ShutdownReason::Signal(3) => f.write_str("SIGQUIT"),
             ShutdownReason::Signal(n) => write!(f, "signal {n}"),
             ShutdownReason::Requested => f.write_str("requested"),
             ShutdownReason::WarmupFailed => f.write_str("warm-up failed"),

@@ -48,7 +48,9 @@ fn an_admin_port_in_use_stops_startup() {
     assert_eq!(code(status), 1);
     let out = child.drain_output(Duration::from_secs(1));
     assert!(
-        out.contains(&format!("binding the admin listener on {addr}")),
+        out.contains(&format!(
+            "cannot bind the admin listener PODCYCLE_ADMIN_ADDR={addr}: "
+        )),
         "{out}"
     );
 }
@@ -79,6 +81,23 @@ fn a_zero_watchdog_stall_stops_startup() {
         out.contains("invalid PODCYCLE_WATCHDOG_STALL=\"0s\": expected a non-zero duration"),
         "{out}"
     );
+}
+
+/// Issue 23 row 11: `1ms` was accepted, and `/livez` then failed 93 of 98 probes on an idle
+/// server. Refused at startup, naming the minimum and why.
+#[test]
+fn a_watchdog_stall_below_the_minimum_stops_startup() {
+    let mut child = Child::spawn(&[("PODCYCLE_WATCHDOG_STALL", "1ms")]);
+    let (status, _) = child.wait_exit(SOON);
+    let out = child.drain_output(Duration::from_secs(1));
+    assert_eq!(code(status), 1, "{out}");
+    assert!(
+        out.contains(
+            "invalid PODCYCLE_WATCHDOG_STALL=\"1ms\": expected a duration of at least 1s (podcycle::MIN_WATCHDOG_STALL)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("ADMIN "), "nothing started: {out}");
 }
 
 #[test]

@@ -119,3 +119,36 @@ fn stay_unready_keeps_the_process_up_until_a_signal() {
     child.signal("TERM");
     assert_eq!(code(child.wait_exit(SOON).0), 3);
 }
+
+/// Issue 29 item 5: a request sent during warm-up waited in the backlog until the warm-up
+/// ended (~2 s for the chatbot; forever here). Now it is answered at once: 503, `Retry-After`,
+/// `Connection: close`; once warmed up, the application answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_during_warm_up_is_answered_503_at_once_not_held_in_the_backlog() {
+    use axum::{routing::get, Router};
+    let lifecycle = podcycle::Lifecycle::new(support::in_process_config()).unwrap();
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let _warmup = lifecycle.warmup("held", async move { held.await.map_err(|e| e.to_string()) });
+    let app = Router::new().route("/hello", get(|| async { "hello" }));
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    support::eventually(|| lifecycle.app_addr().is_some()).await;
+    let addr = lifecycle.app_addr().unwrap();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(5), client::get(addr, "/hello"))
+            .await
+            .expect("answered within 5 s, not held until the warm-up ends")
+            .unwrap();
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert_eq!(r.headers["retry-after"], "1");
+        assert!(r.closes(), "Connection: close: {:?}", r.headers);
+        assert!(r.body.contains("warming up"), "{}", r.body);
+    }
+    assert_eq!(lifecycle.phase(), podcycle::Phase::Starting);
+    release.send(()).unwrap();
+    lifecycle.reached(podcycle::Phase::Serving).await;
+    let r = client::get(addr, "/hello").await.unwrap();
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "hello"));
+    lifecycle.shutdown();
+    let outcome = tokio::time::timeout(SOON, serving).await.unwrap().unwrap();
+    assert_eq!(outcome, podcycle::Outcome::Drained);
+}

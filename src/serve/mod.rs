@@ -4,12 +4,14 @@
 //! - this module: the accept loop (connection limit, reject mode, the timeout sweep) and each
 //!   connection's life (serve, time out, drain);
 //! - [`io`]: the connection's socket, noting read and write progress for the sweep and the drain;
+//! - [`warming`]: the listener during warm-up, answering `503` at once;
 //! - [`tracked`]: the per-request wrapper around the application's service (in-flight guard,
 //!   `Connection: close` while draining, reject mode, timing, panics answered 500).
 
 mod io;
 mod request_body;
 mod tracked;
+mod warming;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -38,6 +40,7 @@ use crate::state::State;
 use self::io::ProgressIo;
 pub(crate) use self::request_body::AppBody;
 use self::tracked::TrackedService;
+pub(crate) use self::warming::answer_while_warming;
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
 /// A keep-alive client sending back to back gets its next response with `Connection: close`

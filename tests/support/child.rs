@@ -1,5 +1,6 @@
 //! The server under test, run inside the child process. Behaviour is chosen by env:
-//! `TEST_WARMUP` = `ok:<duration>` | `fail` | `panic` (default `ok:0s`), `TEST_WORKERS`.
+//! `TEST_WARMUP` = `ok:<duration>` | `fail` | `panic` (default `ok:0s`), `TEST_WORKERS`,
+//! `TEST_NO_SUBSCRIBER` (set: no tracing subscriber).
 //! It prints `ADMIN <addr>`, `APP <addr>`, `PHASE <name>` and `START <path>` lines.
 
 use std::convert::Infallible;
@@ -28,11 +29,14 @@ pub fn main() {
     if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
         return;
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    // `TEST_NO_SUBSCRIBER=1`: a service that installs no tracing subscriber.
+    if std::env::var_os("TEST_NO_SUBSCRIBER").is_none() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
     let workers: usize = std::env::var("TEST_WORKERS")
         .ok()
         .and_then(|w| w.parse().ok())

@@ -235,21 +235,44 @@ pub fn tool(name: &str) -> Option<std::path::PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let package = debian_package(name);
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is required in CI (.ci/run installs it: apt-get install -y {package})");
-        }
-        if std::env::var("PODCYCLE_SKIP_MISSING_TOOLS").as_deref() != Ok("1") {
-            panic!(
-                "{name} is not installed, and this test needs it: apt-get install -y {package}, \
-                 or set PODCYCLE_SKIP_MISSING_TOOLS=1 to skip the tests that need a missing tool"
-            );
-        }
-        eprintln!(
-            "SKIPPED: {name} is not installed (apt-get install -y {package}); this test did not run"
+        missing_tool(
+            &format!("{name} is not installed"),
+            &format!("apt-get install -y {}", debian_package(name)),
         );
     }
     found
+}
+
+/// Says that something a test needs (`what`, e.g. "promtool is not installed") is missing,
+/// with the command that installs it: fails the test, unless `PODCYCLE_SKIP_MISSING_TOOLS=1`
+/// (and not in CI), in which case it prints `SKIPPED: ...` and the caller returns early.
+/// Every test that needs a tool, a venv or a service calls this (or [`tool`]) when it is
+/// missing.
+pub fn missing_tool(what: &str, install: &str) {
+    let skip = std::env::var("PODCYCLE_SKIP_MISSING_TOOLS").as_deref() == Ok("1");
+    match missing_verdict(what, install, std::env::var_os("CI").is_some(), skip) {
+        Ok(skipped) => eprintln!("{skipped}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// What to do about a missing tool: `Err` fails the test with the message, `Ok` skips it with
+/// the message.
+fn missing_verdict(what: &str, install: &str, ci: bool, skip: bool) -> Result<String, String> {
+    if ci {
+        Err(format!(
+            "{what}, and CI requires it (.ci/run installs it: {install})"
+        ))
+    } else if !skip {
+        Err(format!(
+            "{what}, and this test needs it: {install}; \
+             or set PODCYCLE_SKIP_MISSING_TOOLS=1 to skip the tests that need a missing tool"
+        ))
+    } else {
+        Ok(format!(
+            "SKIPPED: {what} ({install}); this test did not run"
+        ))
+    }
 }
 
 fn debian_package(tool: &str) -> &str {
@@ -284,4 +307,21 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
 /// The status code of `GET path` on `addr`.
 pub async fn status(addr: SocketAddr, path: &str) -> u16 {
     client::get(addr, path).await.unwrap().status.as_u16()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_verdict;
+
+    /// Issue 29 item 3: a test whose tool is missing fails unless skipping is asked for, and
+    /// never skips in CI.
+    #[test]
+    fn a_missing_tool_fails_unless_skipping_is_asked_for_and_never_in_ci() {
+        let failed = missing_verdict("x is missing", "install x", false, false).unwrap_err();
+        assert!(failed.contains("PODCYCLE_SKIP_MISSING_TOOLS=1"), "{failed}");
+        assert!(failed.contains("install x"), "{failed}");
+        assert!(missing_verdict("x is missing", "install x", true, true).is_err());
+        let skipped = missing_verdict("x is missing", "install x", false, true).unwrap();
+        assert!(skipped.starts_with("SKIPPED: x is missing"), "{skipped}");
+    }
 }

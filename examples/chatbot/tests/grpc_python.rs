@@ -5,8 +5,8 @@
 //! ends with its last message and OK; the chatbot exits 0.
 //!
 //! The Python with those packages: `PODCYCLE_GRPC_PYTHON`, else `target/grpc-venv/bin/python`
-//! in the workspace (`.ci/run` creates it). Missing: the test fails in CI (`CI` set) and
-//! skips with a message elsewhere.
+//! in the workspace (`.ci/run` creates it). Missing: the test fails, as for any missing tool,
+//! unless `PODCYCLE_SKIP_MISSING_TOOLS=1` (then it says SKIPPED; never in CI).
 
 use podcycle_test_support as support;
 
@@ -27,7 +27,8 @@ fn child() {
     std::process::exit(i32::from(outcome.exit_code()));
 }
 
-/// The Python that has grpcio and grpcio-health-checking, or `None` (after saying why).
+/// The Python that has grpcio and grpcio-health-checking, or `None` when skipping (after
+/// saying why); fails the test otherwise.
 fn python() -> Option<PathBuf> {
     let python = std::env::var_os("PODCYCLE_GRPC_PYTHON")
         .map(PathBuf::from)
@@ -41,13 +42,10 @@ fn python() -> Option<PathBuf> {
     if usable {
         return Some(python);
     }
-    let how = "python3 -m venv target/grpc-venv && target/grpc-venv/bin/pip install grpcio grpcio-health-checking (as .ci/run does)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{} has no grpcio: {how}", python.display());
-    }
-    eprintln!(
-        "SKIPPED: {} has no grpcio; this test did not run. {how}",
-        python.display()
+    support::missing_tool(
+        &format!("{} has no grpcio", python.display()),
+        "python3 -m venv target/grpc-venv && target/grpc-venv/bin/pip install grpcio \
+         grpcio-health-checking (as .ci/run does)",
     );
     None
 }

@@ -132,6 +132,8 @@ fn the_drain_walkthrough_shows_what_the_readme_shows() {
 
     let mut child = Child::spawn_binary(CHATBOT, &env);
     let app = logged_addr(&mut child, "application listener bound");
+    // Until the warm-ups end the listener answers 503 at once: ask once it serves.
+    child.wait_line("phase=\"serving\"", SOON);
 
     let mut conn = TcpStream::connect(app).unwrap();
     conn.set_read_timeout(Some(SOON)).unwrap();

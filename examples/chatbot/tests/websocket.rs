@@ -47,12 +47,18 @@ impl Chatbot {
                 let _ = tx.send(line);
             }
         });
+        // The address, then the serving phase: until the warm-ups end, the listener answers
+        // 503 at once.
         let addr = tokio::time::timeout(SOON, async {
+            let mut addr = None;
             loop {
                 let line = log.recv().await.expect("the chatbot exited before serving");
                 if line.contains("application listener bound") {
-                    let addr = line.split("addr=").nth(1).expect("addr=").trim();
-                    break addr.split_whitespace().next().unwrap().to_owned();
+                    let rest = line.split("addr=").nth(1).expect("addr=").trim();
+                    addr = Some(rest.split_whitespace().next().unwrap().to_owned());
+                }
+                if line.contains("phase=\"serving\"") {
+                    break addr.expect("bound before serving");
                 }
             }
         })

@@ -38,8 +38,8 @@ mod watchdog;
 
 pub use checks::Check;
 pub use config::{
-    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
-    MAX_DURATION,
+    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, DEFAULT_SHUTDOWN_QUIET,
+    GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;

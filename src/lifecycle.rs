@@ -154,6 +154,8 @@ impl Lifecycle {
             addr = %config.addr,
             admin_addr = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             shutdown_delay = ?config.shutdown_delay,
+            shutdown_quiet = ?config.shutdown_quiet,
+            shutdown_delay_cap = ?config.shutdown_delay_cap(),
             drain_timeout = ?config.drain_timeout,
             hook_timeout = ?config.hook_timeout,
             "podcycle lifecycle started"
@@ -408,12 +410,10 @@ impl Lifecycle {
         self.inner.admin_addr
     }
 
-    /// Requests received after readiness turned off: a measure of load-balancer lag.
+    /// Requests received after readiness turned off, on new and reused connections: a
+    /// measure of load-balancer lag.
     pub fn requests_after_unready(&self) -> u64 {
-        self.inner
-            .connections
-            .requests_after_unready
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.connections.requests_after_unready()
     }
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
@@ -518,6 +518,7 @@ impl Lifecycle {
                 min_body_rate: (config.min_body_rate > 0).then_some(config.min_body_rate),
             },
             max_connections: crate::connections::max_app_connections(config.max_connections),
+            close_spread: config.shutdown_delay / 2,
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.
@@ -538,8 +539,7 @@ impl Lifecycle {
             state,
             connections,
             &connection_tasks,
-            config.shutdown_delay,
-            config.drain_timeout,
+            config.shutdown_plan(),
         )
         .await;
         let _ = accept.await;

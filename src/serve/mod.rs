@@ -54,6 +54,9 @@ pub(crate) struct ServeContext {
     pub(crate) timeouts: Timeouts,
     /// The most connections open at once ([`crate::connections::max_app_connections`]).
     pub(crate) max_connections: usize,
+    /// The shutdown delay's keep-alive close schedule: each connection is due to close at its
+    /// own moment within this time of the shutdown request (half the delay's floor).
+    pub(crate) close_spread: Duration,
 }
 
 /// The application listener's accept backlog: connections the kernel completes while the
@@ -396,6 +399,7 @@ where
             _ = tokio::time::sleep(IDLE_LINGER) => {}
             _ = signals.drain_deadline.cancelled() => {}
         }
+        count_closed_idle(shared, conn_state);
     }
     conn.as_mut().graceful_shutdown();
     loop {
@@ -421,6 +425,18 @@ where
                 }
             }
         }
+    }
+}
+
+/// Counts a connection that had nothing in flight when the shutdown delay ended and stayed
+/// idle through its linger: closed now, it is the race a keep-alive client can lose (a request
+/// written as the connection closes gets EOF).
+fn count_closed_idle(shared: &ServeContext, conn_state: &ConnState) {
+    if conn_state.in_flight() == 0 {
+        shared
+            .connections
+            .closed_idle
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

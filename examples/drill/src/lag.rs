@@ -526,18 +526,23 @@ async fn short_lived(
     while running.load(Ordering::Relaxed) && n < (rate * 600.0) as u64 {
         tick.tick().await;
         n += 1;
+        let sigterm = sigterm.clone();
         tasks.spawn(async move {
-            match dial(target).await {
+            let result = match dial(target).await {
                 Ok(mut s) => post(&mut s, n).await.map(|_| ()),
                 Err(e) => Err(e),
-            }
+            };
+            // Timed when it failed, not when it is collected.
+            result.map_err(|cause| (cause, since(&sigterm)))
         });
     }
     let mut stats = ClientStats::default();
     while let Some(r) = tasks.join_next().await {
         stats.sent += 1;
-        if let Ok(Err(cause)) = r {
-            stats.fail(&cause, since(&sigterm));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err((cause, at))) => stats.fail(&cause, at),
+            Err(e) => stats.fail(&format!("client task: {e}"), f64::NAN),
         }
     }
     stats

@@ -59,8 +59,9 @@ replica leaves the backend a fixed lag after its SIGTERM; replicas run podcycle'
   --grace D           SIGKILL this long after SIGTERM (default 30s); when given, also the
                       replicas' PODCYCLE_GRACE_PERIOD
   --short-rate R      short-lived clients: new connections (one POST each) per second (default 40)
-  --pooled N          pooled keep-alive POST clients (default 60), one idle gap of ~1s between
-                      requests each
+  --pooled N          pooled keep-alive POST clients (default 60)
+  --pooled-gap D      mean idle gap between a pooled client's requests (default 1s; uniform in
+                      half to one and a half of it)
 
 Durations are human: 5s, 300ms, 1m. Everything listens on 127.0.0.1.";
 
@@ -69,6 +70,7 @@ struct Cli {
     grace: Option<Duration>,
     short_rate: f64,
     pooled: usize,
+    pooled_gap: Duration,
     modes: Vec<Mode>,
     strategies: Vec<Strategy>,
     runs: usize,
@@ -88,6 +90,7 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         grace: None,
         short_rate: 40.0,
         pooled: 60,
+        pooled_gap: Duration::from_secs(1),
         modes: Mode::ALL.to_vec(),
         strategies: vec![Strategy::Rolling],
         runs: 1,
@@ -135,6 +138,7 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
                     .ok_or_else(|| format!("--short-rate {value:?}: expected 0 < rate <= 2000"))?
             }
             "--pooled" => cli.pooled = num()?.min(2_000) as usize,
+            "--pooled-gap" => cli.pooled_gap = dur()?.max(Duration::from_millis(10)),
             "--strategy" => cli.strategies = Strategy::parse_list(value)?,
             "--replicas" => b.replicas = num()?.clamp(1, 16) as usize,
             "--rate" => {
@@ -188,6 +192,7 @@ async fn lag_drill(cli: &Cli) -> ExitCode {
                 opts.replicas = cli.base.replicas;
                 opts.short_rate = cli.short_rate;
                 opts.pooled = cli.pooled;
+                opts.pooled_gap = cli.pooled_gap;
                 if let Some(g) = cli.grace {
                     opts.grace = g;
                     opts.grace_to_podcycle = true;

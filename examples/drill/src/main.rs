@@ -60,6 +60,7 @@ replica leaves the backend a fixed lag after its SIGTERM; replicas run podcycle'
                       replicas' PODCYCLE_GRACE_PERIOD
   --short-rate R      short-lived clients: new connections (one POST each) per second (default 40)
   --pooled N          pooled keep-alive POST clients (default 60)
+  (--before D also applies: load before the new replicas start; default 2s here)
   --pooled-gap D      mean idle gap between a pooled client's requests (default 1s; uniform in
                       half to one and a half of it)
 
@@ -71,6 +72,7 @@ struct Cli {
     short_rate: f64,
     pooled: usize,
     pooled_gap: Duration,
+    lag_before: Option<Duration>,
     modes: Vec<Mode>,
     strategies: Vec<Strategy>,
     runs: usize,
@@ -91,6 +93,7 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         short_rate: 40.0,
         pooled: 60,
         pooled_gap: Duration::from_secs(1),
+        lag_before: None,
         modes: Mode::ALL.to_vec(),
         strategies: vec![Strategy::Rolling],
         runs: 1,
@@ -155,7 +158,10 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
             "--grpc" => b.grpc = num()?.min(1_000) as usize,
             "--grpc-every" => b.grpc_every = dur()?.max(Duration::from_millis(1)),
             "--stream-close-spread" => b.stream_close_spread = Some(dur()?),
-            "--before" => b.before = dur()?,
+            "--before" => {
+                b.before = dur()?;
+                cli.lag_before = Some(b.before);
+            }
             "--after" => b.after = dur()?,
             "--canary-hold" => b.canary_hold = dur()?,
             "--canary-percent" => b.canary_percent = num()?.clamp(1, 99) as u32,
@@ -193,6 +199,7 @@ async fn lag_drill(cli: &Cli) -> ExitCode {
                 opts.short_rate = cli.short_rate;
                 opts.pooled = cli.pooled;
                 opts.pooled_gap = cli.pooled_gap;
+                opts.before = cli.lag_before.unwrap_or(opts.before);
                 if let Some(g) = cli.grace {
                     opts.grace = g;
                     opts.grace_to_podcycle = true;

@@ -163,3 +163,65 @@ fn keep_alive_clients_are_moved_to_new_connections_during_the_delay() {
         .expect("drain over line");
     assert!(idle <= clients, "{idle} closed idle: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_used_during_the_delay_gets_goaway_before_the_delay_ends() {
+    use podcycle::{Config, Lifecycle, Outcome, Phase};
+    let config = Config::default()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .admin_addr(None)
+        .shutdown_delay(Duration::from_secs(2))
+        .shutdown_quiet(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(5))
+        .handle_signals(false);
+    let lifecycle = Lifecycle::new(config).unwrap();
+    let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    lifecycle.shutdown();
+    // A request every 50 ms: past this connection's moment in the close schedule (within the
+    // first second), its next request brings a graceful GOAWAY; the connection then ends
+    // cleanly while the listener is still open.
+    let mut answered = 0;
+    for _ in 0..40 {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let req = http::Request::get(format!("http://{addr}/hello"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        match sender.send_request(req).await {
+            Ok(res) => {
+                assert_eq!(res.status(), 200);
+                answered += 1;
+            }
+            // A request racing the GOAWAY is refused (never processed) and safe to retry.
+            Err(e) => {
+                assert!(sender.is_closed() || e.is_canceled(), "{e}");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(2), driver)
+        .await
+        .expect("the connection ended during the delay")
+        .unwrap()
+        .unwrap();
+    assert!(answered >= 1);
+    assert_eq!(
+        lifecycle.phase(),
+        Phase::Deregistering,
+        "moved while the listener is still open"
+    );
+    assert_eq!(serving.await.unwrap(), Outcome::Drained);
+}

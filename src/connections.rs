@@ -228,7 +228,7 @@ impl ConnState {
     }
 
     /// Whether the connection was opened after readiness turned off (`unready_mark` is
-    /// [`Connections::opened_before_unready`]).
+    /// [`Connections::unready_mark`]).
     #[inline]
     pub(crate) fn opened_after(&self, unready_mark: u64) -> bool {
         self.id.saturating_add(1) >= unready_mark

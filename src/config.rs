@@ -21,6 +21,14 @@ use std::time::Duration;
 /// Time reserved between the end of the shutdown budget and the kubelet's SIGKILL.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(1);
 
+/// Kubernetes' default `terminationGracePeriodSeconds`: the grace period the adaptive shutdown
+/// delay plans against when `PODCYCLE_GRACE_PERIOD` is not set (raised to the fixed budget when
+/// that is longer, so an explicit long drain keeps its full length).
+pub const KUBERNETES_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// The default [quiet period](Config::shutdown_quiet) of the adaptive shutdown delay.
+pub const DEFAULT_SHUTDOWN_QUIET: Duration = Duration::from_secs(2);
+
 /// The longest any configured duration may be: 365 days. Longer values are refused by
 /// [`Config::validate`] (and by [`Config::from_env`], naming the variable).
 ///
@@ -64,6 +72,8 @@ pub struct Config {
     pub(crate) addr: SocketAddr,
     pub(crate) admin_addr: Option<SocketAddr>,
     pub(crate) shutdown_delay: Duration,
+    pub(crate) shutdown_quiet: Duration,
+    pub(crate) prestop: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) hook_timeout: Duration,
     pub(crate) grace_period: Option<Duration>,
@@ -120,6 +130,8 @@ impl Default for Config {
             addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9090))),
             shutdown_delay: Duration::from_secs(5),
+            shutdown_quiet: DEFAULT_SHUTDOWN_QUIET,
+            prestop: Duration::ZERO,
             drain_timeout: Duration::from_secs(20),
             hook_timeout: Duration::from_secs(3),
             grace_period: None,
@@ -161,6 +173,8 @@ pub enum ConfigError {
     },
     /// The shutdown budget does not fit inside the pod's termination grace period.
     BudgetExceedsGracePeriod {
+        /// `PODCYCLE_PRESTOP`: the pod's `preStop` hook, which runs before SIGTERM.
+        prestop: Duration,
         /// `PODCYCLE_SHUTDOWN_DELAY`.
         delay: Duration,
         /// `PODCYCLE_DRAIN_TIMEOUT`.
@@ -208,21 +222,26 @@ impl fmt::Display for ConfigError {
                 expected,
             } => write!(f, "invalid {var}={value:?}: expected {expected}"),
             ConfigError::BudgetExceedsGracePeriod {
+                prestop,
                 delay,
                 drain,
                 hooks,
                 grace_period,
             } => {
-                let need = delay
+                let need = prestop
+                    .saturating_add(*delay)
                     .saturating_add(*drain)
                     .saturating_add(*hooks)
                     .saturating_add(GRACE_MARGIN);
+                f.write_str("shutdown budget does not fit the grace period: ")?;
+                if !prestop.is_zero() {
+                    write!(f, "PODCYCLE_PRESTOP {} + ", fmt_duration(*prestop))?;
+                }
                 write!(
                     f,
-                    "shutdown budget does not fit the grace period: \
-                     PODCYCLE_SHUTDOWN_DELAY {} + PODCYCLE_DRAIN_TIMEOUT {} + PODCYCLE_HOOK_TIMEOUT {} \
+                    "PODCYCLE_SHUTDOWN_DELAY {} + PODCYCLE_DRAIN_TIMEOUT {} + PODCYCLE_HOOK_TIMEOUT {} \
                      + margin {} = {} > PODCYCLE_GRACE_PERIOD {}; raise terminationGracePeriodSeconds \
-                     (and PODCYCLE_GRACE_PERIOD) to at least {} or shorten the delay, drain or hook timeout",
+                     (and PODCYCLE_GRACE_PERIOD) to at least {} or shorten the preStop hook, the delay, drain or hook timeout",
                     fmt_duration(*delay),
                     fmt_duration(*drain),
                     fmt_duration(*hooks),
@@ -300,9 +319,9 @@ const WATCHDOG_STALL: &str = "a duration of at least 1s (podcycle::MIN_WATCHDOG_
 /// on an idle, healthy server (at `1ms`, 93 of 98 probes failed).
 pub const MIN_WATCHDOG_STALL: Duration = Duration::from_secs(1);
 const LABELS: &str = "comma-separated name=value pairs, each name once, with Prometheus label \
-     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/http_*/__*";
+     names (e.g. track=canary), not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/connection/http_*/__*";
 const LABEL_NAME: &str = "a Prometheus label name (letters, digits, `_`, not starting with a \
-     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/http_*/__*";
+     digit), used once, not version/le/error_type/phase/step/check/probe/warmup/listener/ended_by/connection/http_*/__*";
 const ADDRESS: &str = "a socket address such as 0.0.0.0:8080";
 const CONNECTIONS: &str = "a positive whole number of connections, such as 1000";
 const BODY_RATE: &str = "a whole number of bytes per second, such as 240 (0: no minimum)";
@@ -317,7 +336,9 @@ impl Config {
     /// |---|---|
     /// | `PODCYCLE_ADDR` | `0.0.0.0:8080` |
     /// | `PODCYCLE_ADMIN_ADDR` | `0.0.0.0:9090` (`off` disables the admin listener) |
-    /// | `PODCYCLE_SHUTDOWN_DELAY` | `5s` |
+    /// | `PODCYCLE_SHUTDOWN_DELAY` | `5s` (the least the delay lasts) |
+    /// | `PODCYCLE_SHUTDOWN_QUIET` | `2s` (`0s`: a fixed delay; see [`Config::shutdown_quiet`]) |
+    /// | `PODCYCLE_PRESTOP` | `0s` (the pod's `preStop` hook, counted in the budget) |
     /// | `PODCYCLE_DRAIN_TIMEOUT` | `20s` |
     /// | `PODCYCLE_HOOK_TIMEOUT` | `3s` |
     /// | `PODCYCLE_GRACE_PERIOD` | unset (no budget check) |
@@ -400,6 +421,12 @@ impl Config {
         }
         if let Some(d) = duration("PODCYCLE_SHUTDOWN_DELAY")? {
             c.shutdown_delay = d;
+        }
+        if let Some(d) = duration("PODCYCLE_SHUTDOWN_QUIET")? {
+            c.shutdown_quiet = d;
+        }
+        if let Some(d) = duration("PODCYCLE_PRESTOP")? {
+            c.prestop = d;
         }
         if let Some(d) = duration("PODCYCLE_DRAIN_TIMEOUT")? {
             c.drain_timeout = d;
@@ -529,8 +556,8 @@ impl Config {
     ///   [upgraded connection limit](Config::max_upgraded_connections), when set, are at least 1;
     /// - the [stream close spread](Config::stream_close_spread) is shorter than the drain
     ///   timeout (or zero);
-    /// - the shutdown budget (delay + drain + hooks + 1 s margin) fits inside the grace period,
-    ///   when one is set.
+    /// - the shutdown budget (preStop + delay + drain + hooks + 1 s margin) fits inside the
+    ///   grace period, when one is set.
     ///
     /// [`Lifecycle::new`](crate::Lifecycle::new) calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -540,6 +567,12 @@ impl Config {
                 "PODCYCLE_SHUTDOWN_DELAY",
                 Some(self.shutdown_delay),
             ),
+            (
+                "shutdown_quiet",
+                "PODCYCLE_SHUTDOWN_QUIET",
+                Some(self.shutdown_quiet),
+            ),
+            ("prestop", "PODCYCLE_PRESTOP", Some(self.prestop)),
             (
                 "drain_timeout",
                 "PODCYCLE_DRAIN_TIMEOUT",
@@ -668,9 +701,10 @@ impl Config {
         if let Some(grace_period) = self.grace_period {
             // Each part is at most a year (checked above): the sum cannot overflow, but a
             // saturated sum would still be refused, never wrap.
-            let need = self.shutdown_budget().saturating_add(GRACE_MARGIN);
+            let need = self.fixed_need();
             if need > grace_period {
                 return Err(ConfigError::BudgetExceedsGracePeriod {
+                    prestop: self.prestop,
                     delay: self.shutdown_delay,
                     drain: self.drain_timeout,
                     hooks: self.hook_timeout,
@@ -695,6 +729,62 @@ impl Config {
             .saturating_add(self.hook_timeout)
     }
 
+    /// preStop + delay + drain + hooks + margin: what the grace period must hold when the delay
+    /// ends at its floor and the drain takes its whole timeout (saturating).
+    fn fixed_need(&self) -> Duration {
+        self.prestop
+            .saturating_add(self.shutdown_budget())
+            .saturating_add(GRACE_MARGIN)
+    }
+
+    /// How the shutdown shares the grace period between the delay and the drain; see
+    /// [`Config::shutdown_quiet`].
+    pub(crate) fn shutdown_plan(&self) -> ShutdownPlan {
+        let grace = self
+            .grace_period
+            .unwrap_or_else(|| KUBERNETES_GRACE_PERIOD.max(self.fixed_need()));
+        // What the delay and the drain share: the grace period less the preStop hook, the hooks
+        // and the margin.
+        let shared = grace
+            .saturating_sub(self.prestop)
+            .saturating_sub(self.hook_timeout)
+            .saturating_sub(GRACE_MARGIN);
+        let drain_minimum = self.drain_timeout / 4;
+        let cap = if self.shutdown_quiet.is_zero() {
+            self.shutdown_delay
+        } else {
+            shared
+                .saturating_sub(drain_minimum)
+                .max(self.shutdown_delay)
+        };
+        ShutdownPlan {
+            floor: self.shutdown_delay,
+            quiet: self.shutdown_quiet,
+            cap,
+            drain_timeout: self.drain_timeout,
+            drain_minimum,
+            shared,
+        }
+    }
+
+    /// The longest the adaptive shutdown delay may last: the grace period (or, unset,
+    /// [`KUBERNETES_GRACE_PERIOD`] raised to the fixed budget) less the `preStop` hook, the hook
+    /// timeout, the 1 s margin and the drain's guaranteed quarter of `PODCYCLE_DRAIN_TIMEOUT`;
+    /// never less than the [delay](Config::shutdown_delay) itself. With a zero
+    /// [quiet period](Config::shutdown_quiet) (a fixed delay), the delay.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let defaults = podcycle::Config::default();
+    /// // 30 s - 3 s hooks - 1 s margin - 20 s / 4 kept for the drain.
+    /// assert_eq!(defaults.shutdown_delay_cap(), Duration::from_secs(21));
+    /// let long = defaults.grace_period(Duration::from_secs(90));
+    /// assert_eq!(long.shutdown_delay_cap(), Duration::from_secs(81));
+    /// ```
+    pub fn shutdown_delay_cap(&self) -> Duration {
+        self.shutdown_plan().cap
+    }
+
     /// The application listener's address (`PODCYCLE_ADDR`).
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
@@ -707,9 +797,39 @@ impl Config {
         self
     }
 
-    /// How long to keep serving after readiness flips (`PODCYCLE_SHUTDOWN_DELAY`).
+    /// How long to keep serving after readiness flips (`PODCYCLE_SHUTDOWN_DELAY`, default 5 s):
+    /// the least the shutdown delay lasts. While new connections keep arriving it lasts longer,
+    /// up to [`Config::shutdown_delay_cap`] (see [`Config::shutdown_quiet`]).
     pub fn shutdown_delay(mut self, d: Duration) -> Self {
         self.shutdown_delay = d;
+        self
+    }
+
+    /// The quiet period of the adaptive shutdown delay (`PODCYCLE_SHUTDOWN_QUIET`, default 2 s;
+    /// `0s` turns adaptivity off: the delay is exactly [`Config::shutdown_delay`]).
+    ///
+    /// After the signal podcycle serves at least the [delay](Config::shutdown_delay); then it
+    /// keeps serving while new connections still arrive (a load balancer still routes here),
+    /// and ends the delay once none arrived for this long, at the latest at
+    /// [`Config::shutdown_delay_cap`]. The budget stays one sum inside the grace period: a
+    /// delay that runs past its floor takes its extra time from the drain, which keeps at least
+    /// a quarter of `PODCYCLE_DRAIN_TIMEOUT` (the drain deadline is the drain timeout or what
+    /// is left of the grace period, whichever comes first). Pick a quiet period longer than the
+    /// gaps between new connections while the pod is routed to: the default suits a pod that
+    /// gets at least a few connections a second once podcycle starts closing keep-alive
+    /// connections (see the README's termination contract). Health checks of an external load
+    /// balancer on the application port count as arrivals: point them at the admin port.
+    pub fn shutdown_quiet(mut self, d: Duration) -> Self {
+        self.shutdown_quiet = d;
+        self
+    }
+
+    /// How long the pod's `preStop` hook may take (`PODCYCLE_PRESTOP`, default `0s`): the
+    /// kubelet runs it before sending SIGTERM and it counts against the grace period, so it
+    /// enters the budget check. With podcycle a `preStop` sleep is unnecessary: the process
+    /// keeps serving through the shutdown delay by itself.
+    pub fn prestop(mut self, d: Duration) -> Self {
+        self.prestop = d;
         self
     }
 
@@ -834,7 +954,7 @@ impl Config {
     /// Adds a constant label to every metric (`PODCYCLE_METRIC_LABELS=track=canary,zone=a`).
     ///
     /// The name must be a Prometheus label name, not one podcycle sets itself (`version`,
-    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `listener`, `ended_by`, `http_*`, `__*`), and
+    /// `le`, `error_type`, `phase`, `step`, `check`, `probe`, `warmup`, `listener`, `ended_by`, `connection`, `http_*`, `__*`), and
     /// used once: [`Config::validate`] (and so [`Lifecycle::new`](crate::Lifecycle::new))
     /// refuses anything else.
     pub fn metric_label(mut self, name: &str, value: &str) -> Self {
@@ -897,6 +1017,46 @@ impl Config {
     }
 }
 
+/// How the shutdown delay and the drain share the grace period ([`Config::shutdown_plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ShutdownPlan {
+    /// The least the delay lasts (`PODCYCLE_SHUTDOWN_DELAY`).
+    pub(crate) floor: Duration,
+    /// No new connection for this long ends the delay past its floor; zero: a fixed delay.
+    pub(crate) quiet: Duration,
+    /// The most the delay lasts.
+    pub(crate) cap: Duration,
+    drain_timeout: Duration,
+    drain_minimum: Duration,
+    /// The grace period less the preStop hook, the hooks and the margin.
+    shared: Duration,
+}
+
+impl ShutdownPlan {
+    /// The same plan with no propagation delay at all (SIGINT from a terminal: no load
+    /// balancer to wait for); the drain keeps its timeout.
+    pub(crate) fn without_delay(self) -> ShutdownPlan {
+        ShutdownPlan {
+            floor: Duration::ZERO,
+            quiet: Duration::ZERO,
+            cap: Duration::ZERO,
+            ..self
+        }
+    }
+
+    /// The drain deadline once the delay took `delay`: the drain timeout, or what the grace
+    /// period has left, whichever is shorter, never under the drain's guaranteed minimum. A
+    /// fixed delay leaves the drain timeout as it is.
+    pub(crate) fn drain_after(&self, delay: Duration) -> Duration {
+        if self.quiet.is_zero() {
+            return self.drain_timeout;
+        }
+        self.drain_timeout
+            .min(self.shared.saturating_sub(delay))
+            .max(self.drain_minimum)
+    }
+}
+
 /// A Prometheus label name that does not clash with podcycle's own labels.
 fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -919,6 +1079,7 @@ fn valid_label_name(name: &str) -> bool {
                 | "warmup"
                 | "listener"
                 | "ended_by"
+                | "connection"
         )
 }
 
@@ -1144,6 +1305,111 @@ mod tests {
     }
 
     #[test]
+    fn the_adaptive_delay_takes_what_the_drain_will_not_need_within_the_grace_period() {
+        // Nothing tuned: Kubernetes' 30 s. The delay may run to 30 - 3 - 1 - 20/4 = 21 s: a
+        // removal lag of 15 s plus the 2 s quiet period fits.
+        let c = Config::default();
+        let plan = c.shutdown_plan();
+        assert_eq!(plan.floor, Duration::from_secs(5));
+        assert_eq!(plan.quiet, Duration::from_secs(2));
+        assert_eq!(plan.cap, Duration::from_secs(21));
+        assert!(Duration::from_secs(15) + plan.quiet <= plan.cap);
+        // A delay at its floor leaves the drain its whole timeout; a longer one takes from it,
+        // down to the guaranteed quarter; the sum never passes the grace period less hooks
+        // and margin.
+        assert_eq!(
+            plan.drain_after(Duration::from_secs(5)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            plan.drain_after(Duration::from_secs(17)),
+            Duration::from_secs(9)
+        );
+        assert_eq!(plan.drain_after(plan.cap), Duration::from_secs(5));
+        for secs in 5..=21 {
+            let delay = Duration::from_secs(secs);
+            let total = delay + plan.drain_after(delay) + c.hook_timeout + GRACE_MARGIN;
+            assert!(total <= Duration::from_secs(30), "{secs}s: {total:?}");
+        }
+        // 90 s: a 60 s lag fits with the drain's whole timeout left.
+        let c = Config::default().grace_period(Duration::from_secs(90));
+        let plan = c.shutdown_plan();
+        assert_eq!(plan.cap, Duration::from_secs(81));
+        assert_eq!(
+            plan.drain_after(Duration::from_secs(62)),
+            Duration::from_secs(20)
+        );
+        // A preStop hook's time comes out of the delay's share.
+        let c = Config::default().grace_period(Duration::from_secs(40));
+        assert_eq!(c.shutdown_delay_cap(), Duration::from_secs(31));
+        let c = c.prestop(Duration::from_secs(5));
+        assert_eq!(c.shutdown_delay_cap(), Duration::from_secs(26));
+        // Unset grace period and a long explicit drain: the budget is raised, not the drain cut.
+        let c = Config::default().drain_timeout(Duration::from_secs(60));
+        assert_eq!(
+            c.shutdown_plan().drain_after(Duration::from_secs(5)),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn a_zero_quiet_period_is_the_fixed_delay_of_today() {
+        let c = Config::from_vars(
+            "x",
+            &vars(&[
+                ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
+                ("PODCYCLE_SHUTDOWN_DELAY", "7s"),
+            ]),
+        )
+        .unwrap();
+        let plan = c.shutdown_plan();
+        assert_eq!(
+            (plan.floor, plan.cap),
+            (Duration::from_secs(7), Duration::from_secs(7))
+        );
+        assert_eq!(plan.drain_after(Duration::from_secs(7)), c.drain_timeout);
+        assert_eq!(plan.drain_after(Duration::from_secs(70)), c.drain_timeout);
+    }
+
+    #[test]
+    fn the_prestop_hook_enters_the_budget_check() {
+        let err = Config::from_vars(
+            "x",
+            &vars(&[("PODCYCLE_PRESTOP", "5s"), ("PODCYCLE_GRACE_PERIOD", "30s")]),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("PODCYCLE_PRESTOP 5s + PODCYCLE_SHUTDOWN_DELAY 5s + PODCYCLE_DRAIN_TIMEOUT 20s + PODCYCLE_HOOK_TIMEOUT 3s + margin 1s = 34s > PODCYCLE_GRACE_PERIOD 30s"),
+            "{msg}"
+        );
+        for (var, val) in [
+            ("PODCYCLE_PRESTOP", "soon"),
+            ("PODCYCLE_SHUTDOWN_QUIET", "2 s-ish"),
+        ] {
+            let err = Config::from_vars("x", &vars(&[(var, val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid {var}={val:?}: expected {DURATION}")
+            );
+        }
+        let err = Config::default()
+            .shutdown_quiet(MAX_DURATION + Duration::from_secs(1))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidSetting {
+                    setting: "shutdown_quiet",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_zero_watchdog_stall_is_refused() {
         for val in ["0s", "0ms", " 0ns "] {
             let err =
@@ -1361,6 +1627,7 @@ mod tests {
         assert!(err.to_string().contains("PODCYCLE_SHUTDOWN_DELAY"), "{err}");
         // The budget message itself saturates too.
         let msg = ConfigError::BudgetExceedsGracePeriod {
+            prestop: Duration::MAX,
             delay: Duration::MAX,
             drain: Duration::MAX,
             hooks: Duration::MAX,
@@ -1395,6 +1662,8 @@ mod random_values {
         "PODCYCLE_ADDR",
         "PODCYCLE_ADMIN_ADDR",
         "PODCYCLE_SHUTDOWN_DELAY",
+        "PODCYCLE_SHUTDOWN_QUIET",
+        "PODCYCLE_PRESTOP",
         "PODCYCLE_DRAIN_TIMEOUT",
         "PODCYCLE_HOOK_TIMEOUT",
         "PODCYCLE_GRACE_PERIOD",

@@ -42,7 +42,10 @@ pub(crate) struct ConnState {
     /// client opens after that is refused (`REFUSED_STREAM`) instead of served.
     refusing: AtomicBool,
     opened: Instant,
-    /// This connection's share of the age jitter, in [0, 1).
+    /// The connection's number, in the order connections were opened.
+    id: u64,
+    /// This connection's share of the age jitter, in [0, 1); also its place in the shutdown
+    /// delay's keep-alive close schedule.
     jitter: f64,
     /// Cancelled when the propagation delay is over (a child of that signal) or when the
     /// sweep times the connection out.
@@ -314,6 +317,7 @@ impl ConnState {
             http2: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
             opened: Instant::now(),
+            id,
             jitter,
             activity: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -416,6 +420,28 @@ impl ConnState {
     #[inline]
     pub(crate) fn aged(&self) -> bool {
         self.aged.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection was opened after readiness turned off (`unready_mark` is
+    /// [`Connections::unready_mark`]).
+    #[inline]
+    pub(crate) fn opened_after(&self, unready_mark: u64) -> bool {
+        self.id.saturating_add(1) >= unready_mark
+    }
+
+    /// When, in the shutdown delay's close schedule spread over `spread`, this connection is
+    /// due to be closed: its next response after that closes it (`Connection: close`, or a
+    /// graceful GOAWAY). Spread evenly over the connections.
+    #[inline]
+    pub(crate) fn close_due(&self, spread: Duration) -> Duration {
+        spread.mul_f64(self.jitter)
+    }
+
+    /// Closes the connection after the response in progress, as past its maximum age: an
+    /// HTTP/1 response carries `Connection: close`, an HTTP/2 connection gets a graceful GOAWAY.
+    #[inline]
+    pub(crate) fn close_soon(&self) {
+        self.aged.store(true, Ordering::Relaxed);
     }
 
     /// Notes that the connection speaks HTTP/2.
@@ -620,8 +646,16 @@ impl Drop for RequestGuard {
 pub(crate) struct Connections {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<ConnState>>>,
-    /// Requests received after readiness turned off (load-balancer removal lag).
+    /// Requests received after readiness turned off on connections opened before it
+    /// (`connection="reused"`): keep-alive clients.
     pub(crate) requests_after_unready: AtomicU64,
+    /// Requests received after readiness turned off on connections opened after it
+    /// (`connection="new"`): the load balancer still routes new connections here.
+    pub(crate) requests_after_unready_new: AtomicU64,
+    /// Connections opened before readiness turned off, plus one (0: not turned off yet).
+    unready_mark: AtomicU64,
+    /// Connections with nothing in flight when the shutdown delay ended, closed then.
+    pub(crate) closed_idle: AtomicU64,
     /// Connections the drain deadline closed with requests in flight.
     pub(crate) force_closed: AtomicU64,
     /// Long-lived streams and upgraded connections told to end by their
@@ -763,6 +797,32 @@ impl Connections {
                 connections: self.clone(),
             },
         )
+    }
+
+    /// Connections opened so far: the shutdown delay watches it for new arrivals.
+    pub(crate) fn opened(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connections opened so far as opened before readiness turned off (once).
+    pub(crate) fn mark_unready(&self) {
+        let mark = self.opened().saturating_add(1);
+        let _ = self
+            .unready_mark
+            .compare_exchange(0, mark, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The mark [`ConnState::opened_after`] compares with (0 before readiness turned off).
+    #[inline]
+    pub(crate) fn unready_mark(&self) -> u64 {
+        self.unready_mark.load(Ordering::Relaxed)
+    }
+
+    /// Requests received after readiness turned off, on new and reused connections.
+    pub(crate) fn requests_after_unready(&self) -> u64 {
+        self.requests_after_unready
+            .load(Ordering::Relaxed)
+            .saturating_add(self.requests_after_unready_new.load(Ordering::Relaxed))
     }
 
     /// Open connections.

@@ -42,8 +42,8 @@ mod watchdog;
 
 pub use checks::Check;
 pub use config::{
-    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, GRACE_MARGIN,
-    MAX_DURATION, MIN_WATCHDOG_STALL,
+    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, DEFAULT_SHUTDOWN_QUIET,
+    GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION, MIN_WATCHDOG_STALL,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;

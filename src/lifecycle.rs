@@ -168,6 +168,8 @@ impl Lifecycle {
             addr = %config.addr,
             admin_addr = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             shutdown_delay = ?config.shutdown_delay,
+            shutdown_quiet = ?config.shutdown_quiet,
+            shutdown_delay_cap = ?config.shutdown_delay_cap(),
             drain_timeout = ?config.drain_timeout,
             hook_timeout = ?config.hook_timeout,
             "podcycle lifecycle started"
@@ -422,12 +424,10 @@ impl Lifecycle {
         self.inner.admin_addr
     }
 
-    /// Requests received after readiness turned off: a measure of load-balancer lag.
+    /// Requests received after readiness turned off, on new and reused connections: a
+    /// measure of load-balancer lag.
     pub fn requests_after_unready(&self) -> u64 {
-        self.inner
-            .connections
-            .requests_after_unready
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.connections.requests_after_unready()
     }
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
@@ -592,6 +592,7 @@ impl Lifecycle {
                 .max_upgraded_connections
                 .unwrap_or((max_connections / 2).max(1)),
             slots: inner.health.slots.clone(),
+            close_spread: config.shutdown_delay / 2,
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.
@@ -612,8 +613,7 @@ impl Lifecycle {
             state,
             connections,
             &connection_tasks,
-            propagation_delay(config, state),
-            config.drain_timeout,
+            shutdown_plan(config, state),
         )
         .await;
         let _ = accept.await;
@@ -713,7 +713,7 @@ impl Lifecycle {
 /// The propagation delay for this shutdown: `PODCYCLE_SHUTDOWN_DELAY`, except after SIGINT.
 /// Ctrl-C comes from a terminal, where no load balancer is removing this endpoint: waiting
 /// would only keep a developer waiting. The kubelet sends SIGTERM, which keeps the delay.
-fn propagation_delay(config: &Config, state: &State) -> std::time::Duration {
+fn shutdown_plan(config: &Config, state: &State) -> crate::config::ShutdownPlan {
     if state.shutdown_reason() == Some(ShutdownReason::Signal(signal_hook::consts::SIGINT)) {
         crate::stderr::unless_subscribed(|| {
             "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay".into()
@@ -722,9 +722,9 @@ fn propagation_delay(config: &Config, state: &State) -> std::time::Duration {
             delay = ?config.shutdown_delay,
             "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
         );
-        std::time::Duration::ZERO
+        config.shutdown_plan().without_delay()
     } else {
-        config.shutdown_delay
+        config.shutdown_plan()
     }
 }
 

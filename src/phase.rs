@@ -23,7 +23,9 @@ pub enum Phase {
     /// Warmed up and serving; ready when every readiness check passes.
     Serving = 1,
     /// Shutdown requested: readiness is 503 but new connections and requests are still
-    /// served while load balancers remove the endpoint (`PODCYCLE_SHUTDOWN_DELAY`).
+    /// served while load balancers remove the endpoint (`PODCYCLE_SHUTDOWN_DELAY` at least,
+    /// then until no new connection arrived for `PODCYCLE_SHUTDOWN_QUIET`); keep-alive
+    /// connections are closed one by one meanwhile.
     Deregistering = 2,
     /// The listener is closed (or rejecting); in-flight requests and streams are finishing
     /// (`PODCYCLE_DRAIN_TIMEOUT`).

@@ -1,8 +1,12 @@
 //! The shutdown sequence and how it ended.
 //!
 //! ```text
-//! signal ─▶ readiness 503 ─▶ keep serving ─▶ stop accepting ─▶ in-flight done ─▶ hooks ─▶ exit
-//!           (at once)        SHUTDOWN_DELAY   Connection:close  DRAIN_TIMEOUT     HOOK_TIMEOUT
+//! signal ─▶ readiness 503 ─▶ keep serving ───────────▶ stop accepting ─▶ in-flight done ─▶ hooks ─▶ exit
+//!           (at once)        SHUTDOWN_DELAY at least,   Connection:close  DRAIN_TIMEOUT     HOOK_TIMEOUT
+//!                            then until no new connection
+//!                            for SHUTDOWN_QUIET (capped);
+//!                            keep-alive connections closed
+//!                            one by one meanwhile
 //! ```
 
 use std::fmt;
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 
+use crate::config::ShutdownPlan;
 use crate::connections::Connections;
 use crate::phase::Phase;
 use crate::state::{ShutdownReason, State, Step};
@@ -151,6 +156,8 @@ pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
 /// had already started.
 pub(crate) fn request(state: &State, connections: &Connections, reason: ShutdownReason) -> bool {
     let (in_flight, open) = (connections.in_flight(), connections.len());
+    // Before the phase flips: requests after it tell new connections from reused ones.
+    connections.mark_unready();
     let Ok(from) = state.request_shutdown(reason) else {
         return false;
     };
@@ -215,28 +222,126 @@ impl Hooks {
     }
 }
 
+/// Why the propagation delay ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DelayEnd {
+    /// At its floor: nothing new arrived in the last quiet period (or the delay is fixed).
+    Floor,
+    /// Past its floor, once no new connection arrived for the quiet period.
+    Quiet,
+    /// At the cap the grace period allows, with connections still arriving.
+    Cap,
+}
+
+/// How the propagation delay went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DelayTaken {
+    /// How long it lasted.
+    pub(crate) took: Duration,
+    /// From its start to the last new connection seen, if any.
+    pub(crate) last_arrival: Option<Duration>,
+    /// Why it ended.
+    pub(crate) end: DelayEnd,
+}
+
+/// The adaptive propagation delay: serves at least `plan.floor`; then, while new connections
+/// still arrive (`arrivals` counts them: the accept loop's count, sampled here, so serving pays
+/// nothing for it), until none arrived for `plan.quiet`; at most `plan.cap`. A zero quiet
+/// period is a fixed delay of `plan.floor`. `seen` is told each arrival's time from the start.
+pub(crate) async fn adaptive_delay(
+    plan: ShutdownPlan,
+    arrivals: impl Fn() -> u64,
+    seen: impl Fn(Duration),
+) -> DelayTaken {
+    let started = tokio::time::Instant::now();
+    if plan.quiet.is_zero() || plan.cap <= plan.floor {
+        tokio::time::sleep(plan.floor).await;
+        return DelayTaken {
+            took: started.elapsed(),
+            last_arrival: None,
+            end: DelayEnd::Floor,
+        };
+    }
+    // Arrivals are noticed within a tick: an eighth of the quiet period, 10-250 ms.
+    let tick = (plan.quiet / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut count = arrivals();
+    let mut last: Option<Duration> = None;
+    loop {
+        let now = started.elapsed();
+        let n = arrivals();
+        if n != count {
+            count = n;
+            last = Some(now);
+            seen(now);
+        }
+        let quiet_end = last.map_or(plan.floor, |at| at.saturating_add(plan.quiet));
+        let end = quiet_end.max(plan.floor).min(plan.cap);
+        if now >= end {
+            let end = if now >= plan.cap && quiet_end > plan.cap {
+                DelayEnd::Cap
+            } else if quiet_end > plan.floor {
+                DelayEnd::Quiet
+            } else {
+                DelayEnd::Floor
+            };
+            return DelayTaken {
+                took: now,
+                last_arrival: last,
+                end,
+            };
+        }
+        tokio::time::sleep_until(started + now.saturating_add(tick).min(end)).await;
+    }
+}
+
 /// Steps 2-4: the propagation delay while still serving, then stop accepting and drain.
 /// Returns how many connections the drain deadline closed.
 pub(crate) async fn delay_and_drain(
     state: &State,
     connections: &Connections,
     connection_tasks: &TaskTracker,
-    delay: Duration,
-    drain_timeout: Duration,
+    plan: ShutdownPlan,
 ) -> u64 {
     let signals = &state.signals;
     let delay_started = Instant::now();
     tracing::info!(
-        delay = ?delay,
+        delay = ?plan.floor,
+        quiet = ?plan.quiet,
+        cap = ?plan.cap,
         "keeping serving while load balancers remove this endpoint"
     );
-    tokio::time::sleep(delay).await;
+    // The delay starts at the shutdown request; its clock is the one the close schedule uses.
+    let since_request = state
+        .shutdown_since
+        .get()
+        .map_or(Duration::ZERO, |at| at.elapsed());
+    let taken = adaptive_delay(
+        plan,
+        || connections.opened(),
+        |at| state.record_last_arrival(at + since_request),
+    )
+    .await;
     state.record_step(Step::Delay, delay_started.elapsed());
-    tracing::info!(
-        requests_after_unready = connections.requests_after_unready.load(Ordering::Relaxed),
-        "propagation delay over"
-    );
+    let requests_after_unready = connections.requests_after_unready();
+    match taken.end {
+        DelayEnd::Cap => tracing::warn!(
+            took = ?taken.took,
+            last_new_connection = ?taken.last_arrival,
+            requests_after_unready,
+            "propagation delay over at its cap with new connections still arriving: a load \
+             balancer still routes here; raise terminationGracePeriodSeconds (and \
+             PODCYCLE_GRACE_PERIOD)"
+        ),
+        end => tracing::info!(
+            took = ?taken.took,
+            last_new_connection = ?taken.last_arrival,
+            ended = if end == DelayEnd::Quiet { "quiet" } else { "floor" },
+            requests_after_unready,
+            "propagation delay over"
+        ),
+    }
 
+    let drain_timeout = plan.drain_after(delay_started.elapsed());
     let drain_started = Instant::now();
     enter_phase(state, connections, Phase::Draining);
     let _ = state.draining_since.set(tokio::time::Instant::now());
@@ -259,6 +364,10 @@ pub(crate) async fn delay_and_drain(
     // Ends the reject window (reject mode): the accept loop stops and its 503s get a linger.
     signals.drained.cancel();
     state.record_step(Step::Drain, drain_started.elapsed());
+    tracing::info!(
+        closed_idle = connections.closed_idle.load(Ordering::Relaxed),
+        "drain over"
+    );
     connections.force_closed.load(Ordering::Relaxed)
 }
 
@@ -318,4 +427,98 @@ pub(crate) async fn run_hooks(
     tracing::error!(?pending, tracked_tasks = tasks, "hook timeout reached");
     set.abort_all();
     Some((pending, tasks))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn plan(floor: u32, quiet: u32, cap: u32) -> ShutdownPlan {
+        let c = crate::Config::default()
+            .shutdown_delay(S * floor)
+            .shutdown_quiet(S * quiet)
+            .grace_period(Duration::from_secs(600));
+        let mut p = c.shutdown_plan();
+        p.cap = S * cap;
+        p
+    }
+
+    /// Runs the delay while `arrive_at` (seconds from its start) open connections; returns
+    /// what it took.
+    async fn run(plan: ShutdownPlan, arrive_at: Vec<f64>) -> DelayTaken {
+        let count = Arc::new(AtomicU64::new(0));
+        let start = tokio::time::Instant::now();
+        let arrivals = tokio::spawn({
+            let count = count.clone();
+            async move {
+                for at in arrive_at {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(at)).await;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let taken = adaptive_delay(plan, || count.load(Ordering::Relaxed), |_| {}).await;
+        arrivals.abort();
+        assert_eq!(taken.took, start.elapsed());
+        taken
+    }
+
+    fn close(a: Duration, secs: f64) -> bool {
+        a.as_secs_f64() >= secs && a.as_secs_f64() <= secs + 0.3
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_arriving_the_delay_ends_at_its_floor() {
+        let taken = run(plan(5, 2, 21), vec![]).await;
+        assert_eq!(taken.took, S * 5);
+        assert_eq!((taken.last_arrival, taken.end), (None, DelayEnd::Floor));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_low_traffic_it_never_ends_before_the_floor_nor_waits_for_the_cap() {
+        // One new connection every 4 s, for a minute: gaps longer than the quiet period.
+        let every_4s: Vec<f64> = (0..15).map(|i| 0.5 + 4.0 * f64::from(i)).collect();
+        let taken = run(plan(5, 2, 21), every_4s).await;
+        assert!(taken.took >= S * 5, "{taken:?}");
+        // The arrival at 4.5 s keeps it to 6.5 s; the next one (8.5 s) comes too late.
+        assert!(close(taken.took, 6.5), "{taken:?}");
+        assert_eq!(taken.end, DelayEnd::Quiet);
+        // Arrivals only early in the floor: the floor.
+        let taken = run(plan(5, 2, 21), vec![0.2, 1.0, 2.5]).await;
+        assert_eq!((taken.took, taken.end), (S * 5, DelayEnd::Floor));
+        assert!(close(taken.last_arrival.unwrap(), 2.5), "{taken:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arrivals_extend_it_until_a_quiet_period_passes() {
+        // New connections every 200 ms until the balancer stops routing here at 12 s.
+        let until_12s: Vec<f64> = (0..60).map(|i| 0.2 * f64::from(i)).collect();
+        let taken = run(plan(5, 2, 21), until_12s).await;
+        assert!(close(taken.last_arrival.unwrap(), 11.8), "{taken:?}");
+        assert!(close(taken.took, 13.8), "{taken:?}");
+        assert_eq!(taken.end, DelayEnd::Quiet);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_holds_while_connections_keep_arriving() {
+        let forever: Vec<f64> = (0..1000).map(|i| 0.1 * f64::from(i)).collect();
+        let taken = run(plan(5, 2, 21), forever).await;
+        assert_eq!((taken.took, taken.end), (S * 21, DelayEnd::Cap));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_quiet_period_is_a_fixed_delay() {
+        let forever: Vec<f64> = (0..1000).map(|i| 0.1 * f64::from(i)).collect();
+        let mut p = plan(5, 0, 21);
+        p.cap = crate::Config::default()
+            .shutdown_quiet(Duration::ZERO)
+            .shutdown_delay_cap();
+        let taken = run(p, forever).await;
+        assert_eq!((taken.took, taken.end), (S * 5, DelayEnd::Floor));
+    }
 }

@@ -90,6 +90,11 @@ pub(crate) struct State {
     /// When the propagation delay ended (set just before `delay_over` fires): the start of
     /// the stream close spread.
     pub(crate) draining_since: OnceLock<tokio::time::Instant>,
+    /// When shutdown was requested: the start of the delay's keep-alive close schedule.
+    pub(crate) shutdown_since: OnceLock<tokio::time::Instant>,
+    /// Nanoseconds from the shutdown request to the last new connection the delay saw, plus
+    /// one (0: none yet).
+    last_arrival: AtomicU64,
 }
 
 impl Default for State {
@@ -102,6 +107,8 @@ impl Default for State {
             step_nanos: Default::default(),
             signals: LifecycleSignals::default(),
             draining_since: OnceLock::new(),
+            shutdown_since: OnceLock::new(),
+            last_arrival: AtomicU64::new(0),
         }
     }
 }
@@ -140,6 +147,7 @@ impl State {
             }
             *r = Some(reason);
         }
+        let _ = self.shutdown_since.set(tokio::time::Instant::now());
         // The phase store flips /readyz before anything else happens.
         let from = self.set_phase(Phase::Deregistering);
         self.signals.shutdown_requested.cancel();
@@ -155,6 +163,21 @@ impl State {
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Notes that the delay saw a new connection `since` the shutdown request.
+    pub(crate) fn record_last_arrival(&self, since: Duration) {
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last_arrival.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    /// Time from the shutdown request to the last new connection the delay saw, if any.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by its gauge
+    pub(crate) fn last_arrival(&self) -> Option<Duration> {
+        match self.last_arrival.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
     }
 
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the step gauge

@@ -169,6 +169,9 @@ fn reject_mode_answers_every_request_of_the_reject_window_and_exits_clean() {
         ("PODCYCLE_SHUTDOWN_DELAY", "300ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "10s"),
         ("PODCYCLE_STOP_ACCEPTING", "reject"),
+        // A fixed delay: these clients' new connections would otherwise (rightly) keep the
+        // adaptive delay serving them 200 until they stop.
+        ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
     ]);
     child.wait_admin();
     let app = child.wait_app();

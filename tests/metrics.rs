@@ -440,6 +440,11 @@ async fn promtool_accepts_the_metrics_output() {
         "podcycle_runtime_alive_tasks",
         "podcycle_runtime_global_queue_depth",
         "podcycle_runtime_scheduling_lag_seconds",
+        // The termination families: lag seen, connections closed idle, and requests after
+        // unready by connection.
+        "podcycle_shutdown_last_new_connection_seconds",
+        "podcycle_connections_closed_idle_total",
+        "podcycle_requests_after_unready_total",
     ];
     if cfg!(target_has_atomic = "64") {
         families.extend([
@@ -457,6 +462,10 @@ async fn promtool_accepts_the_metrics_output() {
             "process_threads",
             "process_start_time_seconds",
         ]);
+    }
+    for c in ["new", "reused"] {
+        let series = format!("podcycle_requests_after_unready_total{{connection=\"{c}\",");
+        assert!(text.contains(&series), "{series}:\n{text}");
     }
     for family in families {
         assert!(

@@ -7,8 +7,9 @@
 //!   `client_aborted`, `body_error`, `drain_deadline` for requests that never completed) and `http_server_active_requests` (gauge), recorded by
 //!   [`MetricsLayer`].
 //! - `podcycle_build_info`, `podcycle_phase`, `podcycle_ready`, `podcycle_warmup_duration_seconds`,
-//!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`,
-//!   `podcycle_connections_force_closed_total`, `podcycle_accept_errors_total`,
+//!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`
+//!   (label `connection`: `new` or `reused`), `podcycle_shutdown_last_new_connection_seconds`,
+//!   `podcycle_connections_closed_idle_total`, `podcycle_connections_force_closed_total`, `podcycle_accept_errors_total`,
 //!   `podcycle_check_status`, `podcycle_upgraded_connections`, `podcycle_streams_ended_total`.
 //! - Process metrics under their standard names (`process_cpu_seconds_total`,
 //!   `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
@@ -129,7 +130,9 @@ struct LifecycleGauges {
     ready: IntGauge,
     warmup: prometheus::GaugeVec,
     steps: prometheus::GaugeVec,
-    after_unready: IntCounter,
+    after_unready: prometheus::IntCounterVec,
+    last_new_connection: prometheus::Gauge,
+    closed_idle: IntCounter,
     force_closed: IntCounter,
     accept_errors: prometheus::IntCounterVec,
     checks: IntGaugeVec,
@@ -172,9 +175,25 @@ impl Metrics {
             ),
             &[schema::STEP],
         )?;
-        let after_unready = IntCounter::new(
-            schema::REQUESTS_AFTER_UNREADY,
-            "Requests received after readiness turned off (load-balancer removal lag).",
+        let after_unready = prometheus::IntCounterVec::new(
+            Opts::new(
+                schema::REQUESTS_AFTER_UNREADY,
+                "Requests received after readiness turned off (load-balancer removal lag), on \
+                 connections opened after it (new) or before it (reused).",
+            ),
+            &[schema::CONNECTION],
+        )?;
+        for c in [schema::CONNECTION_NEW, schema::CONNECTION_REUSED] {
+            after_unready.with_label_values(&[c]);
+        }
+        let last_new_connection = prometheus::Gauge::new(
+            schema::SHUTDOWN_LAST_NEW_CONNECTION,
+            "Seconds from the shutdown request to the last new connection the shutdown delay \
+             saw (0 until one arrives): the load balancer's removal lag.",
+        )?;
+        let closed_idle = IntCounter::new(
+            schema::CONNECTIONS_CLOSED_IDLE,
+            "Keep-alive connections idle when the shutdown delay ended, closed then.",
         )?;
         let force_closed = IntCounter::new(
             schema::CONNECTIONS_FORCE_CLOSED,
@@ -193,6 +212,8 @@ impl Metrics {
         registry.register(Box::new(warmup.clone()))?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(after_unready.clone()))?;
+        registry.register(Box::new(last_new_connection.clone()))?;
+        registry.register(Box::new(closed_idle.clone()))?;
         let accept_errors = prometheus::IntCounterVec::new(
             Opts::new(
                 schema::ACCEPT_ERRORS,
@@ -248,6 +269,8 @@ impl Metrics {
                 warmup,
                 steps,
                 after_unready,
+                last_new_connection,
+                closed_idle,
                 force_closed,
                 accept_errors,
                 checks,
@@ -386,9 +409,25 @@ impl Metrics {
                 .with_label_values(&[step.as_str()])
                 .set(state.step_duration(step).as_secs_f64());
         }
-        let after = connections.requests_after_unready.load(Ordering::Relaxed);
-        g.after_unready
-            .inc_by(after.saturating_sub(g.after_unready.get()));
+        for (label, count) in [
+            (
+                schema::CONNECTION_NEW,
+                &connections.requests_after_unready_new,
+            ),
+            (
+                schema::CONNECTION_REUSED,
+                &connections.requests_after_unready,
+            ),
+        ] {
+            let counter = g.after_unready.with_label_values(&[label]);
+            counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));
+        }
+        if let Some(at) = state.last_arrival() {
+            g.last_new_connection.set(at.as_secs_f64());
+        }
+        let idle = connections.closed_idle.load(Ordering::Relaxed);
+        g.closed_idle
+            .inc_by(idle.saturating_sub(g.closed_idle.get()));
         let forced = connections.force_closed.load(Ordering::Relaxed);
         g.force_closed
             .inc_by(forced.saturating_sub(g.force_closed.get()));

@@ -41,8 +41,17 @@ pub const READY: &str = "podcycle_ready";
 pub const WARMUP_DURATION: &str = "podcycle_warmup_duration_seconds";
 /// Seconds spent in each shutdown step (label [`STEP`]).
 pub const SHUTDOWN_STEP_DURATION: &str = "podcycle_shutdown_step_duration_seconds";
-/// Requests received after readiness turned off (load-balancer removal lag).
+/// Counter, label [`CONNECTION`]: requests received after readiness turned off (load-balancer
+/// removal lag), on connections opened after it ([`CONNECTION_NEW`]: the balancer still
+/// routes new connections here) or before it ([`CONNECTION_REUSED`]: keep-alive clients).
 pub const REQUESTS_AFTER_UNREADY: &str = "podcycle_requests_after_unready_total";
+/// Gauge: seconds from the shutdown request to the last new connection the shutdown delay saw
+/// (0 until one arrives): the load balancer's real removal lag. The delay actually taken is
+/// [`SHUTDOWN_STEP_DURATION`] with [`STEP`] `delay`.
+pub const SHUTDOWN_LAST_NEW_CONNECTION: &str = "podcycle_shutdown_last_new_connection_seconds";
+/// Counter: keep-alive connections idle when the shutdown delay ended, closed then (a request
+/// a client writes at that moment gets EOF: the race moving clients during the delay shrinks).
+pub const CONNECTIONS_CLOSED_IDLE: &str = "podcycle_connections_closed_idle_total";
 /// Connections closed by the drain deadline with requests in flight.
 pub const CONNECTIONS_FORCE_CLOSED: &str = "podcycle_connections_force_closed_total";
 /// Gauge: upgraded connections (WebSockets: `101 Switching Protocols`) open now.
@@ -123,6 +132,9 @@ pub const PROBE: &str = "probe";
 pub const LISTENER: &str = "listener";
 /// How the drain ended a stream ([`STREAMS_ENDED`]).
 pub const ENDED_BY: &str = "ended_by";
+/// Whether a request after readiness turned off came on a new or a reused connection
+/// ([`REQUESTS_AFTER_UNREADY`]).
+pub const CONNECTION: &str = "connection";
 
 // ---- Label values ----
 
@@ -130,5 +142,9 @@ pub const ENDED_BY: &str = "ended_by";
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// [`ENDED_BY`]: a `Lifecycle::stream_drain` signal resolved (the stream should end politely).
 pub const ENDED_BY_SIGNAL: &str = "drain_signal";
+/// [`CONNECTION`]: a connection opened after readiness turned off.
+pub const CONNECTION_NEW: &str = "new";
+/// [`CONNECTION`]: a connection opened before readiness turned off.
+pub const CONNECTION_REUSED: &str = "reused";
 /// [`ENDED_BY`]: the drain deadline cut the stream or upgraded connection.
 pub const ENDED_BY_DEADLINE: &str = "drain_deadline";

@@ -62,6 +62,9 @@ pub(crate) struct ServeContext {
     pub(crate) max_upgraded: usize,
     /// The listener's slots as `/readyz` sees them.
     pub(crate) slots: Arc<AppSlots>,
+    /// The shutdown delay's keep-alive close schedule: each connection is due to close at its
+    /// own moment within this time of the shutdown request (half the delay's floor).
+    pub(crate) close_spread: Duration,
 }
 
 /// The most concurrent streams an HTTP/2 client may open on one connection (hyper's default
@@ -437,6 +440,7 @@ where
             _ = tokio::time::sleep(IDLE_LINGER) => {}
             _ = signals.drain_deadline.cancelled() => {}
         }
+        count_closed_idle(shared, conn_state);
     }
     conn.as_mut().graceful_shutdown();
     close_after_goaway(shared, conn_state, conn).await
@@ -495,6 +499,18 @@ where
                 }
             }
         }
+    }
+}
+
+/// Counts a connection that had nothing in flight when the shutdown delay ended and stayed
+/// idle through its linger: closed now, it is the race a keep-alive client can lose (a request
+/// written as the connection closes gets EOF).
+fn count_closed_idle(shared: &ServeContext, conn_state: &ConnState) {
+    if conn_state.in_flight() == 0 {
+        shared
+            .connections
+            .closed_idle
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

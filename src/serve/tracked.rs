@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
@@ -72,10 +73,7 @@ where
         let phase = self.shared.state.phase();
         let mut close = false;
         if phase >= Phase::Deregistering {
-            self.shared
-                .connections
-                .requests_after_unready
-                .fetch_add(1, Ordering::Relaxed);
+            after_unready(&self.shared, &self.conn, phase);
             if phase >= Phase::Draining {
                 close = req.version() <= Version::HTTP_11;
                 // An HTTP/2 client that ignored the drain's GOAWAY past its grace.
@@ -112,6 +110,31 @@ where
             close,
             refused: false,
             request,
+        }
+    }
+}
+
+/// A request after readiness turned off: counted as on a new or a reused connection; during
+/// the delay, the connection is closed after this response once it is due in the close
+/// schedule, so that keep-alive clients re-dial while the listener is still open.
+#[cold]
+#[inline(never)]
+fn after_unready(shared: &ServeContext, conn: &ConnState, phase: Phase) {
+    let connections = &shared.connections;
+    let counter = if conn.opened_after(connections.unready_mark()) {
+        &connections.requests_after_unready_new
+    } else {
+        &connections.requests_after_unready
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if phase == Phase::Deregistering && !conn.aged() {
+        let since = shared
+            .state
+            .shutdown_since
+            .get()
+            .map_or(Duration::MAX, |at| at.elapsed());
+        if since >= conn.close_due(shared.close_spread) {
+            conn.close_soon();
         }
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod grpc;
 pub mod haproxy;
+pub mod lag;
 pub mod load;
 pub mod replicas;
 pub mod report;

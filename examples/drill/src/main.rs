@@ -53,9 +53,26 @@ USAGE: cargo run --release -p drill -- [OPTIONS]
   --out DIR           reports, charts and logs (default target/drill)
   --haproxy PATH      the haproxy executable (default: haproxy on PATH)
 
+Removal-lag drill (L4: HAProxy in mode tcp pins connections as conntrack does; each old
+replica leaves the backend a fixed lag after its SIGTERM; replicas run podcycle's defaults):
+  --lag D[,D...]      run the removal-lag drill at these lags instead of the rollout drill
+  --grace D           SIGKILL this long after SIGTERM (default 30s); when given, also the
+                      replicas' PODCYCLE_GRACE_PERIOD
+  --short-rate R      short-lived clients: new connections (one POST each) per second (default 40)
+  --pooled N          pooled keep-alive POST clients (default 60)
+  (--before D also applies: load before the new replicas start; default 2s here)
+  --pooled-gap D      mean idle gap between a pooled client's requests (default 1s; uniform in
+                      half to one and a half of it)
+
 Durations are human: 5s, 300ms, 1m. Everything listens on 127.0.0.1.";
 
 struct Cli {
+    lags: Vec<Duration>,
+    grace: Option<Duration>,
+    short_rate: f64,
+    pooled: usize,
+    pooled_gap: Duration,
+    lag_before: Option<Duration>,
     modes: Vec<Mode>,
     strategies: Vec<Strategy>,
     runs: usize,
@@ -71,6 +88,12 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         args: vec!["--replica".into()],
     };
     let mut cli = Cli {
+        lags: Vec::new(),
+        grace: None,
+        short_rate: 40.0,
+        pooled: 60,
+        pooled_gap: Duration::from_secs(1),
+        lag_before: None,
         modes: Mode::ALL.to_vec(),
         strategies: vec![Strategy::Rolling],
         runs: 1,
@@ -100,6 +123,25 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         let b = &mut cli.base;
         match flag.as_str() {
             "--mode" => cli.modes = drill::parse_modes(value)?,
+            "--lag" => {
+                cli.lags = value
+                    .split(',')
+                    .map(|v| {
+                        humantime::parse_duration(v.trim())
+                            .map_err(|_| format!("--lag {v:?}: expected a duration such as 12s"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--grace" => cli.grace = Some(dur()?),
+            "--short-rate" => {
+                cli.short_rate = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| *r > 0.0 && *r <= 2000.0)
+                    .ok_or_else(|| format!("--short-rate {value:?}: expected 0 < rate <= 2000"))?
+            }
+            "--pooled" => cli.pooled = num()?.min(2_000) as usize,
+            "--pooled-gap" => cli.pooled_gap = dur()?.max(Duration::from_millis(10)),
             "--strategy" => cli.strategies = Strategy::parse_list(value)?,
             "--replicas" => b.replicas = num()?.clamp(1, 16) as usize,
             "--rate" => {
@@ -116,7 +158,10 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
             "--grpc" => b.grpc = num()?.min(1_000) as usize,
             "--grpc-every" => b.grpc_every = dur()?.max(Duration::from_millis(1)),
             "--stream-close-spread" => b.stream_close_spread = Some(dur()?),
-            "--before" => b.before = dur()?,
+            "--before" => {
+                b.before = dur()?;
+                cli.lag_before = Some(b.before);
+            }
             "--after" => b.after = dur()?,
             "--canary-hold" => b.canary_hold = dur()?,
             "--canary-percent" => b.canary_percent = num()?.clamp(1, 99) as u32,
@@ -132,6 +177,88 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         }
     }
     Ok(Some(cli))
+}
+
+/// The removal-lag drill over `cli.lags` × `cli.modes`: a line per run, a table at the end.
+/// Exits 1 when a podcycle run whose lag fits its budget lost a request.
+async fn lag_drill(cli: &Cli) -> ExitCode {
+    let mut reports = Vec::new();
+    let mut broken = false;
+    for &lag in &cli.lags {
+        for &mode in &cli.modes {
+            for run in 1..=cli.runs {
+                let name = format!("lag-{}ms-{}-run{run}", lag.as_millis(), mode.name());
+                let mut opts = drill::lag::LagOptions::new(
+                    cli.base.replica.clone(),
+                    cli.base.haproxy.clone(),
+                    cli.out.join(&name),
+                    lag,
+                );
+                opts.mode = mode;
+                opts.replicas = cli.base.replicas;
+                opts.short_rate = cli.short_rate;
+                opts.pooled = cli.pooled;
+                opts.pooled_gap = cli.pooled_gap;
+                opts.before = cli.lag_before.unwrap_or(opts.before);
+                if let Some(g) = cli.grace {
+                    opts.grace = g;
+                    opts.grace_to_podcycle = true;
+                }
+                eprintln!("drill: {name} (logs in {})", opts.dir.display());
+                match drill::lag::run(&opts).await {
+                    Ok(r) => {
+                        println!("{}", r.line());
+                        for f in r.short.first.iter().chain(&r.pooled.first).take(5) {
+                            println!("    first failures: {f}");
+                        }
+                        // Fits: lag + quiet (2 s) within the cap podcycle plans with.
+                        let cap = podcycle::Config::default()
+                            .grace_period(opts.grace)
+                            .shutdown_delay_cap();
+                        if mode == Mode::Podcycle
+                            && lag + Duration::from_secs(2) <= cap
+                            && r.failed() > 0
+                        {
+                            broken = true;
+                        }
+                        let _ = std::fs::write(
+                            cli.out.join(format!("{name}.json")),
+                            serde_json::to_string_pretty(&r).unwrap_or_default(),
+                        );
+                        reports.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("drill: {name} failed: {e}");
+                        broken = true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    println!("\n| lag | grace | server | failed (short / pooled) | SIGTERM → exit (max) | closed idle at the delay's end |");
+    println!("|---|---|---|---|---|---|");
+    for r in &reports {
+        println!(
+            "| {:.1} s | {:.0} s | {} | {} of {} ({} / {}) | {:.1} s | {} |",
+            r.lag,
+            r.grace,
+            r.mode,
+            r.failed(),
+            r.short.sent + r.pooled.sent,
+            r.short.failed,
+            r.pooled.failed,
+            r.max_exit(),
+            r.closed_idle()
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        );
+    }
+    if broken {
+        eprintln!("drill: a podcycle run whose lag fits its budget lost requests (see above)");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -188,6 +315,9 @@ async fn drive(cli: Cli) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&cli.out) {
         eprintln!("drill: {}: {e}", cli.out.display());
         return ExitCode::from(1);
+    }
+    if !cli.lags.is_empty() {
+        return lag_drill(&cli).await;
     }
     let mut all: Vec<RunReport> = Vec::new();
     let mut broken = false;

@@ -40,6 +40,8 @@ pub struct ReplicaEnv {
     pub token_delay: Duration,
     /// `PODCYCLE_STREAM_CLOSE_SPREAD`, when set.
     pub stream_close_spread: Option<Duration>,
+    /// More variables, set last (e.g. `PODCYCLE_GRACE_PERIOD` for the removal-lag drill).
+    pub extra: Vec<(String, String)>,
 }
 
 /// What happened to one replica, times in seconds on the drill's clock.
@@ -163,6 +165,7 @@ impl Replica {
                 env.stream_close_spread
                     .map(|d| ("PODCYCLE_STREAM_CLOSE_SPREAD", human(d))),
             )
+            .envs(env.extra.iter().map(|(k, v)| (k, v)))
             .spawn()
             .map_err(|e| format!("starting replica {name}: {e}"))?;
         Ok(Replica {
@@ -180,6 +183,11 @@ impl Replica {
             child,
             log,
         })
+    }
+
+    /// Its log file (`<dir>/<name>.log`).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     /// `A1`, `B2`, ...

@@ -60,6 +60,7 @@ pub async fn run(opts: &Options) -> Result<RunReport, String> {
             drain_timeout: opts.drain_timeout,
             token_delay: opts.token_delay,
             stream_close_spread: opts.stream_close_spread,
+            extra: Vec::new(),
         },
     };
     let result = drive(&fleet, &haproxy, &events, clock).await;

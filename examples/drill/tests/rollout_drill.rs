@@ -208,7 +208,9 @@ fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String
         rpc.streams
     );
 
-    // Every replica exited 0, after its delay and well before its drain timeout.
+    // Every replica exited 0, after its delay and well before its drain timeout: the delay
+    // ends one quiet period (podcycle's default, 2 s) after the last new connection, which
+    // comes before HAProxy takes the replica out (within the delay, checked below).
     ensure!(
         report.replicas.len() == 2 * opts.replicas,
         "{} replicas recorded",
@@ -218,8 +220,9 @@ fn check(report: &drill::report::RunReport, opts: &Options) -> Result<(), String
         ensure!(r.exit_code == Some(0), "{} exited {:?}", r.name, r.exit);
         let took = r.shutdown_seconds.expect("shutdown time");
         let delay = opts.shutdown_delay.as_secs_f64();
+        let quiet = podcycle::DEFAULT_SHUTDOWN_QUIET.as_secs_f64();
         ensure!(
-            took >= delay && took < delay + 3.0,
+            took >= delay && took < delay + quiet + 3.0,
             "{} took {took:.2}s from SIGTERM to exit (delay {delay}s)",
             r.name
         );

@@ -41,6 +41,8 @@ fn normalised(line: &str) -> String {
         .map(|word| {
             if word.starts_with("elapsed=") {
                 "elapsed=_"
+            } else if word.starts_with("took=") {
+                "took=_"
             } else {
                 word
             }

@@ -419,7 +419,16 @@ fn idle_connections_do_not_starve_the_judge() {
     for a in attackers {
         a.abort();
     }
-    let failed: Vec<_> = probes.iter().filter(|(_, s, _)| *s != Some(200)).collect();
+    // Every probe is answered within the kubelet's 1 s: `/livez` 200; `/readyz` 200, or 503
+    // while the flood holds every application connection slot (podcycle's `connections`
+    // readiness line: a pod that cannot accept a request is not ready, issue 23 row 4).
+    let failed: Vec<_> = probes
+        .iter()
+        .filter(|(path, s, _)| match *path {
+            "/readyz" => !matches!(s, Some(200 | 503)),
+            _ => *s != Some(200),
+        })
+        .collect();
     assert!(
         failed.is_empty(),
         "probes starved by the flood: {failed:?}\n{}",

@@ -61,3 +61,26 @@ pub use warmup::Warmup;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The guides' Rust snippets (`docs/*.md`, linked from the README), compiled likewise.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../docs/shutdown.md")]
+    struct Shutdown;
+    #[doc = include_str!("../docs/limits.md")]
+    struct Limits;
+    #[doc = include_str!("../docs/long-lived-connections.md")]
+    struct LongLivedConnections;
+    #[doc = include_str!("../docs/probes.md")]
+    struct Probes;
+    #[doc = include_str!("../docs/metrics.md")]
+    struct Metrics;
+    #[doc = include_str!("../docs/grpc.md")]
+    struct Grpc;
+    #[doc = include_str!("../docs/drill.md")]
+    struct Drill;
+    #[doc = include_str!("../docs/judge.md")]
+    struct Judge;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+}

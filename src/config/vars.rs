@@ -91,6 +91,7 @@ impl Floor {
     }
 }
 
+/// A duration row: its floor, and where in [`Config`] it lives.
 const fn duration(
     floor: Floor,
     get: fn(&Config) -> Option<Duration>,

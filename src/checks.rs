@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::CheckDefaults;
 use crate::phase::Phase;
 
 /// Which probe a check belongs to.
@@ -259,14 +260,6 @@ impl CheckEntry {
         }
         changed
     }
-}
-
-/// The defaults a check takes for the settings it leaves unset.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CheckDefaults {
-    pub(crate) interval: Duration,
-    pub(crate) timeout: Duration,
-    pub(crate) failure_threshold: u32,
 }
 
 /// All user checks of one lifecycle.

@@ -276,21 +276,8 @@ struct Sweep {
     body_bytes_at_start: u64,
 }
 
-/// The timeouts the sweep applies to connections with no request in flight.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Timeouts {
-    /// From the connection's first byte, or from the first byte of a request after the
-    /// previous one ended, to complete request headers; also from accept to the first request.
-    pub(crate) header_read: Duration,
-    /// Between requests on a keep-alive connection.
-    pub(crate) idle: Duration,
-    /// The maximum age of a connection, if any, spread by ±10% per connection.
-    pub(crate) max_age: Option<Duration>,
-    /// The slowest a request body (HTTP/1: the connection's; HTTP/2: each stream's) may
-    /// arrive while the application waits for it, in bytes per second, measured once it has
-    /// waited [`BODY_RATE_GRACE`]; `None`: no limit.
-    pub(crate) min_body_rate: Option<u64>,
-}
+/// The limits and timeouts the sweep applies (`Config`'s bundle of them, handed over as it is).
+pub(crate) use crate::config::Timeouts;
 
 /// How long the application may wait for a request body before its rate is checked
 /// (Kestrel's grace period for its minimum request body data rate).

@@ -1,33 +1,17 @@
 //! Mistyped `PODCYCLE_*` variables: named at startup with the closest known one, instead of
 //! being silently ignored (`PODCYCLE_DRAIN_TIMOUT` → did you mean `PODCYCLE_DRAIN_TIMEOUT`).
 
+use crate::config::VARS;
+
 /// Every variable [`Config::from_env`](crate::Config::from_env) reads, and the ones podcycle's
-/// own test tooling sets (never typos).
-pub(crate) const KNOWN: &[&str] = &[
-    "PODCYCLE_ADDR",
-    "PODCYCLE_ADMIN_ADDR",
-    "PODCYCLE_SHUTDOWN_DELAY",
-    "PODCYCLE_SHUTDOWN_QUIET",
-    "PODCYCLE_PRESTOP",
-    "PODCYCLE_DRAIN_TIMEOUT",
-    "PODCYCLE_HOOK_TIMEOUT",
-    "PODCYCLE_GRACE_PERIOD",
-    "PODCYCLE_WARMUP_TIMEOUT",
-    "PODCYCLE_ON_WARMUP_FAILURE",
-    "PODCYCLE_STOP_ACCEPTING",
-    "PODCYCLE_CHECK_INTERVAL",
-    "PODCYCLE_CHECK_TIMEOUT",
-    "PODCYCLE_HEADER_READ_TIMEOUT",
-    "PODCYCLE_IDLE_TIMEOUT",
-    "PODCYCLE_MAX_CONNECTION_AGE",
-    "PODCYCLE_STREAM_CLOSE_SPREAD",
-    "PODCYCLE_CHECK_FAILURE_THRESHOLD",
-    "PODCYCLE_READY_DURING_DELAY",
-    "PODCYCLE_WATCHDOG_STALL",
-    "PODCYCLE_METRIC_LABELS",
-    "PODCYCLE_MAX_CONNECTIONS",
-    "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
-    "PODCYCLE_MIN_BODY_RATE",
+/// own tools read (never typos).
+fn known() -> impl Iterator<Item = &'static str> {
+    VARS.iter().map(|v| v.name).chain(OTHERS.iter().copied())
+}
+
+/// The `PODCYCLE_*` names podcycle does not read as settings but knows are no typos. The
+/// settings themselves are the table of variables ([`VARS`]).
+const OTHERS: &[&str] = &[
     // podcycle-judge's own, read by its command line (`podcycle-judge serve` runs under
     // podcycle, so they are in the environment podcycle checks).
     "PODCYCLE_JUDGE_CA_FILE",
@@ -47,16 +31,15 @@ pub(crate) fn unknown<'a>(
 ) -> Vec<(&'a str, Option<&'static str>)> {
     names
         .into_iter()
-        .filter(|n| n.starts_with("PODCYCLE_") && !KNOWN.contains(n))
+        .filter(|n| n.starts_with("PODCYCLE_") && !known().any(|k| k == *n))
         .map(|n| (n, closest(n)))
         .collect()
 }
 
 /// The known name at the smallest edit distance from `name`, if within a third of its length.
 fn closest(name: &str) -> Option<&'static str> {
-    let (best, distance) = KNOWN
-        .iter()
-        .map(|k| (*k, edit_distance(name, k)))
+    let (best, distance) = known()
+        .map(|k| (k, edit_distance(name, k)))
         .min_by_key(|(_, d)| *d)?;
     (distance <= name.len() / 3).then_some(best)
 }
@@ -139,8 +122,15 @@ mod tests {
 
     #[test]
     fn every_variable_the_config_reads_is_known() {
-        let src = include_str!("config.rs");
-        let mut rest = src;
+        let src = [
+            include_str!("config/mod.rs"),
+            include_str!("config/error.rs"),
+            include_str!("config/plan.rs"),
+            include_str!("config/validate.rs"),
+            include_str!("config/vars.rs"),
+        ]
+        .concat();
+        let mut rest = src.as_str();
         while let Some(at) = rest.find("\"PODCYCLE_") {
             let name = &rest[at + 1..];
             let end = name
@@ -148,8 +138,8 @@ mod tests {
                 .unwrap_or(name.len());
             let name = name[..end].trim_end_matches('_');
             assert!(
-                KNOWN.contains(&name),
-                "{name} missing from env_check::KNOWN"
+                known().any(|k| k == name),
+                "{name} missing from the table of variables (config::VARS)"
             );
             rest = &rest[at + 1..];
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::checks::{Checks, Probe};
+use crate::config::HealthOptions;
 use crate::connections::AppSlots;
 use crate::phase::Phase;
 use crate::state::State;
@@ -56,13 +57,6 @@ impl Line {
             gating: true,
         }
     }
-}
-
-/// The health settings taken from the configuration.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HealthOptions {
-    pub(crate) watchdog_stall: Duration,
-    pub(crate) ready_during_delay: bool,
 }
 
 /// Everything the probes decide from. Shared by the application runtime and the admin thread.

@@ -8,7 +8,8 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error
-//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag, stderr
+//   env_check, phase, connections, panic, metrics_off, logging, until, lag, stderr
+//   config
 mod admin;
 mod checks;
 mod config;

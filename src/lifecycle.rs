@@ -16,11 +16,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::Service;
 
-use crate::checks::{Check, CheckDefaults};
+use crate::checks::Check;
 use crate::config::{Config, OnWarmupFailure};
 use crate::connections::Connections;
 use crate::error::{BoxError, Error};
-use crate::health::{Health, HealthOptions};
+use crate::health::Health;
 #[cfg(feature = "metrics")]
 use crate::metrics::Metrics;
 use crate::phase::Phase;
@@ -111,13 +111,7 @@ impl Lifecycle {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let state = Arc::new(State::default());
         let halt = state.signals.halt.clone().drop_guard();
-        let health = Arc::new(Health::new(
-            state.clone(),
-            HealthOptions {
-                watchdog_stall: config.watchdog_stall,
-                ready_during_delay: config.ready_during_delay,
-            },
-        ));
+        let health = Arc::new(Health::new(state.clone(), config.health));
         let connections = Arc::new(Connections::default());
         let lag = Arc::new(crate::lag::SchedulingLag::default());
         #[cfg(feature = "metrics")]
@@ -147,7 +141,7 @@ impl Lifecycle {
         crate::watchdog::start(
             health.clone(),
             lag,
-            config.watchdog_stall,
+            config.health.watchdog_stall,
             state.signals.halt.clone(),
         );
         crate::stderr::unless_subscribed(|| {
@@ -158,20 +152,20 @@ impl Lifecycle {
                 config.version,
                 config.addr,
                 admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-                config.shutdown_delay,
-                config.drain_timeout,
-                config.hook_timeout,
+                config.shutdown.delay,
+                config.shutdown.drain_timeout,
+                config.shutdown.hook_timeout,
             )
         });
         tracing::info!(
             version = %config.version,
             addr = %config.addr,
             admin_addr = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-            shutdown_delay = ?config.shutdown_delay,
-            shutdown_quiet = ?config.shutdown_quiet,
+            shutdown_delay = ?config.shutdown.delay,
+            shutdown_quiet = ?config.shutdown.quiet,
             shutdown_delay_cap = ?config.shutdown_delay_cap(),
-            drain_timeout = ?config.drain_timeout,
-            hook_timeout = ?config.hook_timeout,
+            drain_timeout = ?config.shutdown.drain_timeout,
+            hook_timeout = ?config.shutdown.hook_timeout,
             "podcycle lifecycle started"
         );
         Ok(Lifecycle {
@@ -215,14 +209,9 @@ impl Lifecycle {
     /// [`Check`]. It runs in the background until the lifecycle ends; probes read its last
     /// result.
     pub fn check(&self, check: Check) {
-        let c = &self.inner.config;
         self.inner.health.checks.add(
             check,
-            CheckDefaults {
-                interval: c.check_interval,
-                timeout: c.check_timeout,
-                failure_threshold: c.check_failure_threshold,
-            },
+            self.inner.config.checks,
             self.inner.state.signals.halt.clone(),
             self.inner.state.subscribe(),
         );
@@ -570,7 +559,7 @@ impl Lifecycle {
         let early = tokio::select! {
             biased;
             early = self.wait_for_warmups() => early,
-            never = crate::serve::answer_while_warming(&listener, config.header_read_timeout) => match never {},
+            never = crate::serve::answer_while_warming(&listener, config.timeouts.header_read) => match never {},
         };
         if let Some(early) = early {
             return early;
@@ -581,18 +570,13 @@ impl Lifecycle {
             state: state.clone(),
             connections: connections.clone(),
             stop_accepting: config.stop_accepting,
-            timeouts: crate::connections::Timeouts {
-                header_read: config.header_read_timeout,
-                idle: config.idle_timeout,
-                max_age: config.max_connection_age,
-                min_body_rate: (config.min_body_rate > 0).then_some(config.min_body_rate),
-            },
+            timeouts: config.timeouts,
             max_connections,
             max_upgraded: config
                 .max_upgraded_connections
                 .unwrap_or((max_connections / 2).max(1)),
             slots: inner.health.slots.clone(),
-            close_spread: config.shutdown_delay / 2,
+            close_spread: config.shutdown.delay / 2,
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.
@@ -617,7 +601,13 @@ impl Lifecycle {
         )
         .await;
         let _ = accept.await;
-        let hooks = run_hooks(state, connections, &inner.hooks, config.hook_timeout).await;
+        let hooks = run_hooks(
+            state,
+            connections,
+            &inner.hooks,
+            config.shutdown.hook_timeout,
+        )
+        .await;
         enter_phase(state, connections, Phase::Stopped);
         if forced > 0 {
             Outcome::DrainTimedOut {
@@ -703,7 +693,7 @@ impl Lifecycle {
             &inner.state,
             &inner.connections,
             &inner.hooks,
-            inner.config.hook_timeout,
+            inner.config.shutdown.hook_timeout,
         )
         .await;
         enter_phase(&inner.state, &inner.connections, Phase::Stopped);
@@ -719,7 +709,7 @@ fn shutdown_plan(config: &Config, state: &State) -> crate::config::ShutdownPlan 
             "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay".into()
         });
         tracing::info!(
-            delay = ?config.shutdown_delay,
+            delay = ?config.shutdown.delay,
             "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
         );
         config.shutdown_plan().without_delay()

@@ -247,7 +247,7 @@ impl Config {
     /// is left of the grace period, whichever comes first). Pick a quiet period longer than the
     /// gaps between new connections while the pod is routed to: the default suits a pod that
     /// gets at least a few connections a second once podcycle starts closing keep-alive
-    /// connections (see the README's termination contract). Health checks of an external load
+    /// connections (see the termination contract in docs/shutdown.md). Health checks of an external load
     /// balancer on the application port count as arrivals: point them at the admin port.
     pub fn shutdown_quiet(mut self, d: Duration) -> Self {
         self.shutdown.quiet = d;

@@ -8,6 +8,7 @@
 //! | shutdown requested ([`request`]: a signal, `Lifecycle::shutdown`, a failed warm-up) | `shutdown_requested` | `deregistering` |
 //! | propagation delay over | `delay_over` | `draining` |
 //! | drain deadline (only if the drain runs out) | `drain_deadline` | |
+//! | the accept loop ends (after `delay_over`; in reject mode, after `drained`) | `listener_closed` | |
 //! | drained | `drained` | |
 //! | hooks start | `background_cancelled` | `stopping` |
 //! | hooks done or timed out | | `stopped` |
@@ -144,28 +145,9 @@ impl Termination for Outcome {
     }
 }
 
-/// Moves `state` to `to` and logs the transition with the connection counts.
-/// The counts are read just before the change: code woken by the new phase (a stream ending
-/// on drain) must not race the log line.
-fn enter_phase(state: &State, connections: &Connections, to: Phase) {
-    let (in_flight, open) = (connections.in_flight(), connections.len());
-    if let Some(from) = state.set_phase(to) {
-        crate::stderr::unless_subscribed(|| {
-            phase_line(to, from, state.started.elapsed(), in_flight, open)
-        });
-        tracing::info!(
-            phase = to.as_str(),
-            from = from.as_str(),
-            elapsed = ?state.started.elapsed(),
-            in_flight,
-            connections = open,
-            "podcycle phase"
-        );
-    }
-}
-
 /// Starts the shutdown sequence (readiness off at once) and logs it. Returns `false` if it
-/// had already started.
+/// had already started. Reads the registry: the connections opened so far (the mark that
+/// tells new connections from reused ones) and, for the log line, what is in flight.
 pub(crate) fn request(state: &State, connections: &Connections, reason: ShutdownReason) -> bool {
     let (in_flight, open) = (connections.in_flight(), connections.len());
     // Before the phase flips: requests after it tell new connections from reused ones.
@@ -174,29 +156,28 @@ pub(crate) fn request(state: &State, connections: &Connections, reason: Shutdown
         return false;
     };
     if let Some(from) = from {
-        crate::stderr::unless_subscribed(|| {
-            phase_line(
-                Phase::Deregistering,
-                from,
-                state.started.elapsed(),
-                in_flight,
-                open,
-            )
-        });
-        tracing::info!(
-            phase = Phase::Deregistering.as_str(),
-            from = from.as_str(),
-            elapsed = ?state.started.elapsed(),
-            in_flight,
-            connections = open,
-            "podcycle phase"
-        );
+        log_phase(state, Phase::Deregistering, from, in_flight, open);
     }
     crate::stderr::unless_subscribed(|| {
         format!("shutdown requested ({reason}): readiness is now failing")
     });
     tracing::info!(%reason, "shutdown requested: readiness is now failing");
     true
+}
+
+/// Logs a phase change with the connection counts read just before it.
+fn log_phase(state: &State, to: Phase, from: Phase, in_flight: u64, open: usize) {
+    crate::stderr::unless_subscribed(|| {
+        phase_line(to, from, state.started.elapsed(), in_flight, open)
+    });
+    tracing::info!(
+        phase = to.as_str(),
+        from = from.as_str(),
+        elapsed = ?state.started.elapsed(),
+        in_flight,
+        connections = open,
+        "podcycle phase"
+    );
 }
 
 /// A phase change as one stderr line, for a service without a subscriber.
@@ -386,9 +367,14 @@ impl Shutdown {
         }
     }
 
-    /// Moves to `to`, logging the transition with the connection counts.
+    /// Moves to `to` and logs the transition with the connection counts. The counts are read
+    /// just before the change: code woken by the new phase (a stream ending on drain) must not
+    /// race the log line.
     fn enter_phase(&self, to: Phase) {
-        enter_phase(&self.state, &self.connections, to);
+        let (in_flight, open) = (self.connections.in_flight(), self.connections.len());
+        if let Some(from) = self.state.set_phase(to) {
+            log_phase(&self.state, to, from, in_flight, open);
+        }
     }
 
     /// The plan for this shutdown: the configured one, except after SIGINT. Ctrl-C comes from
@@ -593,6 +579,72 @@ mod tests {
         assert_eq!(
             outcome.to_string(),
             "failed: podcycle configuration: invalid PODCYCLE_DRAIN_TIMEOUT=\"20z\": expected a duration"
+        );
+    }
+
+    fn sequence(config: &crate::Config) -> (Arc<State>, Arc<Connections>, Shutdown) {
+        let (state, connections) = (Arc::new(State::default()), Arc::default());
+        let shutdown = Shutdown::new(
+            state.clone(),
+            Arc::clone(&connections),
+            config.shutdown_plan(),
+            config.hook_timeout,
+        );
+        (state, connections, shutdown)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_sigint_the_sequence_skips_the_delay_after_sigterm_it_keeps_it() {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let config = crate::Config::default().shutdown_delay(S * 5);
+        for (signal, delay) in [(SIGINT, Duration::ZERO), (SIGTERM, S * 5)] {
+            let (state, connections, shutdown) = sequence(&config);
+            let run = tokio::spawn(async move {
+                let served = Handover::Serving {
+                    accept: AbortOnDropHandle::new(tokio::spawn(async {})),
+                    connections: TaskTracker::new(),
+                };
+                shutdown.run(served).await
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(state.phase(), Phase::Serving);
+            let started = tokio::time::Instant::now();
+            assert!(request(
+                &state,
+                &connections,
+                ShutdownReason::Signal(signal)
+            ));
+            assert_eq!(run.await.unwrap(), Outcome::Drained);
+            assert_eq!(started.elapsed(), delay, "signal {signal}");
+            assert_eq!(state.phase(), Phase::Stopped);
+            assert!(state.signals.drained.is_cancelled());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_served_the_hooks_run_and_the_startup_outcome_stands() {
+        let config = crate::Config::default().hook_timeout(S * 2);
+        let (state, _connections, shutdown) = sequence(&config);
+        shutdown
+            .hooks
+            .add("never-done", Box::pin(std::future::pending()));
+        let startup = Outcome::WarmupFailed {
+            warmup: "kb".into(),
+            error: "unreachable".into(),
+        };
+        let started = tokio::time::Instant::now();
+        let outcome = shutdown.run(Handover::NothingServed(startup.clone())).await;
+        assert_eq!(outcome, startup, "a hook timeout does not replace it");
+        assert_eq!(
+            started.elapsed(),
+            S * 2,
+            "the hooks had their timeout, no delay"
+        );
+        assert_eq!(state.phase(), Phase::Stopped);
+        assert!(state.signals.background_cancelled.is_cancelled());
+        assert!(
+            !state.signals.delay_over.is_cancelled(),
+            "no delay, no drain"
         );
     }
 

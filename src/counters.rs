@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 /// The lifecycle's counters. Each is written where the event happens (the serving stack, the
 /// drain, the admin thread) with a relaxed atomic add: nothing on the per-request path before
 /// readiness turns off.
+///
+/// On cache lines of their own: after readiness turns off every request adds to a counter
+/// here, and the phase every request reads sits beside them in [`State`](crate::state::State).
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct Counters {
     /// Requests received after readiness turned off on connections opened before it
     /// (`connection="reused"`): keep-alive clients.

@@ -235,7 +235,7 @@ async fn serve_admin(shared: Arc<Admin>, listener: tokio::net::TcpListener, grpc
             r = listener.accept() => match r {
                 Ok(a) => a,
                 Err(e) => {
-                    shared.connections.admin_accept_errors.record("admin", &e);
+                    shared.state.counters.admin_accept_errors.record("admin", &e);
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -458,10 +458,52 @@ fn admin_response<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
 #[cfg(all(test, feature = "grpc"))]
 mod tests {
     use super::*;
-    use crate::{Config, Lifecycle};
+    use crate::config::Config;
+    use crate::health::Health;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
+
+    /// The admin thread of a lifecycle's parts, wired as `Lifecycle::new` wires them (this
+    /// module is below the lifecycle: its tests do not import it). Stops when `State`'s halt
+    /// guard, returned, is dropped.
+    fn start_admin(
+        config: &Config,
+    ) -> (
+        Arc<State>,
+        Arc<Connections>,
+        SocketAddr,
+        tokio_util::sync::DropGuard,
+    ) {
+        let state = Arc::new(State::default());
+        let halt = state.signals.halt.clone().drop_guard();
+        let health = Arc::new(Health::new(state.clone(), config.health));
+        let connections = Arc::new(Connections::default());
+        let addr = start(Admin {
+            addr: config.admin_addr,
+            handle_signals: config.handle_signals,
+            state: state.clone(),
+            connections: connections.clone(),
+            probes: Probes {
+                health: health.clone(),
+            },
+            #[cfg(feature = "metrics")]
+            metrics: Metrics::new(
+                config,
+                crate::metrics::Sources {
+                    state: state.clone(),
+                    health,
+                    connections: connections.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    lag: Arc::default(),
+                },
+            )
+            .unwrap(),
+        })
+        .unwrap()
+        .unwrap();
+        (state, connections, addr, halt)
+    }
 
     /// An open `Watch` outlasts the admin idle timeout (300 ms in unit tests) and still sees
     /// the next change; a connection with nothing in flight is closed after it.
@@ -470,8 +512,7 @@ mod tests {
         let config = Config::default()
             .admin_addr(Some(SocketAddr::from(([127, 0, 0, 1], 0))))
             .handle_signals(false);
-        let lifecycle = Lifecycle::new(config).unwrap();
-        let admin = lifecycle.admin_addr().unwrap();
+        let (state, connections, admin, _halt) = start_admin(&config);
         let channel = tonic::transport::Channel::from_shared(format!("http://{admin}"))
             .unwrap()
             .connect()
@@ -496,7 +537,7 @@ mod tests {
         assert!(quiet.is_err(), "the Watch ended: {quiet:?}");
 
         // And it still streams the next change.
-        lifecycle.shutdown();
+        crate::shutdown::request(&state, &connections, ShutdownReason::Requested);
         let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
             .await
             .expect("a change within 10 s")

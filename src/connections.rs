@@ -1,5 +1,5 @@
-//! Connection accounting: which connections of the application listener are open, how many
-//! requests each has in flight, and the counters the drain reports.
+//! Connection accounting: which connections of the application listener are open and how many
+//! requests each has in flight (the lifecycle's counters are in [`crate::counters`]).
 //!
 //! A request is counted by a [`RequestGuard`] (RAII): it is held by the response future and
 //! then by the response body, so the count drops on completion, error or client abort alike.
@@ -410,7 +410,7 @@ impl ConnState {
     }
 
     /// Whether the connection was opened after readiness turned off (`unready_mark` is
-    /// [`Connections::unready_mark`]).
+    /// [`Counters::unready_mark`](crate::counters::Counters::unready_mark)).
     #[inline]
     pub(crate) fn opened_after(&self, unready_mark: u64) -> bool {
         self.id.saturating_add(1) >= unready_mark
@@ -628,74 +628,18 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The live connections of the application listener, and what the drain counted.
+/// The live connections of the application listener: the registry, and what its
+/// connections share (the cap on upgraded connections). What the lifecycle counts about them
+/// (requests after readiness turned off, connections the drain closed) is in
+/// [`Counters`](crate::counters::Counters).
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<ConnState>>>,
-    /// Requests received after readiness turned off on connections opened before it
-    /// (`connection="reused"`): keep-alive clients.
-    pub(crate) requests_after_unready: AtomicU64,
-    /// Requests received after readiness turned off on connections opened after it
-    /// (`connection="new"`): the load balancer still routes new connections here.
-    pub(crate) requests_after_unready_new: AtomicU64,
-    /// Connections opened before readiness turned off, plus one (0: not turned off yet).
-    unready_mark: AtomicU64,
-    /// Connections with nothing in flight when the shutdown delay ended, closed then.
-    pub(crate) closed_idle: AtomicU64,
-    /// Connections the drain deadline closed with requests in flight.
-    pub(crate) force_closed: AtomicU64,
-    /// Long-lived streams and upgraded connections told to end by their
-    /// [`stream_drain`](crate::Lifecycle::stream_drain) signal.
-    pub(crate) streams_signalled: AtomicU64,
-    /// Requests (streams, upgraded connections) cut by the drain deadline.
-    pub(crate) streams_cut: AtomicU64,
-    /// Slots handed out by `stream_drain` once draining started.
-    pub(crate) stream_slots: AtomicU64,
-    /// Failed accepts on the application listener (out of file descriptors and the like).
-    pub(crate) app_accept_errors: AcceptErrors,
-    /// Failed accepts on the admin listener.
-    pub(crate) admin_accept_errors: AcceptErrors,
     /// The cap on upgraded connections.
     pub(crate) upgrade_slots: Arc<UpgradeSlots>,
-    /// HTTP/2 streams reset for a request body slower than the minimum rate.
+    /// HTTP/2 streams reset by the sweep for a request body slower than the minimum rate.
     pub(crate) stream_bodies_reset: AtomicU64,
-}
-
-/// Failed accepts of one listener: counted, and logged at most once a second with how many
-/// failed since the last line, so that a flood cannot turn into a log flood.
-#[derive(Debug, Default)]
-pub(crate) struct AcceptErrors {
-    total: AtomicU64,
-    /// When the last line was logged, and failures since.
-    log: Mutex<(Option<Instant>, u64)>,
-}
-
-impl AcceptErrors {
-    /// How often at most a failing listener logs.
-    const LOG_EVERY: Duration = Duration::from_secs(1);
-
-    /// Counts one failed accept on `listener` and logs it, at most once a second.
-    pub(crate) fn record(&self, listener: &'static str, error: &std::io::Error) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.1 += 1;
-        if log.0.is_none_or(|at| at.elapsed() >= Self::LOG_EVERY) {
-            tracing::error!(
-                listener,
-                %error,
-                failures = log.1,
-                "accept failed (logged at most once a second; failures counts them since the last line)"
-            );
-            *log = (Some(Instant::now()), 0);
-        }
-    }
-
-    /// Failed accepts so far.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the accept-error counter
-    pub(crate) fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
 }
 
 /// Most admin connections open at once; further ones wait in the listener's backlog.
@@ -789,27 +733,6 @@ impl Connections {
     /// Connections opened so far: the shutdown delay watches it for new arrivals.
     pub(crate) fn opened(&self) -> u64 {
         self.next.load(Ordering::Relaxed)
-    }
-
-    /// Marks the connections opened so far as opened before readiness turned off (once).
-    pub(crate) fn mark_unready(&self) {
-        let mark = self.opened().saturating_add(1);
-        let _ = self
-            .unready_mark
-            .compare_exchange(0, mark, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// The mark [`ConnState::opened_after`] compares with (0 before readiness turned off).
-    #[inline]
-    pub(crate) fn unready_mark(&self) -> u64 {
-        self.unready_mark.load(Ordering::Relaxed)
-    }
-
-    /// Requests received after readiness turned off, on new and reused connections.
-    pub(crate) fn requests_after_unready(&self) -> u64 {
-        self.requests_after_unready
-            .load(Ordering::Relaxed)
-            .saturating_add(self.requests_after_unready_new.load(Ordering::Relaxed))
     }
 
     /// Open connections.
@@ -940,18 +863,6 @@ Max locked memory         8388608              8388608              bytes
         );
         assert_eq!(connections_for_fd_limit(100), 1, "never zero");
         assert_eq!(connections_for_fd_limit(0), 1);
-    }
-
-    #[test]
-    fn accept_errors_are_all_counted() {
-        let errors = AcceptErrors::default();
-        for _ in 0..1000 {
-            errors.record("app", &std::io::Error::other("too many open files"));
-        }
-        assert_eq!(errors.total(), 1000);
-        let log = errors.log.lock().unwrap();
-        assert!(log.0.is_some(), "the first one was logged");
-        assert_eq!(log.1, 999, "the others wait for the next second's line");
     }
 
     const TIMEOUTS: Timeouts = Timeouts {

@@ -2,18 +2,21 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// Layers, top to bottom; a module imports only from layers below it (README, Layout):
+// Layers, top to bottom: a module imports only from the layers below it, never from its own
+// layer or above, so no two modules import each other (checked by tests/layering.rs, which
+// also holds the README's Layout to this list):
 //   lifecycle
 //   serve, admin
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
-//   state, warmup, checks, error
-//   env_check, phase, connections, panic, metrics_off, logging, until, lag, stderr
+//   state, warmup, checks, error, env_check
+//   phase, connections, counters, panic, metrics_off, logging, until, lag, stderr
 //   config
 mod admin;
 mod checks;
 mod config;
 mod connections;
+mod counters;
 mod env_check;
 mod error;
 #[cfg(feature = "grpc")]

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
 use crate::serve::{accept_loop, ServeContext};
-use crate::shutdown::{delay_and_drain, enter_phase, run_hooks, Hooks, Outcome};
+use crate::shutdown::{Handover, Outcome, Shutdown};
 use crate::state::{ShutdownReason, State};
 use crate::warmup::{Progress, Warmup};
 
@@ -69,7 +69,7 @@ struct Inner {
     state: Arc<State>,
     health: Arc<Health>,
     connections: Arc<Connections>,
-    hooks: Hooks,
+    shutdown: Shutdown,
     #[cfg(feature = "metrics")]
     metrics: Metrics,
     app_addr: OnceLock<SocketAddr>,
@@ -168,13 +168,19 @@ impl Lifecycle {
             hook_timeout = ?config.shutdown.hook_timeout,
             "podcycle lifecycle started"
         );
+        let shutdown = Shutdown::new(
+            state.clone(),
+            connections.clone(),
+            config.shutdown_plan(),
+            config.shutdown.hook_timeout,
+        );
         Ok(Lifecycle {
             inner: Arc::new(Inner {
                 config,
                 state,
                 health,
                 connections,
-                hooks: Hooks::default(),
+                shutdown,
                 #[cfg(feature = "metrics")]
                 metrics,
                 app_addr: OnceLock::new(),
@@ -262,7 +268,7 @@ impl Lifecycle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.inner.hooks.add(name, Box::pin(hook));
+        self.inner.shutdown.hooks.add(name, Box::pin(hook));
     }
 
     /// Spawns background work tracked for shutdown: after the drain, its token
@@ -272,12 +278,12 @@ impl Lifecycle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner.hooks.tasks.spawn(task)
+        self.inner.shutdown.hooks.tasks.spawn(task)
     }
 
     /// The tracker behind [`Lifecycle::spawn`], for code that takes a `TaskTracker`.
     pub fn task_tracker(&self) -> TaskTracker {
-        self.inner.hooks.tasks.clone()
+        self.inner.shutdown.hooks.tasks.clone()
     }
 
     /// A token cancelled when background work must stop (after the drain, before hooks).
@@ -365,7 +371,6 @@ impl Lifecycle {
     pub fn stream_drain(&self) -> impl Future<Output = ()> + Send + 'static {
         crate::stream_drain::signal(
             self.inner.state.clone(),
-            self.inner.connections.clone(),
             self.inner.config.spread_in_force(),
         )
     }
@@ -416,7 +421,7 @@ impl Lifecycle {
     /// Requests received after readiness turned off, on new and reused connections: a
     /// measure of load-balancer lag.
     pub fn requests_after_unready(&self) -> u64 {
-        self.inner.connections.requests_after_unready()
+        self.inner.state.counters.requests_after_unready()
     }
 
     /// The metrics: the layer recording requests, and the registry behind `/metrics`.
@@ -543,8 +548,10 @@ impl Lifecycle {
                         .health
                         .warmups
                         .abort_running("cancelled: the application listener could not be bound");
-                    self.finish_without_serving().await;
-                    return Outcome::Failed(msg);
+                    return inner
+                        .shutdown
+                        .run(Handover::NothingServed(Outcome::Failed(msg)))
+                        .await;
                 }
             },
         };
@@ -554,15 +561,20 @@ impl Lifecycle {
             tracing::info!(%addr, "application listener bound");
         }
         // Until the warm-ups end, requests get `503` + `Retry-After` at once, not a wait in
-        // the backlog. Biased: with the warm-ups already done (or none), the listener is not
-        // polled here, and a connection already waiting is served by the application.
+        // the backlog; when startup ends early, also while the hooks run. Biased: with the
+        // warm-ups already done (or none), the listener is not polled here, and a connection
+        // already waiting is served by the application.
+        let ended_early = async {
+            let startup = self.wait_for_warmups().await?;
+            Some(inner.shutdown.run(Handover::NothingServed(startup)).await)
+        };
         let early = tokio::select! {
             biased;
-            early = self.wait_for_warmups() => early,
+            early = ended_early => early,
             never = crate::serve::answer_while_warming(&listener, config.timeouts.header_read) => match never {},
         };
-        if let Some(early) = early {
-            return early;
+        if let Some(outcome) = early {
+            return outcome;
         }
         let connection_tasks = TaskTracker::new();
         let max_connections = crate::connections::max_app_connections(config.max_connections);
@@ -590,41 +602,18 @@ impl Lifecycle {
             #[cfg(not(feature = "metrics"))]
             &crate::metrics_off::DISABLED,
         )));
-        enter_phase(state, connections, Phase::Serving);
-        state.signals.shutdown_requested.cancelled().await;
-
-        let forced = delay_and_drain(
-            state,
-            connections,
-            &connection_tasks,
-            shutdown_plan(config, state),
-        )
-        .await;
-        let _ = accept.await;
-        let hooks = run_hooks(
-            state,
-            connections,
-            &inner.hooks,
-            config.shutdown.hook_timeout,
-        )
-        .await;
-        enter_phase(state, connections, Phase::Stopped);
-        if forced > 0 {
-            Outcome::DrainTimedOut {
-                connections: forced,
-            }
-        } else if let Some((pending_hooks, pending_tasks)) = hooks {
-            Outcome::HooksTimedOut {
-                pending_hooks,
-                pending_tasks,
-            }
-        } else {
-            Outcome::Drained
-        }
+        inner
+            .shutdown
+            .run(Handover::Serving {
+                accept,
+                connections: connection_tasks,
+            })
+            .await
     }
 
-    /// Waits until every warm-up is done. Returns the outcome instead when startup ends early
-    /// (shutdown requested, a warm-up failed or missed the deadline).
+    /// Waits until every warm-up is done. Returns how startup ended instead when it ends early
+    /// (shutdown requested, a warm-up failed or missed the deadline); the shutdown sequence
+    /// then runs the hooks without a delay or a drain.
     async fn wait_for_warmups(&self) -> Option<Outcome> {
         let inner = &self.inner;
         let (config, state, warmups) = (&inner.config, &inner.state, &inner.health.warmups);
@@ -667,7 +656,6 @@ impl Lifecycle {
             None => {
                 tracing::info!("shutdown requested during warm-up: nothing was served");
                 warmups.abort_running("cancelled: shutdown requested during warm-up");
-                self.finish_without_serving().await;
                 Some(Outcome::StoppedDuringStartup)
             }
             Some((warmup, error)) => {
@@ -679,42 +667,9 @@ impl Lifecycle {
                     self.request_shutdown(ShutdownReason::WarmupFailed);
                 }
                 warmups.abort_running("cancelled: another warm-up failed");
-                self.finish_without_serving().await;
                 Some(Outcome::WarmupFailed { warmup, error })
             }
         }
-    }
-
-    /// Hooks and tracked tasks run even when nothing was served (no delay: no load balancer
-    /// ever had this endpoint).
-    async fn finish_without_serving(&self) {
-        let inner = &self.inner;
-        let _ = run_hooks(
-            &inner.state,
-            &inner.connections,
-            &inner.hooks,
-            inner.config.shutdown.hook_timeout,
-        )
-        .await;
-        enter_phase(&inner.state, &inner.connections, Phase::Stopped);
-    }
-}
-
-/// The propagation delay for this shutdown: `PODCYCLE_SHUTDOWN_DELAY`, except after SIGINT.
-/// Ctrl-C comes from a terminal, where no load balancer is removing this endpoint: waiting
-/// would only keep a developer waiting. The kubelet sends SIGTERM, which keeps the delay.
-fn shutdown_plan(config: &Config, state: &State) -> crate::config::ShutdownPlan {
-    if state.shutdown_reason() == Some(ShutdownReason::Signal(signal_hook::consts::SIGINT)) {
-        crate::stderr::unless_subscribed(|| {
-            "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay".into()
-        });
-        tracing::info!(
-            delay = ?config.shutdown.delay,
-            "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
-        );
-        config.shutdown_plan().without_delay()
-    } else {
-        config.shutdown_plan()
     }
 }
 

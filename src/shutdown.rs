@@ -1,4 +1,17 @@
-//! The shutdown sequence and how it ended.
+//! The shutdown sequence and how it ended: [`Shutdown::run`] takes over from serving (or from
+//! a startup that served nothing) and runs every step in order, firing the lifecycle's named
+//! signals ([`LifecycleSignals`](crate::state::LifecycleSignals)) as it goes, as
+//! kube-apiserver's `lifecycleSignals`:
+//!
+//! | step | signal fired | phase |
+//! |---|---|---|
+//! | shutdown requested ([`request`]: a signal, `Lifecycle::shutdown`, a failed warm-up) | `shutdown_requested` | `deregistering` |
+//! | propagation delay over | `delay_over` | `draining` |
+//! | drain deadline (only if the drain runs out) | `drain_deadline` | |
+//! | the accept loop ends (after `delay_over`; in reject mode, after `drained`) | `listener_closed` | |
+//! | drained | `drained` | |
+//! | hooks start | `background_cancelled` | `stopping` |
+//! | hooks done or timed out | | `stopped` |
 //!
 //! ```text
 //! signal ─▶ readiness 503 ─▶ keep serving ───────────▶ stop accepting ─▶ in-flight done ─▶ hooks ─▶ exit
@@ -14,10 +27,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::process::{ExitCode, Termination};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::config::ShutdownPlan;
 use crate::connections::Connections;
@@ -132,59 +145,39 @@ impl Termination for Outcome {
     }
 }
 
-/// Moves `state` to `to` and logs the transition with the connection counts.
-/// The counts are read just before the change: code woken by the new phase (a stream ending
-/// on drain) must not race the log line.
-pub(crate) fn enter_phase(state: &State, connections: &Connections, to: Phase) {
-    let (in_flight, open) = (connections.in_flight(), connections.len());
-    if let Some(from) = state.set_phase(to) {
-        crate::stderr::unless_subscribed(|| {
-            phase_line(to, from, state.started.elapsed(), in_flight, open)
-        });
-        tracing::info!(
-            phase = to.as_str(),
-            from = from.as_str(),
-            elapsed = ?state.started.elapsed(),
-            in_flight,
-            connections = open,
-            "podcycle phase"
-        );
-    }
-}
-
 /// Starts the shutdown sequence (readiness off at once) and logs it. Returns `false` if it
-/// had already started.
+/// had already started. Reads the registry: the connections opened so far (the mark that
+/// tells new connections from reused ones) and, for the log line, what is in flight.
 pub(crate) fn request(state: &State, connections: &Connections, reason: ShutdownReason) -> bool {
     let (in_flight, open) = (connections.in_flight(), connections.len());
     // Before the phase flips: requests after it tell new connections from reused ones.
-    connections.mark_unready();
+    state.counters.mark_unready(connections.opened());
     let Ok(from) = state.request_shutdown(reason) else {
         return false;
     };
     if let Some(from) = from {
-        crate::stderr::unless_subscribed(|| {
-            phase_line(
-                Phase::Deregistering,
-                from,
-                state.started.elapsed(),
-                in_flight,
-                open,
-            )
-        });
-        tracing::info!(
-            phase = Phase::Deregistering.as_str(),
-            from = from.as_str(),
-            elapsed = ?state.started.elapsed(),
-            in_flight,
-            connections = open,
-            "podcycle phase"
-        );
+        log_phase(state, Phase::Deregistering, from, in_flight, open);
     }
     crate::stderr::unless_subscribed(|| {
         format!("shutdown requested ({reason}): readiness is now failing")
     });
     tracing::info!(%reason, "shutdown requested: readiness is now failing");
     true
+}
+
+/// Logs a phase change with the connection counts read just before it.
+fn log_phase(state: &State, to: Phase, from: Phase, in_flight: u64, open: usize) {
+    crate::stderr::unless_subscribed(|| {
+        phase_line(to, from, state.started.elapsed(), in_flight, open)
+    });
+    tracing::info!(
+        phase = to.as_str(),
+        from = from.as_str(),
+        elapsed = ?state.started.elapsed(),
+        in_flight,
+        connections = open,
+        "podcycle phase"
+    );
 }
 
 /// A phase change as one stderr line, for a service without a subscriber.
@@ -294,139 +287,244 @@ pub(crate) async fn adaptive_delay(
     }
 }
 
-/// Steps 2-4: the propagation delay while still serving, then stop accepting and drain.
-/// Returns how many connections the drain deadline closed.
-pub(crate) async fn delay_and_drain(
-    state: &State,
-    connections: &Connections,
-    connection_tasks: &TaskTracker,
-    plan: ShutdownPlan,
-) -> u64 {
-    let signals = &state.signals;
-    let delay_started = Instant::now();
-    tracing::info!(
-        delay = ?plan.floor,
-        quiet = ?plan.quiet,
-        cap = ?plan.cap,
-        "keeping serving while load balancers remove this endpoint"
-    );
-    // The delay starts at the shutdown request; its clock is the one the close schedule uses.
-    let since_request = state
-        .shutdown_since
-        .get()
-        .map_or(Duration::ZERO, |at| at.elapsed());
-    let taken = adaptive_delay(
-        plan,
-        || connections.opened(),
-        |at| state.record_last_arrival(at + since_request),
-    )
-    .await;
-    state.record_step(Step::Delay, delay_started.elapsed());
-    let requests_after_unready = connections.requests_after_unready();
-    match taken.end {
-        DelayEnd::Cap => tracing::warn!(
-            took = ?taken.took,
-            last_new_connection = ?taken.last_arrival,
-            requests_after_unready,
-            "propagation delay over at its cap with new connections still arriving: a load \
-             balancer still routes here; raise terminationGracePeriodSeconds (and \
-             PODCYCLE_GRACE_PERIOD)"
-        ),
-        end => tracing::info!(
-            took = ?taken.took,
-            last_new_connection = ?taken.last_arrival,
-            ended = if end == DelayEnd::Quiet { "quiet" } else { "floor" },
-            requests_after_unready,
-            "propagation delay over"
-        ),
-    }
-
-    let drain_timeout = plan.drain_after(delay_started.elapsed());
-    let drain_started = Instant::now();
-    enter_phase(state, connections, Phase::Draining);
-    let _ = state.draining_since.set(tokio::time::Instant::now());
-    signals.delay_over.cancel();
-    connection_tasks.close();
-    let drained = tokio::time::timeout(drain_timeout, connection_tasks.wait())
-        .await
-        .is_ok();
-    if !drained {
-        tracing::warn!(
-            in_flight = connections.in_flight(),
-            connections = connections.len(),
-            timeout = ?drain_timeout,
-            "drain deadline reached: closing remaining connections"
-        );
-        signals.drain_deadline.cancel();
-        // Connection tasks drop their connection as soon as they see the token.
-        let _ = tokio::time::timeout(Duration::from_secs(1), connection_tasks.wait()).await;
-    }
-    // Ends the reject window (reject mode): the accept loop stops and its 503s get a linger.
-    signals.drained.cancel();
-    state.record_step(Step::Drain, drain_started.elapsed());
-    tracing::info!(
-        closed_idle = connections.closed_idle.load(Ordering::Relaxed),
-        "drain over"
-    );
-    connections.force_closed.load(Ordering::Relaxed)
+/// What the shutdown sequence takes over.
+#[derive(Debug)]
+pub(crate) enum Handover {
+    /// The application listener serves: its accept loop and its connections' tasks.
+    Serving {
+        /// The accept loop, awaited once the listener closed.
+        accept: AbortOnDropHandle<()>,
+        /// The connections' tasks: the drain waits for them.
+        connections: TaskTracker,
+    },
+    /// Startup ended before anything was served, with this outcome: no delay, no drain (no
+    /// load balancer ever had this endpoint), only the hooks and tracked tasks.
+    NothingServed(Outcome),
 }
 
-/// Step 5: cancel background work, run hooks and wait for tracked tasks, bounded.
-pub(crate) async fn run_hooks(
-    state: &State,
-    connections: &Connections,
-    hooks: &Hooks,
-    timeout: Duration,
-) -> Option<(Vec<String>, usize)> {
-    let started = Instant::now();
-    enter_phase(state, connections, Phase::Stopping);
-    state.signals.background_cancelled.cancel();
-    hooks.tasks.close();
-    let list = std::mem::take(&mut *hooks.hooks.lock().unwrap_or_else(|e| e.into_inner()));
-    let names: Vec<String> = list.iter().map(|(n, _)| n.clone()).collect();
-    let mut set = tokio::task::JoinSet::new();
-    for (i, (name, hook)) in list.into_iter().enumerate() {
-        set.spawn(async move {
-            let started = Instant::now();
-            hook.await;
-            tracing::info!(
-                hook = %name,
-                elapsed = ?started.elapsed(),
-                "shutdown hook done"
-            );
-            i
-        });
-    }
-    let mut done = vec![false; names.len()];
-    let all = async {
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(i) => done[i] = true,
-                Err(e) if e.is_panic() => {
-                    tracing::error!(error = %e, "shutdown hook panicked")
-                }
-                Err(_) => {}
-            }
+/// The shutdown sequence of one lifecycle: its hooks and tracked tasks, and what the steps
+/// read (the lifecycle's state, the connection registry, the plan).
+#[derive(Debug)]
+pub(crate) struct Shutdown {
+    state: Arc<State>,
+    connections: Arc<Connections>,
+    /// Registered by `Lifecycle::on_shutdown` and `Lifecycle::spawn`.
+    pub(crate) hooks: Hooks,
+    plan: ShutdownPlan,
+    hook_timeout: Duration,
+}
+
+impl Shutdown {
+    /// The sequence for the lifecycle of `state` and `connections`, with the delay and drain of
+    /// `plan` and hooks bounded by `hook_timeout`.
+    pub(crate) fn new(
+        state: Arc<State>,
+        connections: Arc<Connections>,
+        plan: ShutdownPlan,
+        hook_timeout: Duration,
+    ) -> Shutdown {
+        Shutdown {
+            state,
+            connections,
+            hooks: Hooks::default(),
+            plan,
+            hook_timeout,
         }
-        hooks.tasks.wait().await;
-    };
-    let finished = tokio::time::timeout(timeout, all).await.is_ok();
-    state.record_step(Step::Hooks, started.elapsed());
-    if finished {
-        return None;
     }
-    let pending: Vec<String> = names
-        .into_iter()
-        .zip(&done)
-        .filter(|(_, d)| !**d)
-        .map(|(n, _)| n)
-        .collect();
-    // A panicked hook is neither done nor pending; keep only those still running.
-    let pending: Vec<String> = if set.is_empty() { Vec::new() } else { pending };
-    let tasks = hooks.tasks.len();
-    tracing::error!(?pending, tracked_tasks = tasks, "hook timeout reached");
-    set.abort_all();
-    Some((pending, tasks))
+
+    /// Runs the lifecycle from `handover` to its end and says how it ended. Serving: the phase
+    /// turns `serving` until shutdown is requested, then the propagation delay (none after
+    /// SIGINT), the drain, the hooks, `stopped`. Nothing served: the hooks, `stopped`, and the
+    /// startup's own outcome.
+    pub(crate) async fn run(&self, handover: Handover) -> Outcome {
+        let served = match handover {
+            Handover::Serving {
+                accept,
+                connections,
+            } => {
+                self.enter_phase(Phase::Serving);
+                self.state.signals.shutdown_requested.cancelled().await;
+                let forced = self.delay_and_drain(&connections, self.plan()).await;
+                let _ = accept.await;
+                Ok(forced)
+            }
+            Handover::NothingServed(outcome) => Err(outcome),
+        };
+        let hooks = self.run_hooks().await;
+        self.enter_phase(Phase::Stopped);
+        match served {
+            Err(startup) => startup,
+            Ok(forced) if forced > 0 => Outcome::DrainTimedOut {
+                connections: forced,
+            },
+            Ok(_) => match hooks {
+                Some((pending_hooks, pending_tasks)) => Outcome::HooksTimedOut {
+                    pending_hooks,
+                    pending_tasks,
+                },
+                None => Outcome::Drained,
+            },
+        }
+    }
+
+    /// Moves to `to` and logs the transition with the connection counts. The counts are read
+    /// just before the change: code woken by the new phase (a stream ending on drain) must not
+    /// race the log line.
+    fn enter_phase(&self, to: Phase) {
+        let (in_flight, open) = (self.connections.in_flight(), self.connections.len());
+        if let Some(from) = self.state.set_phase(to) {
+            log_phase(&self.state, to, from, in_flight, open);
+        }
+    }
+
+    /// The plan for this shutdown: the configured one, except after SIGINT. Ctrl-C comes from
+    /// a terminal, where no load balancer is removing this endpoint: waiting would only keep a
+    /// developer waiting. The kubelet sends SIGTERM, which keeps the delay.
+    fn plan(&self) -> ShutdownPlan {
+        if self.state.shutdown_reason() == Some(ShutdownReason::Signal(signal_hook::consts::SIGINT))
+        {
+            crate::stderr::unless_subscribed(|| {
+                "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
+                    .into()
+            });
+            tracing::info!(
+                delay = ?self.plan.floor,
+                "SIGINT (Ctrl-C): no load balancer to wait for, skipping the propagation delay"
+            );
+            self.plan.without_delay()
+        } else {
+            self.plan
+        }
+    }
+
+    /// The propagation delay while still serving, then stop accepting and drain
+    /// `connection_tasks`. Returns how many connections the drain deadline closed.
+    async fn delay_and_drain(&self, connection_tasks: &TaskTracker, plan: ShutdownPlan) -> u64 {
+        let (state, connections) = (&*self.state, &*self.connections);
+        let (signals, counters) = (&state.signals, &state.counters);
+        let delay_started = Instant::now();
+        tracing::info!(
+            delay = ?plan.floor,
+            quiet = ?plan.quiet,
+            cap = ?plan.cap,
+            "keeping serving while load balancers remove this endpoint"
+        );
+        // The delay starts at the shutdown request; its clock is the one the close schedule
+        // uses.
+        let since_request = state
+            .shutdown_since
+            .get()
+            .map_or(Duration::ZERO, |at| at.elapsed());
+        let taken = adaptive_delay(
+            plan,
+            || connections.opened(),
+            |at| counters.record_last_arrival(at + since_request),
+        )
+        .await;
+        state.record_step(Step::Delay, delay_started.elapsed());
+        let requests_after_unready = counters.requests_after_unready();
+        match taken.end {
+            DelayEnd::Cap => tracing::warn!(
+                took = ?taken.took,
+                last_new_connection = ?taken.last_arrival,
+                requests_after_unready,
+                "propagation delay over at its cap with new connections still arriving: a load \
+                 balancer still routes here; raise terminationGracePeriodSeconds (and \
+                 PODCYCLE_GRACE_PERIOD)"
+            ),
+            end => tracing::info!(
+                took = ?taken.took,
+                last_new_connection = ?taken.last_arrival,
+                ended = if end == DelayEnd::Quiet { "quiet" } else { "floor" },
+                requests_after_unready,
+                "propagation delay over"
+            ),
+        }
+
+        let drain_timeout = plan.drain_after(delay_started.elapsed());
+        let drain_started = Instant::now();
+        self.enter_phase(Phase::Draining);
+        let _ = state.draining_since.set(tokio::time::Instant::now());
+        signals.delay_over.cancel();
+        connection_tasks.close();
+        let drained = tokio::time::timeout(drain_timeout, connection_tasks.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                in_flight = connections.in_flight(),
+                connections = connections.len(),
+                timeout = ?drain_timeout,
+                "drain deadline reached: closing remaining connections"
+            );
+            signals.drain_deadline.cancel();
+            // Connection tasks drop their connection as soon as they see the token.
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection_tasks.wait()).await;
+        }
+        // Ends the reject window (reject mode): the accept loop stops and its 503s get a linger.
+        signals.drained.cancel();
+        state.record_step(Step::Drain, drain_started.elapsed());
+        tracing::info!(
+            closed_idle = counters.closed_idle.load(Ordering::Relaxed),
+            "drain over"
+        );
+        counters.force_closed.load(Ordering::Relaxed)
+    }
+
+    /// Cancels background work, runs the hooks and waits for tracked tasks, within the hook
+    /// timeout. Returns the hooks and the number of tracked tasks still running at it, if any.
+    async fn run_hooks(&self) -> Option<(Vec<String>, usize)> {
+        let (state, hooks) = (&self.state, &self.hooks);
+        let started = Instant::now();
+        self.enter_phase(Phase::Stopping);
+        state.signals.background_cancelled.cancel();
+        hooks.tasks.close();
+        let list = std::mem::take(&mut *hooks.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        let names: Vec<String> = list.iter().map(|(n, _)| n.clone()).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (name, hook)) in list.into_iter().enumerate() {
+            set.spawn(async move {
+                let started = Instant::now();
+                hook.await;
+                tracing::info!(
+                    hook = %name,
+                    elapsed = ?started.elapsed(),
+                    "shutdown hook done"
+                );
+                i
+            });
+        }
+        let mut done = vec![false; names.len()];
+        let all = async {
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(i) => done[i] = true,
+                    Err(e) if e.is_panic() => {
+                        tracing::error!(error = %e, "shutdown hook panicked")
+                    }
+                    Err(_) => {}
+                }
+            }
+            hooks.tasks.wait().await;
+        };
+        let finished = tokio::time::timeout(self.hook_timeout, all).await.is_ok();
+        state.record_step(Step::Hooks, started.elapsed());
+        if finished {
+            return None;
+        }
+        let pending: Vec<String> = names
+            .into_iter()
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|(n, _)| n)
+            .collect();
+        // A panicked hook is neither done nor pending; keep only those still running.
+        let pending: Vec<String> = if set.is_empty() { Vec::new() } else { pending };
+        let tasks = hooks.tasks.len();
+        tracing::error!(?pending, tracked_tasks = tasks, "hook timeout reached");
+        set.abort_all();
+        Some((pending, tasks))
+    }
 }
 
 #[cfg(test)]
@@ -466,6 +564,88 @@ mod tests {
         arrivals.abort();
         assert_eq!(taken.took, start.elapsed());
         taken
+    }
+
+    /// Moved from `error.rs` (whose tests must not import the shutdown module above it).
+    #[test]
+    fn an_error_becomes_a_failed_outcome_with_exit_code_1() {
+        let e = crate::error::Error::from(crate::config::ConfigError::InvalidEnv {
+            var: "PODCYCLE_DRAIN_TIMEOUT",
+            value: "20z".into(),
+            expected: "a duration",
+        });
+        let outcome = Outcome::from(e);
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(
+            outcome.to_string(),
+            "failed: podcycle configuration: invalid PODCYCLE_DRAIN_TIMEOUT=\"20z\": expected a duration"
+        );
+    }
+
+    fn sequence(config: &crate::Config) -> (Arc<State>, Arc<Connections>, Shutdown) {
+        let (state, connections) = (Arc::new(State::default()), Arc::default());
+        let shutdown = Shutdown::new(
+            state.clone(),
+            Arc::clone(&connections),
+            config.shutdown_plan(),
+            config.shutdown.hook_timeout,
+        );
+        (state, connections, shutdown)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_sigint_the_sequence_skips_the_delay_after_sigterm_it_keeps_it() {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let config = crate::Config::default().shutdown_delay(S * 5);
+        for (signal, delay) in [(SIGINT, Duration::ZERO), (SIGTERM, S * 5)] {
+            let (state, connections, shutdown) = sequence(&config);
+            let run = tokio::spawn(async move {
+                let served = Handover::Serving {
+                    accept: AbortOnDropHandle::new(tokio::spawn(async {})),
+                    connections: TaskTracker::new(),
+                };
+                shutdown.run(served).await
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(state.phase(), Phase::Serving);
+            let started = tokio::time::Instant::now();
+            assert!(request(
+                &state,
+                &connections,
+                ShutdownReason::Signal(signal)
+            ));
+            assert_eq!(run.await.unwrap(), Outcome::Drained);
+            assert_eq!(started.elapsed(), delay, "signal {signal}");
+            assert_eq!(state.phase(), Phase::Stopped);
+            assert!(state.signals.drained.is_cancelled());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_served_the_hooks_run_and_the_startup_outcome_stands() {
+        let config = crate::Config::default().hook_timeout(S * 2);
+        let (state, _connections, shutdown) = sequence(&config);
+        shutdown
+            .hooks
+            .add("never-done", Box::pin(std::future::pending()));
+        let startup = Outcome::WarmupFailed {
+            warmup: "kb".into(),
+            error: "unreachable".into(),
+        };
+        let started = tokio::time::Instant::now();
+        let outcome = shutdown.run(Handover::NothingServed(startup.clone())).await;
+        assert_eq!(outcome, startup, "a hook timeout does not replace it");
+        assert_eq!(
+            started.elapsed(),
+            S * 2,
+            "the hooks had their timeout, no delay"
+        );
+        assert_eq!(state.phase(), Phase::Stopped);
+        assert!(state.signals.background_cancelled.is_cancelled());
+        assert!(
+            !state.signals.delay_over.is_cancelled(),
+            "no delay, no drain"
+        );
     }
 
     fn close(a: Duration, secs: f64) -> bool {

@@ -1,5 +1,5 @@
 //! The lifecycle's state: its phase, why shutdown started, how long each shutdown step took,
-//! and its named signals. Nothing here is global: each lifecycle has its own.
+//! its named signals and its counters. Nothing here is global: each lifecycle has its own.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::counters::Counters;
 use crate::phase::Phase;
 
 /// Why shutdown started.
@@ -78,7 +79,7 @@ pub(crate) struct LifecycleSignals {
     pub(crate) halt: CancellationToken,
 }
 
-/// Phase, shutdown reason, step durations and signals of one lifecycle.
+/// Phase, shutdown reason, step durations, signals and counters of one lifecycle.
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) started: Instant,
@@ -92,9 +93,9 @@ pub(crate) struct State {
     pub(crate) draining_since: OnceLock<tokio::time::Instant>,
     /// When shutdown was requested: the start of the delay's keep-alive close schedule.
     pub(crate) shutdown_since: OnceLock<tokio::time::Instant>,
-    /// Nanoseconds from the shutdown request to the last new connection the delay saw, plus
-    /// one (0: none yet).
-    last_arrival: AtomicU64,
+    /// What the lifecycle counted (requests after readiness turned off, connections the drain
+    /// closed, streams, failed accepts).
+    pub(crate) counters: Counters,
 }
 
 impl Default for State {
@@ -108,7 +109,7 @@ impl Default for State {
             signals: LifecycleSignals::default(),
             draining_since: OnceLock::new(),
             shutdown_since: OnceLock::new(),
-            last_arrival: AtomicU64::new(0),
+            counters: Counters::default(),
         }
     }
 }
@@ -163,21 +164,6 @@ impl State {
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-    }
-
-    /// Notes that the delay saw a new connection `since` the shutdown request.
-    pub(crate) fn record_last_arrival(&self, since: Duration) {
-        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
-        self.last_arrival.store(nanos + 1, Ordering::Relaxed);
-    }
-
-    /// Time from the shutdown request to the last new connection the delay saw, if any.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by its gauge
-    pub(crate) fn last_arrival(&self) -> Option<Duration> {
-        match self.last_arrival.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(Duration::from_nanos(n - 1)),
-        }
     }
 
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by the step gauge

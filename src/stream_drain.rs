@@ -31,7 +31,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connections::Connections;
 use crate::state::State;
 
 /// The offset of slot `slot` within `spread`: `spread × frac(slot / φ)`.
@@ -43,7 +42,7 @@ pub(crate) fn slot_offset(slot: u64, spread: Duration) -> Duration {
 
 /// Resolves at this caller's slot within `spread` after the propagation delay is over (the
 /// listener closes), and counts it as signalled.
-pub(crate) async fn signal(state: Arc<State>, connections: Arc<Connections>, spread: Duration) {
+pub(crate) async fn signal(state: Arc<State>, spread: Duration) {
     state.signals.delay_over.cancelled().await;
     let since = state
         .draining_since
@@ -51,10 +50,11 @@ pub(crate) async fn signal(state: Arc<State>, connections: Arc<Connections>, spr
         .copied()
         .unwrap_or_else(tokio::time::Instant::now);
     if !spread.is_zero() {
-        let slot = connections.stream_slots.fetch_add(1, Ordering::Relaxed);
+        let slot = state.counters.stream_slots.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep_until(since + slot_offset(slot, spread)).await;
     }
-    connections
+    state
+        .counters
         .streams_signalled
         .fetch_add(1, Ordering::Relaxed);
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::error::{fmt_duration, CONNECTIONS, LABEL_NAME};
-use super::vars::{Read, VARS};
+use super::vars::{valid_label_name, Read, VARS};
 use super::{Config, ConfigError};
 
 impl Config {
@@ -117,32 +117,6 @@ fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
         // Across families only a dual-stack `[::]` takes the other's port.
         (x.is_ipv6() && x.is_unspecified()) || (y.is_ipv6() && y.is_unspecified())
     }
-}
-
-/// A Prometheus label name that does not clash with podcycle's own labels.
-pub(super) fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    first_ok
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("__")
-        && !name.starts_with("http_")
-        && !matches!(
-            name,
-            "version"
-                | "le"
-                | "error_type"
-                | "phase"
-                | "step"
-                | "check"
-                | "probe"
-                | "warmup"
-                | "listener"
-                | "ended_by"
-                | "connection"
-        )
 }
 
 #[cfg(test)]

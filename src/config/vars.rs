@@ -14,7 +14,6 @@ use super::error::{
     ADDRESS, ADMIN_ADDRESS, BODY_RATE, BOOL, BOUNDED_DURATION, CONNECTIONS, DURATION, FAILURES,
     LABELS, NON_ZERO_DURATION, VERSION, WATCHDOG_STALL,
 };
-use super::validate::valid_label_name;
 use super::{Config, ConfigError, MAX_DURATION, MIN_WATCHDOG_STALL};
 
 /// One environment variable.
@@ -272,6 +271,32 @@ impl Config {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// A Prometheus label name that does not clash with podcycle's own labels.
+pub(super) fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+        && !name.starts_with("http_")
+        && !matches!(
+            name,
+            "version"
+                | "le"
+                | "error_type"
+                | "phase"
+                | "step"
+                | "check"
+                | "probe"
+                | "warmup"
+                | "listener"
+                | "ended_by"
+                | "connection"
+        )
 }
 
 #[cfg(test)]

@@ -390,6 +390,7 @@ impl Metrics {
             ..
         } = &self.sources;
         let g = &self.gauges;
+        let counters = &state.counters;
         let current = state.phase();
         for p in Phase::ALL {
             g.phase
@@ -410,30 +411,24 @@ impl Metrics {
                 .set(state.step_duration(step).as_secs_f64());
         }
         for (label, count) in [
-            (
-                schema::CONNECTION_NEW,
-                &connections.requests_after_unready_new,
-            ),
-            (
-                schema::CONNECTION_REUSED,
-                &connections.requests_after_unready,
-            ),
+            (schema::CONNECTION_NEW, &counters.requests_after_unready_new),
+            (schema::CONNECTION_REUSED, &counters.requests_after_unready),
         ] {
             let counter = g.after_unready.with_label_values(&[label]);
             counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));
         }
-        if let Some(at) = state.last_arrival() {
+        if let Some(at) = counters.last_arrival() {
             g.last_new_connection.set(at.as_secs_f64());
         }
-        let idle = connections.closed_idle.load(Ordering::Relaxed);
+        let idle = counters.closed_idle.load(Ordering::Relaxed);
         g.closed_idle
             .inc_by(idle.saturating_sub(g.closed_idle.get()));
-        let forced = connections.force_closed.load(Ordering::Relaxed);
+        let forced = counters.force_closed.load(Ordering::Relaxed);
         g.force_closed
             .inc_by(forced.saturating_sub(g.force_closed.get()));
         for (listener, errors) in [
-            ("app", &connections.app_accept_errors),
-            ("admin", &connections.admin_accept_errors),
+            ("app", &counters.app_accept_errors),
+            ("admin", &counters.admin_accept_errors),
         ] {
             let counter = g.accept_errors.with_label_values(&[listener]);
             counter.inc_by(errors.total().saturating_sub(counter.get()));
@@ -441,8 +436,8 @@ impl Metrics {
         g.upgraded
             .set(i64::try_from(connections.upgraded()).unwrap_or(i64::MAX));
         for (by, count) in [
-            (schema::ENDED_BY_SIGNAL, &connections.streams_signalled),
-            (schema::ENDED_BY_DEADLINE, &connections.streams_cut),
+            (schema::ENDED_BY_SIGNAL, &counters.streams_signalled),
+            (schema::ENDED_BY_DEADLINE, &counters.streams_cut),
         ] {
             let counter = g.streams_ended.with_label_values(&[by]);
             counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));

@@ -218,7 +218,7 @@ pub(crate) async fn accept_loop<S, B>(
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                shared.connections.app_accept_errors.record("app", &e);
+                shared.state.counters.app_accept_errors.record("app", &e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -315,8 +315,8 @@ async fn serve_connection<S, B>(
             _ = conn_state.upgrade_ended() => {}
             _ = shared.state.signals.drain_deadline.cancelled() => {
                 if conn_state.cut_upgrade() {
-                    shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
-                    shared.connections.streams_cut.fetch_add(1, Ordering::Relaxed);
+                    shared.state.counters.force_closed.fetch_add(1, Ordering::Relaxed);
+                    shared.state.counters.streams_cut.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("drain deadline: upgraded connection (WebSocket) cut");
                 }
             }
@@ -477,8 +477,8 @@ where
             _ = signals.drain_deadline.cancelled() => {
                 let in_flight = conn_state.in_flight();
                 if in_flight > 0 {
-                    shared.connections.force_closed.fetch_add(1, Ordering::Relaxed);
-                    shared.connections.streams_cut.fetch_add(in_flight, Ordering::Relaxed);
+                    shared.state.counters.force_closed.fetch_add(1, Ordering::Relaxed);
+                    shared.state.counters.streams_cut.fetch_add(in_flight, Ordering::Relaxed);
                     tracing::warn!(in_flight, "drain deadline: connection closed with requests in flight");
                 }
                 return Closed::Abruptly;
@@ -508,7 +508,8 @@ where
 fn count_closed_idle(shared: &ServeContext, conn_state: &ConnState) {
     if conn_state.in_flight() == 0 {
         shared
-            .connections
+            .state
+            .counters
             .closed_idle
             .fetch_add(1, Ordering::Relaxed);
     }

@@ -120,11 +120,11 @@ where
 #[cold]
 #[inline(never)]
 fn after_unready(shared: &ServeContext, conn: &ConnState, phase: Phase) {
-    let connections = &shared.connections;
-    let counter = if conn.opened_after(connections.unready_mark()) {
-        &connections.requests_after_unready_new
+    let counters = &shared.state.counters;
+    let counter = if conn.opened_after(counters.unready_mark()) {
+        &counters.requests_after_unready_new
     } else {
-        &connections.requests_after_unready
+        &counters.requests_after_unready
     };
     counter.fetch_add(1, Ordering::Relaxed);
     if phase == Phase::Deregistering && !conn.aged() {

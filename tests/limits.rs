@@ -7,15 +7,11 @@ use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 
-use support::{client, code, rt, Child, SOON};
+use support::{client, code, rt, with_child, Child, SOON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 /// Connections in the flood: more than the child has file descriptors.
 const FLOOD: usize = 400;
@@ -236,14 +232,12 @@ fn at_the_connection_limit_a_deep_backlog_holds_the_waiting_connections() {
         somaxconn > WAITING,
         "net.core.somaxconn is {somaxconn}: this machine caps every backlog below {WAITING}"
     );
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_MAX_CONNECTIONS", "1"),
         ("PODCYCLE_SHUTDOWN_DELAY", "100ms"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    rt.block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         // Takes the only slot.
         let mut holder = TcpStream::connect(app).await.unwrap();
         holder
@@ -300,7 +294,7 @@ fn at_the_connection_limit_a_deep_backlog_holds_the_waiting_connections() {
             served += 1;
         }
         assert_eq!(served, WAITING);
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as ClientMessage;
 
-use support::{client, code, rt, with_child, Child, SOON};
+use support::{client, with_child, Child, SOON};
 
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -280,48 +280,46 @@ fn hundreds_of_streams_and_websockets_end_spread_over_the_window() {
     const SSE: usize = 200;
     const WS: usize = 50;
     let spread = Duration::from_secs(2);
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "6s"),
         ("PODCYCLE_STREAM_CLOSE_SPREAD", "2s"),
         ("RUST_LOG", "warn"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let mut tasks = Vec::new();
-    for _ in 0..SSE {
-        tasks.push(rt.spawn(async move {
-            let (text, end) = client::stream(app, "/sse").await;
-            let ok = end.is_ok() && text.contains("event: reconnect");
-            (ok, Instant::now(), text.len())
-        }));
-    }
-    let mut sockets = Vec::new();
-    for _ in 0..WS {
-        let ws = rt
-            .block_on(tokio_tungstenite::connect_async(format!("ws://{app}/ws")))
-            .expect("websocket handshake")
-            .0;
-        sockets.push(ws);
-    }
-    for mut ws in sockets {
-        tasks.push(rt.spawn(async move {
-            loop {
-                match ws.next().await {
-                    Some(Ok(ClientMessage::Close(frame))) => {
-                        let at = Instant::now();
-                        let ok = frame.is_some_and(|f| f.code == CloseCode::Away);
-                        return (ok, at, 0);
+    ];
+    let (ends, exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
+        let mut tasks = Vec::new();
+        for _ in 0..SSE {
+            tasks.push(tokio::spawn(async move {
+                let (text, end) = client::stream(app, "/sse").await;
+                let ok = end.is_ok() && text.contains("event: reconnect");
+                (ok, Instant::now(), text.len())
+            }));
+        }
+        let mut sockets = Vec::new();
+        for _ in 0..WS {
+            let ws = tokio_tungstenite::connect_async(format!("ws://{app}/ws"))
+                .await
+                .expect("websocket handshake")
+                .0;
+            sockets.push(ws);
+        }
+        for mut ws in sockets {
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(ClientMessage::Close(frame))) => {
+                            let at = Instant::now();
+                            let ok = frame.is_some_and(|f| f.code == CloseCode::Away);
+                            return (ok, at, 0);
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return (false, Instant::now(), 0),
                     }
-                    Some(Ok(_)) => {}
-                    _ => return (false, Instant::now(), 0),
                 }
-            }
-        }));
-    }
-    // Every stream open before the signal.
-    rt.block_on(async {
+            }));
+        }
+        // Every stream open before the signal.
         let deadline = Instant::now() + SOON;
         loop {
             let m = metrics(admin).await;
@@ -332,18 +330,15 @@ fn hundreds_of_streams_and_websockets_end_spread_over_the_window() {
             assert!(Instant::now() < deadline, "streams not all open:\n{m}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    });
-    child.signal("TERM");
-    let ends: Vec<(bool, Instant, usize)> = rt.block_on(async {
-        let mut v = Vec::new();
+        child.signal("TERM");
+        let mut ends: Vec<(bool, Instant, usize)> = Vec::new();
         for t in tasks {
-            v.push(tokio::time::timeout(SOON, t).await.expect("ended").unwrap());
+            ends.push(tokio::time::timeout(SOON, t).await.expect("ended").unwrap());
         }
-        v
+        ends
     });
-    let (status, _) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 0, "{out}");
+    let out = exit.output;
+    assert_eq!(exit.code, 0, "{out}");
     let failed = ends.iter().filter(|(ok, _, _)| !ok).count();
     assert_eq!(failed, 0, "streams without their final event or close 1001");
     let first = ends.iter().map(|e| e.1).min().unwrap();

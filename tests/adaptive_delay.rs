@@ -5,13 +5,9 @@ use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 
-use support::{client, code, rt, Child, SOON};
+use support::{client, with_child};
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 /// The value of the first series of `metrics` whose line starts with `prefix`.
 fn metric(metrics: &str, prefix: &str) -> Option<f64> {
@@ -27,17 +23,15 @@ fn new_connections_arriving_past_the_delay_are_served_until_they_stop() {
     // A balancer that routes new connections here for 2.5 s after SIGTERM, five times the
     // 500 ms delay: with a fixed delay the listener would close under them.
     const LAG: Duration = Duration::from_millis(2500);
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "500ms"),
         ("PODCYCLE_SHUTDOWN_QUIET", "500ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "10s"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let sent = child.signal("TERM");
-    child.wait_line("phase=\"deregistering\"", SOON);
-    let (served, failed, metrics) = rt.block_on(async {
+    ];
+    let ((sent, served, failed, metrics), exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
+        let sent = child.signal("TERM");
+        child.wait_line("phase=\"deregistering\"");
         let (mut served, mut failed) = (0u32, Vec::new());
         // Bounded: one new connection every 50 ms, at most 200 of them.
         for _ in 0..200 {
@@ -52,7 +46,7 @@ fn new_connections_arriving_past_the_delay_are_served_until_they_stop() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let metrics = client::get(admin, "/metrics").await.unwrap().body;
-        (served, failed, metrics)
+        (sent, served, failed, metrics)
     });
     assert!(
         failed.is_empty(),
@@ -68,31 +62,28 @@ fn new_connections_arriving_past_the_delay_are_served_until_they_stop() {
     assert!(last >= 2.0, "last new connection at {last}s");
     // Once nothing arrives for the quiet period the delay ends: exit well before the cap
     // (30 s - 3 s - 1 s - 10 s / 4 = 23.5 s), within lag + quiet + 1 s and slack.
-    let (status, exited) = child.wait_exit(SOON);
-    assert_eq!(code(status), 0);
-    let took = exited - sent;
+    assert_eq!(exit.code, 0);
+    let took = exit.at - sent;
     assert!(took >= LAG, "exited while still routed: {took:?}");
     assert!(
         took < LAG + Duration::from_secs(4),
         "waited for the cap: {took:?}"
     );
-    let out = child.drain_output(Duration::from_secs(1));
+    let out = exit.output;
     assert!(out.contains("ended=\"quiet\""), "{out}");
 }
 
 #[test]
 fn keep_alive_clients_are_moved_to_new_connections_during_the_delay() {
     // A fixed 2 s delay: the close schedule spreads over its first half.
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "2s"),
         ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
         ("PODCYCLE_DRAIN_TIMEOUT", "10s"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
+    ];
     let clients = 8;
-    let conns = rt.block_on(async {
+    let ((metrics, started), exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
         let mut conns = Vec::new();
         for _ in 0..clients {
             let mut conn = client::Conn::open(app).await.unwrap();
@@ -100,42 +91,42 @@ fn keep_alive_clients_are_moved_to_new_connections_during_the_delay() {
             assert!(!r.closes(), "no Connection: close while serving normally");
             conns.push(conn);
         }
-        conns
-    });
-    let sent = child.signal("TERM");
-    child.wait_line("phase=\"deregistering\"", SOON);
-    // Each client sends every 50 ms; when told to close, it re-dials (the listener is still
-    // open) and goes on, until 1.5 s after the signal.
-    let moved: Vec<_> = conns
-        .into_iter()
-        .map(|mut conn| {
-            rt.spawn(async move {
-                let mut moved_at = None;
-                for _ in 0..100 {
-                    if sent.elapsed() >= Duration::from_millis(1500) {
-                        break;
+        let sent = child.signal("TERM");
+        child.wait_line("phase=\"deregistering\"");
+        // Each client sends every 50 ms; when told to close, it re-dials (the listener is still
+        // open) and goes on, until 1.5 s after the signal.
+        let moved: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                tokio::spawn(async move {
+                    let mut moved_at = None;
+                    for _ in 0..100 {
+                        if sent.elapsed() >= Duration::from_millis(1500) {
+                            break;
+                        }
+                        let r = conn.get("/hello").await?;
+                        if r.status != 200 {
+                            return Err(format!("status {}", r.status));
+                        }
+                        if r.closes() {
+                            moved_at.get_or_insert(sent.elapsed());
+                            conn.finished().await?;
+                            conn = client::Conn::open(app).await.map_err(|e| e.to_string())?;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    let r = conn.get("/hello").await?;
-                    if r.status != 200 {
-                        return Err(format!("status {}", r.status));
-                    }
-                    if r.closes() {
-                        moved_at.get_or_insert(sent.elapsed());
-                        conn.finished().await?;
-                        conn = client::Conn::open(app).await.map_err(|e| e.to_string())?;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Ok::<_, String>(moved_at)
+                    Ok::<_, String>(moved_at)
+                })
             })
-        })
-        .collect();
-    for m in moved {
-        let at = rt.block_on(m).unwrap().expect("no failed request");
-        let at = at.expect("every keep-alive client was moved during the delay");
-        assert!(at < Duration::from_millis(1500), "moved at {at:?}");
-    }
-    let metrics = rt.block_on(async { client::get(admin, "/metrics").await.unwrap().body });
+            .collect();
+        for m in moved {
+            let at = m.await.unwrap().expect("no failed request");
+            let at = at.expect("every keep-alive client was moved during the delay");
+            assert!(at < Duration::from_millis(1500), "moved at {at:?}");
+        }
+        let metrics = client::get(admin, "/metrics").await.unwrap().body;
+        (metrics, Instant::now())
+    });
     let reused = metric(
         &metrics,
         "podcycle_requests_after_unready_total{connection=\"reused\"",
@@ -147,11 +138,9 @@ fn keep_alive_clients_are_moved_to_new_connections_during_the_delay() {
     )
     .unwrap();
     assert!(reused >= f64::from(clients) && new > 0.0, "{metrics}");
-    let started = Instant::now();
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 0);
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let out = child.drain_output(Duration::from_secs(1));
+    assert_eq!(exit.code, 0);
+    assert!(exit.at - started < Duration::from_secs(5));
+    let out = exit.output;
     // Every client's last connection was used after the schedule closed it: none idle at the end
     // of the delay but the last re-dials (at most one per client).
     let idle = out
@@ -179,14 +168,7 @@ async fn an_http2_connection_used_during_the_delay_gets_goaway_before_the_delay_
     let serving = tokio::spawn(lifecycle.clone().serve(app));
     lifecycle.reached(Phase::Serving).await;
     let addr = lifecycle.app_addr().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = client::h2(addr).await;
     lifecycle.shutdown();
     // A request every 50 ms: past this connection's moment in the close schedule (within the
     // first second), its next request brings a graceful GOAWAY; the connection then ends

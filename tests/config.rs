@@ -2,22 +2,15 @@
 
 use podcycle_test_support as support;
 
-use std::time::Duration;
+use support::Child;
 
-use support::{code, Child, SOON};
-
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 #[test]
 fn a_typo_in_the_drain_timeout_stops_startup() {
-    let mut child = Child::spawn(&[("PODCYCLE_DRAIN_TIMEOUT", "20 seconds-ish")]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 1);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("PODCYCLE_DRAIN_TIMEOUT", "20 seconds-ish")]).exited();
+    assert_eq!(exit.code, 1);
+    let out = &exit.output;
     assert!(
         out.contains(
             "invalid PODCYCLE_DRAIN_TIMEOUT=\"20 seconds-ish\": expected a duration such as 5s"
@@ -29,13 +22,13 @@ fn a_typo_in_the_drain_timeout_stops_startup() {
 
 #[test]
 fn a_budget_over_the_grace_period_stops_startup_showing_the_arithmetic() {
-    let mut child = Child::spawn(&[
+    let exit = Child::spawn(&[
         ("PODCYCLE_SHUTDOWN_DELAY", "15s"),
         ("PODCYCLE_GRACE_PERIOD", "30s"),
-    ]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 1);
-    let out = child.drain_output(Duration::from_secs(1));
+    ])
+    .exited();
+    assert_eq!(exit.code, 1);
+    let out = &exit.output;
     assert!(out.contains("15s + PODCYCLE_DRAIN_TIMEOUT 20s + PODCYCLE_HOOK_TIMEOUT 3s + margin 1s = 39s > PODCYCLE_GRACE_PERIOD 30s"), "{out}");
 }
 
@@ -43,10 +36,9 @@ fn a_budget_over_the_grace_period_stops_startup_showing_the_arithmetic() {
 fn an_admin_port_in_use_stops_startup() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut child = Child::spawn(&[("PODCYCLE_ADMIN_ADDR", &addr)]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 1);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("PODCYCLE_ADMIN_ADDR", &addr)]).exited();
+    assert_eq!(exit.code, 1);
+    let out = &exit.output;
     assert!(
         out.contains(&format!(
             "cannot bind the admin listener PODCYCLE_ADMIN_ADDR={addr}: "
@@ -57,10 +49,9 @@ fn an_admin_port_in_use_stops_startup() {
 
 #[test]
 fn a_huge_warmup_timeout_stops_startup_with_the_config_error_not_a_panic() {
-    let mut child = Child::spawn(&[("PODCYCLE_WARMUP_TIMEOUT", "500000000000y")]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 1);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("PODCYCLE_WARMUP_TIMEOUT", "500000000000y")]).exited();
+    assert_eq!(exit.code, 1);
+    let out = &exit.output;
     assert!(
         out.contains(
             "invalid PODCYCLE_WARMUP_TIMEOUT=\"500000000000y\": expected a duration of at most 365 days"
@@ -73,10 +64,9 @@ fn a_huge_warmup_timeout_stops_startup_with_the_config_error_not_a_panic() {
 
 #[test]
 fn a_zero_watchdog_stall_stops_startup() {
-    let mut child = Child::spawn(&[("PODCYCLE_WATCHDOG_STALL", "0s")]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 1);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("PODCYCLE_WATCHDOG_STALL", "0s")]).exited();
+    assert_eq!(exit.code, 1);
+    let out = &exit.output;
     assert!(
         out.contains("invalid PODCYCLE_WATCHDOG_STALL=\"0s\": expected a non-zero duration"),
         "{out}"
@@ -87,10 +77,9 @@ fn a_zero_watchdog_stall_stops_startup() {
 /// server. Refused at startup, naming the minimum and why.
 #[test]
 fn a_watchdog_stall_below_the_minimum_stops_startup() {
-    let mut child = Child::spawn(&[("PODCYCLE_WATCHDOG_STALL", "1ms")]);
-    let (status, _) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 1, "{out}");
+    let exit = Child::spawn(&[("PODCYCLE_WATCHDOG_STALL", "1ms")]).exited();
+    let out = &exit.output;
+    assert_eq!(exit.code, 1, "{out}");
     assert!(
         out.contains(
             "invalid PODCYCLE_WATCHDOG_STALL=\"1ms\": expected a duration of at least 1s (podcycle::MIN_WATCHDOG_STALL)"
@@ -102,10 +91,9 @@ fn a_watchdog_stall_below_the_minimum_stops_startup() {
 
 #[test]
 fn a_duplicated_metric_label_stops_startup() {
-    let mut child = Child::spawn(&[("PODCYCLE_METRIC_LABELS", "track=a,track=b")]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 1);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("PODCYCLE_METRIC_LABELS", "track=a,track=b")]).exited();
+    assert_eq!(exit.code, 1);
+    let out = &exit.output;
     assert!(
         out.contains("invalid PODCYCLE_METRIC_LABELS=\"track=a,track=b\": expected comma-separated name=value pairs, each name once"),
         "{out}"

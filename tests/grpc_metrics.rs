@@ -62,14 +62,7 @@ fn app(lifecycle: &Lifecycle) -> Router {
 }
 
 async fn h2_call(addr: SocketAddr, path: &str, content_type: &str) -> HeaderMap {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _driver) = podcycle_test_support::client::h2(addr).await;
     let req = Request::post(format!("http://{addr}{path}"))
         .header("content-type", content_type)
         .header("te", "trailers")

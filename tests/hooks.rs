@@ -117,14 +117,7 @@ async fn http2_connections_get_goaway_and_in_flight_streams_complete() {
     let serving = tokio::spawn(lifecycle.clone().serve(app));
     lifecycle.reached(Phase::Serving).await;
     let addr = lifecycle.app_addr().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = client::h2(addr).await;
     let req = http::Request::get(format!("http://{addr}/slow"))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();

@@ -13,16 +13,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use podcycle_test_support as support;
-use support::{code, rt, Child, SOON};
+use support::{with_child, SOON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
@@ -243,14 +239,13 @@ async fn until_closed(
 /// ahead of its first call) is idle too: decided so, as Go's HTTP/2 server does.
 #[test]
 fn an_idle_http2_connection_lives_the_idle_timeout_and_ends_with_a_goaway() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_HEADER_READ_TIMEOUT", "1s"),
         ("PODCYCLE_IDLE_TIMEOUT", "4s"),
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    rt().block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         // One call, then control frames only, acknowledging the server's PINGs.
         let (mut r, mut w, _) = connect(app).await;
         w.request(1, "GET", "/hello").await.unwrap();
@@ -310,9 +305,9 @@ fn an_idle_http2_connection_lives_the_idle_timeout_and_ends_with_a_goaway() {
             "a client deaf to PINGs is closed about a second after its GOAWAY: {took:?}"
         );
         assert!(goaways.contains(&0), "with a GOAWAY: {goaways:?}");
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }
 
 /// Row 6 of issue 23: at SIGTERM, one client PINGs every 100 ms and never acknowledges the
@@ -320,14 +315,12 @@ fn an_idle_http2_connection_lives_the_idle_timeout_and_ends_with_a_goaway() {
 /// first held the drain to its deadline (12 s) and the second had every request answered.
 #[test]
 fn at_sigterm_a_pinging_client_does_not_hold_the_drain_and_one_ignoring_goaway_is_refused() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "12s"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let (pinger, ignorer) = rt.block_on(async move {
+    ];
+    let ((sigterm, pinger, ignorer), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         let (mut r, mut w, _) = connect(app).await;
         w.request(1, "GET", "/hello").await.unwrap();
         until_stream_ends(&mut r, &mut w, 1, false).await;
@@ -388,55 +381,48 @@ fn at_sigterm_a_pinging_client_does_not_hold_the_drain_and_one_ignoring_goaway_i
             (goaway_at, ends)
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        (pinger, ignorer)
+        let sigterm = child.signal("TERM");
+        child.wait_exit();
+        (sigterm, pinger.await.unwrap(), ignorer.await.unwrap())
     });
-    let sigterm = child.signal("TERM");
-    let (status, exited) = child.wait_exit(SOON);
-    assert_eq!(
-        code(status),
-        0,
-        "{}",
-        child.drain_output(Duration::from_secs(1))
-    );
-    let took = exited - sigterm;
+    assert_eq!(exit.code, 0, "{}", exit.output);
+    let took = exit.at - sigterm;
     println!("exited {took:?} after SIGTERM (12 s drain timeout)");
     assert!(
         took < Duration::from_secs(5),
         "neither connection held the 12 s drain: exited {took:?} after SIGTERM"
     );
-    rt.block_on(async move {
-        let (_, goaway) = pinger.await.unwrap();
-        assert!(
-            goaway,
-            "the pinging client was told GOAWAY before the close"
-        );
-        let (goaway_at, ends) = ignorer.await.unwrap();
-        let goaway_at = goaway_at.expect("the ignoring client was told GOAWAY");
-        // The server refuses from 1 s after its GOAWAY (at its next 250 ms look); slack for a
-        // loaded machine.
-        let grace = goaway_at + Duration::from_millis(2000);
-        let answered_late: Vec<_> = ends
-            .iter()
-            .filter(|(_, code, at)| code.is_none() && *at > grace)
-            .collect();
-        let refused = ends
-            .iter()
-            .filter(|(_, code, _)| *code == Some(REFUSED_STREAM))
-            .count();
-        println!(
-            "ignoring GOAWAY: {} streams ended, {refused} refused (REFUSED_STREAM), {} answered past the grace",
-            ends.len(),
-            answered_late.len()
-        );
-        assert!(
-            answered_late.is_empty(),
-            "no stream answered past the GOAWAY's grace: {answered_late:?}"
-        );
-        assert!(
-            refused >= 1,
-            "streams opened past the grace refused: {ends:?}"
-        );
-    });
+    let (_, goaway) = pinger;
+    assert!(
+        goaway,
+        "the pinging client was told GOAWAY before the close"
+    );
+    let (goaway_at, ends) = ignorer;
+    let goaway_at = goaway_at.expect("the ignoring client was told GOAWAY");
+    // The server refuses from 1 s after its GOAWAY (at its next 250 ms look); slack for a
+    // loaded machine.
+    let grace = goaway_at + Duration::from_millis(2000);
+    let answered_late: Vec<_> = ends
+        .iter()
+        .filter(|(_, code, at)| code.is_none() && *at > grace)
+        .collect();
+    let refused = ends
+        .iter()
+        .filter(|(_, code, _)| *code == Some(REFUSED_STREAM))
+        .count();
+    println!(
+        "ignoring GOAWAY: {} streams ended, {refused} refused (REFUSED_STREAM), {} answered past the grace",
+        ends.len(),
+        answered_late.len()
+    );
+    assert!(
+        answered_late.is_empty(),
+        "no stream answered past the GOAWAY's grace: {answered_late:?}"
+    );
+    assert!(
+        refused >= 1,
+        "streams opened past the grace refused: {ends:?}"
+    );
 }
 
 /// Row 5 of issue 23: 2 connections × 100 streams whose request bodies never come (the
@@ -446,13 +432,12 @@ fn at_sigterm_a_pinging_client_does_not_hold_the_drain_and_one_ignoring_goaway_i
 /// and SIGTERM exits 0.
 #[test]
 fn http2_request_bodies_that_never_come_are_reset_per_stream_and_the_connection_lives_on() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "3s"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    rt().block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         let mut conns = Vec::new();
         for _ in 0..2 {
             let (r, mut w, settings) = connect(app).await;
@@ -505,11 +490,7 @@ fn http2_request_bodies_that_never_come_are_reset_per_stream_and_the_connection_
                 "a new stream on the same connection is answered"
             );
         }
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(
-        code(child.wait_exit(SOON).0),
-        0,
-        "nothing left in flight at SIGTERM"
-    );
+    assert_eq!(exit.code, 0, "nothing left in flight at SIGTERM");
 }

@@ -7,15 +7,11 @@ use podcycle_test_support as support;
 
 use std::time::{Duration, Instant};
 
-use support::{client, code, rt, Child, SOON};
+use support::{client, code, rt, with_child, Child, SOON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 /// Connections in the flood: more than the child has file descriptors.
 const FLOOD: usize = 400;
@@ -26,19 +22,18 @@ const DERIVED_LIMIT: usize = 128;
 
 #[test]
 fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit() {
-    let mut child = Child::spawn_with_fd_limit(&[("PODCYCLE_SHUTDOWN_DELAY", "100ms")], OPEN_FILES);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let line = child.wait_line("application connection limit", SOON);
-    assert!(
-        line.contains(&format!("max_connections={DERIVED_LIMIT}"))
-            && line.contains(&format!("open_files={OPEN_FILES}")),
-        "{line}"
-    );
-    let rt = rt();
-    // Idle connections, opened at once, each bounded in time; held until dropped. Those the
-    // server accepts plus those the listener's backlog holds complete; the rest give up.
-    let flood: Vec<TcpStream> = rt.block_on(async {
+    let child = Child::spawn_with_fd_limit(&[("PODCYCLE_SHUTDOWN_DELAY", "100ms")], OPEN_FILES);
+    let ((), exit) = child.run(|child| async move {
+        let (admin, app) = (child.admin, child.app);
+        let line = child.wait_line("application connection limit");
+        assert!(
+            line.contains(&format!("max_connections={DERIVED_LIMIT}"))
+                && line.contains(&format!("open_files={OPEN_FILES}")),
+            "{line}"
+        );
+        // Idle connections, opened at once, each bounded in time; held until dropped. Those
+        // the server accepts plus those the listener's backlog holds complete; the rest give
+        // up.
         let mut connecting = tokio::task::JoinSet::new();
         for _ in 0..FLOOD {
             connecting.spawn(tokio::time::timeout(
@@ -46,90 +41,86 @@ fn probes_answer_while_idle_connections_flood_the_app_port_under_a_low_fd_limit(
                 TcpStream::connect(app),
             ));
         }
-        let mut open = Vec::new();
+        let mut flood: Vec<TcpStream> = Vec::new();
         while let Some(done) = connecting.join_next().await {
             if let Ok(Ok(Ok(stream))) = done {
-                open.push(stream);
+                flood.push(stream);
             }
         }
-        open
-    });
-    assert!(
-        flood.len() > DERIVED_LIMIT + 64,
-        "only {} of {FLOOD} flood connections opened: the flood does not reach the limit",
-        flood.len()
-    );
-    let mut took = Vec::new();
-    let mut not_ready = 0;
-    for round in 0..20 {
-        for probe in ["/livez", "/readyz"] {
-            let started = std::time::Instant::now();
-            let reply = rt
-                .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(1), client::get(admin, probe)).await
-                })
-                .unwrap_or_else(|_| {
-                    panic!("{probe} (round {round}) took over 1 s during the flood")
-                })
-                .unwrap_or_else(|e| panic!("{probe} (round {round}) failed: {e}"));
-            took.push(started.elapsed());
-            if probe == "/readyz" && reply.status == 503 {
-                // The listener is full: a pod that cannot take a request is not ready, and
-                // says why (issue 23).
-                assert!(
-                    reply.body.contains("[-]connections failed"),
-                    "{probe} (round {round}): {reply:?}"
-                );
-                not_ready += 1;
-            } else {
-                assert_eq!(reply.status, 200, "{probe} (round {round}): {reply:?}");
+        assert!(
+            flood.len() > DERIVED_LIMIT + 64,
+            "only {} of {FLOOD} flood connections opened: the flood does not reach the limit",
+            flood.len()
+        );
+        let mut took = Vec::new();
+        let mut not_ready = 0;
+        for round in 0..20 {
+            for probe in ["/livez", "/readyz"] {
+                let started = std::time::Instant::now();
+                let reply = tokio::time::timeout(Duration::from_secs(1), client::get(admin, probe))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("{probe} (round {round}) took over 1 s during the flood")
+                    })
+                    .unwrap_or_else(|e| panic!("{probe} (round {round}) failed: {e}"));
+                took.push(started.elapsed());
+                if probe == "/readyz" && reply.status == 503 {
+                    // The listener is full: a pod that cannot take a request is not ready,
+                    // and says why (issue 23).
+                    assert!(
+                        reply.body.contains("[-]connections failed"),
+                        "{probe} (round {round}): {reply:?}"
+                    );
+                    not_ready += 1;
+                } else {
+                    assert_eq!(reply.status, 200, "{probe} (round {round}): {reply:?}");
+                }
             }
         }
-    }
-    assert!(not_ready > 0, "/readyz failed while the listener was full");
-    // Every probe within the kubelet's default 1 s timeout (above); the median under 100 ms.
-    took.sort();
-    println!(
-        "probe latency during the flood: median {:?}, max {:?}",
-        took[20], took[39]
-    );
-    assert!(took[20] < Duration::from_millis(100), "{took:?}");
-    // Failed accepts are counted if there were any; the limit may have kept the loop from
-    // reaching the descriptor limit at all, so only the scrape itself is checked.
-    let metrics = rt
-        .block_on(async { tokio::time::timeout(SOON, client::get(admin, "/metrics")).await })
-        .expect("/metrics in time")
-        .expect("/metrics answered");
-    assert_eq!(metrics.status, 200);
-    for line in metrics.body.lines() {
-        if line.starts_with("podcycle_accept_errors_total") {
-            eprintln!("during the flood: {line}");
+        assert!(not_ready > 0, "/readyz failed while the listener was full");
+        // Every probe within the kubelet's default 1 s timeout (above); the median under
+        // 100 ms.
+        took.sort();
+        println!(
+            "probe latency during the flood: median {:?}, max {:?}",
+            took[20], took[39]
+        );
+        assert!(took[20] < Duration::from_millis(100), "{took:?}");
+        // Failed accepts are counted if there were any; the limit may have kept the loop from
+        // reaching the descriptor limit at all, so only the scrape itself is checked.
+        let metrics = tokio::time::timeout(SOON, client::get(admin, "/metrics"))
+            .await
+            .expect("/metrics in time")
+            .expect("/metrics answered");
+        assert_eq!(metrics.status, 200);
+        for line in metrics.body.lines() {
+            if line.starts_with("podcycle_accept_errors_total") {
+                eprintln!("during the flood: {line}");
+            }
         }
-    }
-    drop(flood);
-    // The flood gone, the application serves again.
-    let reply = rt
-        .block_on(async { tokio::time::timeout(SOON, client::get(app, "/hello")).await })
-        .expect("the app port answers once the flood is gone")
-        .expect("a normal request succeeds");
-    assert_eq!(
-        (reply.status.as_u16(), reply.body.as_str()),
-        (200, "hello 42")
-    );
-    let ready = rt.block_on(async {
+        drop(flood);
+        // The flood gone, the application serves again.
+        let reply = tokio::time::timeout(SOON, client::get(app, "/hello"))
+            .await
+            .expect("the app port answers once the flood is gone")
+            .expect("a normal request succeeds");
+        assert_eq!(
+            (reply.status.as_u16(), reply.body.as_str()),
+            (200, "hello 42")
+        );
         let deadline = Instant::now() + SOON;
+        let mut ready = true;
         while support::status(admin, "/readyz").await != 200 {
             if Instant::now() > deadline {
-                return false;
+                ready = false;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        true
+        assert!(ready, "/readyz passes again once the flood is gone");
+        child.signal("TERM");
     });
-    assert!(ready, "/readyz passes again once the flood is gone");
-    child.signal("TERM");
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 0, "{}", child.output());
+    assert_eq!(exit.code, 0, "{}", exit.output);
 }
 
 #[test]
@@ -236,14 +227,12 @@ fn at_the_connection_limit_a_deep_backlog_holds_the_waiting_connections() {
         somaxconn > WAITING,
         "net.core.somaxconn is {somaxconn}: this machine caps every backlog below {WAITING}"
     );
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_MAX_CONNECTIONS", "1"),
         ("PODCYCLE_SHUTDOWN_DELAY", "100ms"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    rt.block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         // Takes the only slot.
         let mut holder = TcpStream::connect(app).await.unwrap();
         holder
@@ -300,7 +289,7 @@ fn at_the_connection_limit_a_deep_backlog_holds_the_waiting_connections() {
             served += 1;
         }
         assert_eq!(served, WAITING);
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as ClientMessage;
 
-use support::{client, code, rt, Child, SOON};
+use support::{client, with_child, Child, SOON};
 
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -29,15 +29,16 @@ fn say(line: String) {
     let _ = out.flush();
 }
 
-/// The server under test: `/ws` echoes text until its stream drain signal, then closes with
-/// 1001; `/sse` ticks until its signal, then sends `event: reconnect`; `/raw` switches
-/// protocols and then holds the socket, ignoring the drain.
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
-        return;
-    }
+support::child!(
+    "the server under test, run by the other tests in a child process",
+    server()
+);
+
+/// The server under test (the child process's body): `/ws` echoes text until its stream
+/// drain signal, then closes with 1001; `/sse` ticks until its signal, then sends
+/// `event: reconnect`; `/raw` switches protocols and then holds the socket, ignoring the
+/// drain.
+fn server() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -149,18 +150,16 @@ fn sample(metrics: &str, name: &str, has: &[&str]) -> Option<f64> {
 #[test]
 fn a_websocket_open_at_sigterm_gets_close_1001_within_the_spread_and_the_process_exits_0() {
     let delay = Duration::from_millis(300);
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "300ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "5s"),
         ("PODCYCLE_STREAM_CLOSE_SPREAD", "1s"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let (mut ws, _) = rt
-        .block_on(tokio_tungstenite::connect_async(format!("ws://{app}/ws")))
-        .expect("websocket handshake");
-    rt.block_on(async {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{app}/ws"))
+            .await
+            .expect("websocket handshake");
         ws.send(ClientMessage::text("ping")).await.unwrap();
         let echo = ws.next().await.unwrap().unwrap();
         assert_eq!(echo.into_text().unwrap().as_str(), "ping");
@@ -170,10 +169,8 @@ fn a_websocket_open_at_sigterm_gets_close_1001_within_the_spread_and_the_process
             Some(1.0),
             "{m}"
         );
-    });
-    let sent = child.signal("TERM");
-    let close = rt.block_on(async {
-        loop {
+        let sent = child.signal("TERM");
+        let close = loop {
             match tokio::time::timeout(SOON, ws.next())
                 .await
                 .expect("a close frame, soon")
@@ -182,33 +179,28 @@ fn a_websocket_open_at_sigterm_gets_close_1001_within_the_spread_and_the_process
                 Some(Ok(_)) => {}
                 other => panic!("connection ended without a close frame: {other:?}"),
             }
-        }
+        };
+        let at = sent.elapsed();
+        let frame = close.expect("a close code");
+        assert_eq!(frame.code, CloseCode::Away, "1001 going away");
+        assert!(frame.reason.contains("draining"), "{}", frame.reason);
+        assert!(
+            at >= delay,
+            "closed before the propagation delay was over: {at:?}"
+        );
+        assert!(
+            at < delay + Duration::from_secs(5),
+            "closed after the drain deadline: {at:?}"
+        );
+        drop(ws);
     });
-    let at = sent.elapsed();
-    let frame = close.expect("a close code");
-    assert_eq!(frame.code, CloseCode::Away, "1001 going away");
-    assert!(frame.reason.contains("draining"), "{}", frame.reason);
-    assert!(
-        at >= delay,
-        "closed before the propagation delay was over: {at:?}"
-    );
-    assert!(
-        at < delay + Duration::from_secs(5),
-        "closed after the drain deadline: {at:?}"
-    );
-    drop(ws);
-    let (status, _) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 0, "{out}");
+    assert_eq!(exit.code, 0, "{}", exit.output);
 }
 
 #[test]
 fn a_websocket_that_ends_is_recorded_with_status_101_and_leaves_the_gauge() {
-    let mut child = Child::spawn(&[("PODCYCLE_SHUTDOWN_DELAY", "0s")]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    rt.block_on(async {
+    let ((), exit) = with_child(&[("PODCYCLE_SHUTDOWN_DELAY", "0s")], |child| async move {
+        let (admin, app) = (child.admin, child.app);
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{app}/ws"))
             .await
             .unwrap();
@@ -235,22 +227,19 @@ fn a_websocket_that_ends_is_recorded_with_status_101_and_leaves_the_gauge() {
             assert!(Instant::now() < deadline, "no 101 recorded for /ws:\n{m}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 0);
+    assert_eq!(exit.code, 0);
 }
 
 #[test]
 fn an_upgraded_connection_that_ignores_the_drain_is_cut_at_the_deadline_with_exit_4() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "100ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "1s"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let mut socket = rt.block_on(async {
+    ];
+    let ((sent, closed), exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
         let mut s = tokio::net::TcpStream::connect(app).await.unwrap();
         s.write_all(b"GET /raw HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: raw\r\n\r\n")
             .await
@@ -260,12 +249,9 @@ fn an_upgraded_connection_that_ignores_the_drain_is_cut_at_the_deadline_with_exi
         let head = String::from_utf8_lossy(&head[..n]).into_owned();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert!(!head.to_lowercase().contains("connection: close"), "{head}");
-        s
-    });
-    child.wait_line("RAW upgraded", SOON);
-    let sent = child.signal("TERM");
-    child.wait_line("phase=\"draining\"", SOON);
-    rt.block_on(async {
+        child.wait_line("RAW upgraded");
+        let sent = child.signal("TERM");
+        child.wait_line("phase=\"draining\"");
         // The drain waits for it: still counted while draining.
         let m = metrics(admin).await;
         assert_eq!(
@@ -273,23 +259,20 @@ fn an_upgraded_connection_that_ignores_the_drain_is_cut_at_the_deadline_with_exi
             Some(1.0),
             "{m}"
         );
+        child.wait_exit();
+        // The process is gone: the socket is closed.
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(SOON, s.read(&mut buf)).await.unwrap();
+        (sent, closed)
     });
-    let (status, exited) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 4, "{out}");
+    let out = exit.output;
+    assert_eq!(exit.code, 4, "{out}");
     assert!(
-        exited - sent >= Duration::from_millis(1100),
+        exit.at - sent >= Duration::from_millis(1100),
         "exited before the drain deadline"
     );
     assert!(out.contains("upgraded connection (WebSocket) cut"), "{out}");
-    // The process is gone: the socket is closed.
-    rt.block_on(async {
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(SOON, socket.read(&mut buf))
-            .await
-            .unwrap();
-        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    });
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
 }
 
 #[test]
@@ -297,48 +280,46 @@ fn hundreds_of_streams_and_websockets_end_spread_over_the_window() {
     const SSE: usize = 200;
     const WS: usize = 50;
     let spread = Duration::from_secs(2);
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
         ("PODCYCLE_DRAIN_TIMEOUT", "6s"),
         ("PODCYCLE_STREAM_CLOSE_SPREAD", "2s"),
         ("RUST_LOG", "warn"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let mut tasks = Vec::new();
-    for _ in 0..SSE {
-        tasks.push(rt.spawn(async move {
-            let (text, end) = client::stream(app, "/sse").await;
-            let ok = end.is_ok() && text.contains("event: reconnect");
-            (ok, Instant::now(), text.len())
-        }));
-    }
-    let mut sockets = Vec::new();
-    for _ in 0..WS {
-        let ws = rt
-            .block_on(tokio_tungstenite::connect_async(format!("ws://{app}/ws")))
-            .expect("websocket handshake")
-            .0;
-        sockets.push(ws);
-    }
-    for mut ws in sockets {
-        tasks.push(rt.spawn(async move {
-            loop {
-                match ws.next().await {
-                    Some(Ok(ClientMessage::Close(frame))) => {
-                        let at = Instant::now();
-                        let ok = frame.is_some_and(|f| f.code == CloseCode::Away);
-                        return (ok, at, 0);
+    ];
+    let (ends, exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
+        let mut tasks = Vec::new();
+        for _ in 0..SSE {
+            tasks.push(tokio::spawn(async move {
+                let (text, end) = client::stream(app, "/sse").await;
+                let ok = end.is_ok() && text.contains("event: reconnect");
+                (ok, Instant::now(), text.len())
+            }));
+        }
+        let mut sockets = Vec::new();
+        for _ in 0..WS {
+            let ws = tokio_tungstenite::connect_async(format!("ws://{app}/ws"))
+                .await
+                .expect("websocket handshake")
+                .0;
+            sockets.push(ws);
+        }
+        for mut ws in sockets {
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(ClientMessage::Close(frame))) => {
+                            let at = Instant::now();
+                            let ok = frame.is_some_and(|f| f.code == CloseCode::Away);
+                            return (ok, at, 0);
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return (false, Instant::now(), 0),
                     }
-                    Some(Ok(_)) => {}
-                    _ => return (false, Instant::now(), 0),
                 }
-            }
-        }));
-    }
-    // Every stream open before the signal.
-    rt.block_on(async {
+            }));
+        }
+        // Every stream open before the signal.
         let deadline = Instant::now() + SOON;
         loop {
             let m = metrics(admin).await;
@@ -349,18 +330,15 @@ fn hundreds_of_streams_and_websockets_end_spread_over_the_window() {
             assert!(Instant::now() < deadline, "streams not all open:\n{m}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    });
-    child.signal("TERM");
-    let ends: Vec<(bool, Instant, usize)> = rt.block_on(async {
-        let mut v = Vec::new();
+        child.signal("TERM");
+        let mut ends: Vec<(bool, Instant, usize)> = Vec::new();
         for t in tasks {
-            v.push(tokio::time::timeout(SOON, t).await.expect("ended").unwrap());
+            ends.push(tokio::time::timeout(SOON, t).await.expect("ended").unwrap());
         }
-        v
+        ends
     });
-    let (status, _) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 0, "{out}");
+    let out = exit.output;
+    assert_eq!(exit.code, 0, "{out}");
     let failed = ends.iter().filter(|(ok, _, _)| !ok).count();
     assert_eq!(failed, 0, "streams without their final event or close 1001");
     let first = ends.iter().map(|e| e.1).min().unwrap();
@@ -411,17 +389,13 @@ async fn upgrade_raw(app: SocketAddr) -> (tokio::net::TcpStream, String) {
 /// naming `connections`, passing again when slots free.
 #[test]
 fn upgraded_connections_leave_room_for_http_and_a_full_listener_is_not_ready() {
-    let mut child = Child::spawn_with_fd_limit(
-        &[
-            ("PODCYCLE_SHUTDOWN_DELAY", "100ms"),
-            ("PODCYCLE_DRAIN_TIMEOUT", "1s"),
-        ],
-        256,
-    );
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let (upgraded, refused) = rt.block_on(async {
+    let env = [
+        ("PODCYCLE_SHUTDOWN_DELAY", "100ms"),
+        ("PODCYCLE_DRAIN_TIMEOUT", "1s"),
+    ];
+    let child = Child::spawn_with_fd_limit(&env, 256);
+    let ((), exit) = child.run(|child| async move {
+        let (admin, app) = (child.admin, child.app);
         let mut upgraded = Vec::new();
         let mut refused = 0;
         for _ in 0..128 {
@@ -434,23 +408,18 @@ fn upgraded_connections_leave_room_for_http_and_a_full_listener_is_not_ready() {
                 refused += 1;
             }
         }
-        (upgraded, refused)
-    });
-    assert_eq!(
-        (upgraded.len(), refused),
-        (64, 64),
-        "half the 128 slots for upgrades, the rest refused"
-    );
-    rt.block_on(async {
+        assert_eq!(
+            (upgraded.len(), refused),
+            (64, 64),
+            "half the 128 slots for upgrades, the rest refused"
+        );
         let reply = tokio::time::timeout(SOON, client::get(app, "/nothing-here"))
             .await
             .expect("an ordinary request gets a slot")
             .unwrap();
         assert_eq!(reply.status, 404);
         assert_eq!(support::status(admin, "/readyz").await, 200);
-    });
-    // Idle connections take the slots upgrades left: the listener is full.
-    let idle: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        // Idle connections take the slots upgrades left: the listener is full.
         let mut idle = Vec::new();
         for _ in 0..80 {
             idle.push(tokio::net::TcpStream::connect(app).await.unwrap());
@@ -473,18 +442,15 @@ fn upgraded_connections_leave_room_for_http_and_a_full_listener_is_not_ready() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        idle
-    });
-    drop(idle);
-    rt.block_on(async {
+        drop(idle);
         let deadline = Instant::now() + SOON;
         while support::status(admin, "/readyz").await != 200 {
             assert!(Instant::now() < deadline, "/readyz did not recover");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        drop(upgraded);
+        child.signal("TERM");
     });
-    drop(upgraded);
-    child.signal("TERM");
     // `/raw` holds its sockets whatever the client does: cut at the drain deadline.
-    assert_eq!(code(child.wait_exit(SOON).0), 4, "{}", child.output());
+    assert_eq!(exit.code, 4, "{}", exit.output);
 }

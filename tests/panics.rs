@@ -128,14 +128,7 @@ async fn a_body_that_panics_mid_stream_is_cut_short_and_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http2_a_panic_answers_500_or_resets_its_stream_and_the_connection_lives_on() {
     let (lifecycle, serving, addr) = start().await;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = client::h2(addr).await;
     let get = |path: &str| {
         http::Request::get(format!("http://{addr}{path}"))
             .body(Empty::<Bytes>::new())

@@ -8,13 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podcycle::Lifecycle;
-use support::{client, code, eventually, in_process_config as config, rt, status, Child, SOON};
+use support::{client, eventually, in_process_config as config, status, with_child, SOON};
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_checks_and_the_output_is_kube_style() {
@@ -133,20 +129,18 @@ async fn two_lifecycles_in_one_process_are_independent() {
 
 #[test]
 fn probes_answer_quickly_while_every_application_worker_is_blocked() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("TEST_WORKERS", "2"),
         ("PODCYCLE_WATCHDOG_STALL", "1s"),
         ("PODCYCLE_SHUTDOWN_DELAY", "0s"),
-    ]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    let blockers: Vec<_> = (0..2)
-        .map(|_| rt.spawn(async move { client::get(app, "/block?ms=4000").await }))
-        .collect();
-    child.wait_line("START /block", SOON);
-    child.wait_line("START /block", SOON);
-    rt.block_on(async {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let (admin, app) = (child.admin, child.app);
+        let blockers: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(async move { client::get(app, "/block?ms=4000").await }))
+            .collect();
+        child.wait_line("START /block");
+        child.wait_line("START /block");
         for path in ["/readyz", "/startupz", "/livez"] {
             let t = Instant::now();
             let r = client::get(admin, path).await.unwrap();
@@ -172,11 +166,9 @@ fn probes_answer_quickly_while_every_application_worker_is_blocked() {
             body.contains("[-]watchdog failed: application runtime made no progress for"),
             "{body}"
         );
-    });
-    for b in blockers {
-        assert_eq!(rt.block_on(b).unwrap().unwrap().status, 200);
-    }
-    rt.block_on(async {
+        for b in blockers {
+            assert_eq!(b.await.unwrap().unwrap().status, 200);
+        }
         let mut healthy = false;
         for _ in 0..300 {
             if client::get(admin, "/livez").await.unwrap().status == 200 {
@@ -186,9 +178,9 @@ fn probes_answer_quickly_while_every_application_worker_is_blocked() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(healthy, "livez recovers once the runtime moves again");
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,25 +7,19 @@ use podcycle_test_support as support;
 
 use std::time::Duration;
 
-use support::{client, code, rt, Child, SOON};
+use support::{client, code, with_child, Child, SOON};
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 /// Issue 29 item 6: Ctrl-C in a terminal waited the whole propagation delay (5 s by default).
 /// With a 60 s delay, SIGINT must end the process within the 10 s bound.
 #[test]
 fn sigint_skips_the_propagation_delay() {
-    let mut child = Child::spawn(&[("PODCYCLE_SHUTDOWN_DELAY", "60s")]);
-    child.wait_admin();
-    child.wait_app();
-    child.signal("INT");
-    let (status, _) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 0, "{out}");
+    let ((), exit) = with_child(&[("PODCYCLE_SHUTDOWN_DELAY", "60s")], |child| async move {
+        child.signal("INT");
+    });
+    let out = exit.output;
+    assert_eq!(exit.code, 0, "{out}");
     assert!(out.contains("skipping the propagation delay"), "{out}");
     // The sequence still ran: readiness off, drain, hooks.
     assert!(out.contains("PHASE deregistering"), "{out}");
@@ -36,17 +30,15 @@ fn sigint_skips_the_propagation_delay() {
 #[test]
 fn sigterm_keeps_the_propagation_delay() {
     let delay = Duration::from_secs(2);
-    let mut child = Child::spawn(&[("PODCYCLE_SHUTDOWN_DELAY", "2s")]);
-    child.wait_admin();
-    child.wait_app();
-    let sent = child.signal("TERM");
-    let (status, exited) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 0, "{out}");
+    let (sent, exit) = with_child(&[("PODCYCLE_SHUTDOWN_DELAY", "2s")], |child| async move {
+        child.signal("TERM")
+    });
+    let out = exit.output;
+    assert_eq!(exit.code, 0, "{out}");
     assert!(
-        exited.duration_since(sent) >= delay,
+        exit.at.duration_since(sent) >= delay,
         "exited {:?} after SIGTERM, before the {delay:?} delay:\n{out}",
-        exited.duration_since(sent)
+        exit.at.duration_since(sent)
     );
     assert!(!out.contains("skipping the propagation delay"), "{out}");
 }
@@ -55,33 +47,32 @@ fn sigterm_keeps_the_propagation_delay() {
 /// logged and ignored (the server keeps serving), and SIGQUIT drains like SIGTERM.
 #[test]
 fn hup_and_usr_signals_are_logged_and_ignored_and_sigquit_drains() {
-    let mut child = Child::spawn(&[("PODCYCLE_SHUTDOWN_DELAY", "100ms")]);
-    let admin = child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    for sig in ["HUP", "USR1", "USR2"] {
-        child.signal(sig);
-        child.wait_line(&format!("signal=\"SIG{sig}\""), SOON);
-        assert!(
-            child.try_exit().is_none(),
-            "SIG{sig} ended the process:\n{}",
-            child.output()
-        );
-        rt.block_on(async {
-            assert_eq!(client::get(admin, "/readyz").await.unwrap().status, 200);
-            assert_eq!(client::get(app, "/hello").await.unwrap().body, "hello 42");
-        });
-    }
-    let out = child.output();
-    assert_eq!(
-        out.matches("signal received and ignored").count(),
-        3,
-        "{out}"
+    let ((), exit) = with_child(
+        &[("PODCYCLE_SHUTDOWN_DELAY", "100ms")],
+        |child| async move {
+            let (admin, app) = (child.admin, child.app);
+            for sig in ["HUP", "USR1", "USR2"] {
+                child.signal(sig);
+                child.wait_line(&format!("signal=\"SIG{sig}\""));
+                assert!(
+                    child.try_exit().is_none(),
+                    "SIG{sig} ended the process:\n{}",
+                    child.output()
+                );
+                assert_eq!(client::get(admin, "/readyz").await.unwrap().status, 200);
+                assert_eq!(client::get(app, "/hello").await.unwrap().body, "hello 42");
+            }
+            let out = child.output();
+            assert_eq!(
+                out.matches("signal received and ignored").count(),
+                3,
+                "{out}"
+            );
+            child.signal("QUIT");
+        },
     );
-    child.signal("QUIT");
-    let (status, _) = child.wait_exit(SOON);
-    let out = child.drain_output(Duration::from_secs(1));
-    assert_eq!(code(status), 0, "{out}");
+    let out = exit.output;
+    assert_eq!(exit.code, 0, "{out}");
     assert!(
         out.contains("starting graceful shutdown signal=\"SIGQUIT\""),
         "{out}"

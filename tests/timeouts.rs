@@ -5,15 +5,11 @@
 use std::time::{Duration, Instant};
 
 use podcycle_test_support as support;
-use support::{code, rt, Child, SOON};
+use support::{with_child, SOON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 /// Reads until the server closes the connection; returns when (from `since`) and what it sent.
 async fn closed_after(
@@ -33,15 +29,13 @@ async fn closed_after(
 
 #[test]
 fn silent_slowloris_and_idle_connections_are_closed_by_their_timeouts() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_HEADER_READ_TIMEOUT", "1s"),
         ("PODCYCLE_IDLE_TIMEOUT", "3s"),
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    rt.block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         let start = Instant::now();
         // Never sends a byte.
         let silent = TcpStream::connect(app).await.unwrap();
@@ -103,21 +97,19 @@ fn silent_slowloris_and_idle_connections_are_closed_by_their_timeouts() {
             took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
             "idle keep-alive closed by the 3 s idle timeout, not the 1 s header one: {took:?}"
         );
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }
 
 #[test]
 fn connections_past_their_maximum_age_are_told_to_reconnect_and_no_request_fails() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_MAX_CONNECTION_AGE", "1s"),
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    rt.block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         // HTTP/1: requests every 100 ms on one keep-alive connection (bounded: 60); past
         // ~1 s (0.9–1.1 s with the jitter, plus one sweep) a response says
         // `Connection: close` and the connection ends.
@@ -144,13 +136,8 @@ fn connections_past_their_maximum_age_are_told_to_reconnect_and_no_request_fails
 
         // HTTP/2: the same on one connection; past the age the server sends GOAWAY and the
         // client connection ends cleanly, with every request answered.
-        let io = hyper_util::rt::TokioIo::new(TcpStream::connect(app).await.unwrap());
-        let (mut sender, driver) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
+        let (mut sender, driver) = support::client::h2(app).await;
         let start = Instant::now();
-        let driver = tokio::spawn(driver);
         let mut answered = 0;
         for _ in 0..60 {
             if sender.ready().await.is_err() {
@@ -186,9 +173,9 @@ fn connections_past_their_maximum_age_are_told_to_reconnect_and_no_request_fails
             took >= Duration::from_millis(850) && took < Duration::from_secs(5),
             "HTTP/2 connection ended by GOAWAY after its maximum age: {took:?}"
         );
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }
 
 /// A client that trickles its request body is closed once its rate, measured while the
@@ -197,14 +184,12 @@ fn connections_past_their_maximum_age_are_told_to_reconnect_and_no_request_fails
 /// upload.
 #[test]
 fn a_trickled_request_body_is_closed_by_the_minimum_body_rate() {
-    let mut child = Child::spawn(&[
+    let env = [
         ("PODCYCLE_MIN_BODY_RATE", "1000"),
         ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
-    ]);
-    child.wait_admin();
-    let app = child.wait_app();
-    let rt = rt();
-    rt.block_on(async move {
+    ];
+    let ((), exit) = with_child(&env, |child| async move {
+        let app = child.app;
         let start = Instant::now();
         // 100 kB announced, 10 bytes every 200 ms (50 bytes/s), bounded: 60 chunks.
         let slow = TcpStream::connect(app).await.unwrap();
@@ -242,7 +227,10 @@ fn a_trickled_request_body_is_closed_by_the_minimum_body_rate() {
         assert_eq!(normal.status, 200);
 
         let (took, sent) = slow.await.unwrap();
-        assert!(sent.is_empty() || sent.starts_with(b"HTTP/1.1 "), "{sent:?}");
+        assert!(
+            sent.is_empty() || sent.starts_with(b"HTTP/1.1 "),
+            "{sent:?}"
+        );
         assert!(
             took >= Duration::from_millis(4500) && took < Duration::from_secs(9),
             "the trickled body is closed after the 5 s grace: {took:?}"
@@ -254,7 +242,7 @@ fn a_trickled_request_body_is_closed_by_the_minimum_body_rate() {
             reply.starts_with("HTTP/1.1 200") && reply.ends_with("received 50000"),
             "a handler working on a whole body is not cut: {reply}"
         );
+        child.signal("TERM");
     });
-    child.signal("TERM");
-    assert_eq!(code(child.wait_exit(SOON).0), 0);
+    assert_eq!(exit.code, 0);
 }

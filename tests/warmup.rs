@@ -7,11 +7,7 @@ use std::time::Duration;
 
 use support::{client, code, rt, Child, SOON};
 
-#[test]
-#[ignore = "the server under test, run by the other tests in a child process"]
-fn child() {
-    support::child::main();
-}
+support::child!();
 
 #[test]
 fn startup_and_readiness_wait_for_the_warm_up_while_liveness_is_green() {
@@ -65,10 +61,9 @@ fn a_signal_during_warm_up_stops_without_serving() {
 
 #[test]
 fn a_failing_warm_up_exits_non_zero_naming_the_warm_up_and_error() {
-    let mut child = Child::spawn(&[("TEST_WARMUP", "fail")]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 3);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("TEST_WARMUP", "fail")]).exited();
+    assert_eq!(exit.code, 3);
+    let out = &exit.output;
     assert!(out.contains("warmup=test-data"), "{out}");
     assert!(
         out.contains("could not load test data: file missing"),
@@ -79,22 +74,21 @@ fn a_failing_warm_up_exits_non_zero_naming_the_warm_up_and_error() {
 
 #[test]
 fn a_panicking_warm_up_is_a_failure_not_a_crash() {
-    let mut child = Child::spawn(&[("TEST_WARMUP", "panic")]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 3);
-    let out = child.drain_output(Duration::from_secs(1));
+    let exit = Child::spawn(&[("TEST_WARMUP", "panic")]).exited();
+    assert_eq!(exit.code, 3);
+    let out = &exit.output;
     assert!(out.contains("panicked: warm-up exploded"), "{out}");
 }
 
 #[test]
 fn a_warm_up_past_its_deadline_fails_startup() {
-    let mut child = Child::spawn(&[
+    let exit = Child::spawn(&[
         ("TEST_WARMUP", "ok:60s"),
         ("PODCYCLE_WARMUP_TIMEOUT", "500ms"),
-    ]);
-    let (status, _) = child.wait_exit(SOON);
-    assert_eq!(code(status), 3);
-    let out = child.drain_output(Duration::from_secs(1));
+    ])
+    .exited();
+    assert_eq!(exit.code, 3);
+    let out = &exit.output;
     assert!(
         out.contains("did not finish within PODCYCLE_WARMUP_TIMEOUT 500ms"),
         "{out}"

@@ -13,24 +13,10 @@ use std::time::{Duration, Instant};
 
 use support::{client, Child, SOON};
 
-#[test]
-#[ignore = "a chatbot replica, run by the other tests in a child process"]
-fn child() {
-    if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let outcome = rt.block_on(chatbot::run(chatbot::Mode::Podcycle));
-    std::process::exit(i32::from(outcome.exit_code()));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+support::child!(
+    "a chatbot replica, run by the other tests in a child process",
+    support::child::serve(|| chatbot::run(chatbot::Mode::Podcycle))
+);
 
 struct Replica {
     _child: Child,
@@ -43,7 +29,7 @@ fn replica(version: &str, error_rate: &str) -> Replica {
 }
 
 fn replica_with(version: &str, faults: &[(&str, &str)]) -> Replica {
-    let (app, admin) = (free_port(), free_port());
+    let (app, admin) = (support::free_port(), support::free_port());
     let app_addr = format!("127.0.0.1:{app}");
     let admin_addr = format!("127.0.0.1:{admin}");
     let mut env = vec![
@@ -89,7 +75,7 @@ fn prometheus(bin: &std::path::Path, targets: &[SocketAddr], tag: &str) -> Prome
         targets.join(", ")
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let proc = Command::new(bin)
         .arg(format!(
             "--config.file={}",
@@ -300,7 +286,7 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
     ];
 
     // The web service, with the judge's options as its defaults.
-    let port = free_port();
+    let port = support::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let server = Server {
         proc: Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))

@@ -24,6 +24,18 @@ fn dur(s: &str) -> Duration {
     humantime::parse_duration(s).expect("test duration")
 }
 
+/// Runs the future `run` returns as the whole child process, on a multi-threaded runtime, and
+/// exits with its outcome's exit code: never returns. For a test file whose server under test
+/// is an application's own `run` (`support::child!("..", support::child::serve(|| app::run()))`).
+pub fn serve<F>(run: impl FnOnce() -> F) -> !
+where
+    F: std::future::Future<Output = podcycle::Outcome>,
+{
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt.block_on(run());
+    std::process::exit(i32::from(outcome.exit_code()));
+}
+
 /// Entry point of the child process: never returns.
 pub fn main() {
     if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {

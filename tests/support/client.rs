@@ -146,3 +146,27 @@ pub async fn stream(addr: SocketAddr, path: &str) -> (String, Result<(), String>
     }
     (text, Ok(()))
 }
+
+/// An HTTP/2 (prior knowledge) connection to `addr` through hyper's client: the sender, and
+/// the connection's driver spawned on the current runtime (its result says whether the
+/// connection ended cleanly).
+pub async fn h2<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}

@@ -1,16 +1,61 @@
 //! Test support shared by the workspace's integration tests (podcycle's, the judge's, the
 //! drill's): a server under test that runs as a real child process (the test binary itself,
 //! re-executed to run its ignored `child` test), real signals, and a small HTTP client.
+//!
+//! A test file declares its child once with [`child!`], then most tests are
+//! `with_child(env, |child| async move { .. })` ([`with_child`]): start, wait for the
+//! listeners, run the body, wait for the exit. HTTP/2 connections come from [`client::h2`],
+//! ports fixed in advance from [`free_port`].
 #![forbid(unsafe_code)]
 
 pub mod child;
 pub mod client;
+mod run;
+
+pub use run::{with_child, Exit, Running};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The ignored `child` test that [`Child::spawn`] re-executes the test binary to run: each
+/// test file that spawns a child declares it once.
+///
+/// `support::child!();` runs the server under test of [`child::main`];
+/// `support::child!("why", body)` runs `body` instead (for example
+/// [`child::serve`]`(|| chatbot::run(..))`), the reason shown by `cargo test -- --ignored`.
+/// Outside a child process (`PODCYCLE_TEST_CHILD` unset) the test returns at once.
+#[macro_export]
+macro_rules! child {
+    () => {
+        $crate::child!(
+            "the server under test, run by the other tests in a child process",
+            $crate::child::main()
+        );
+    };
+    ($reason:literal, $body:expr) => {
+        #[test]
+        #[ignore = $reason]
+        fn child() {
+            if ::std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
+                return;
+            }
+            $body
+        }
+    };
+}
+
+/// A loopback port that is free now (bound, then released), for a child that must be told
+/// its ports in advance.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// A generous bound for anything that should happen "soon" (CI machines are slow).
 pub const SOON: Duration = Duration::from_secs(10);

@@ -18,24 +18,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-#[test]
-#[ignore = "the chatbot, run by the other tests in a child process"]
-fn child() {
-    if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let outcome = rt.block_on(chatbot::run(chatbot::Mode::Podcycle));
-    std::process::exit(i32::from(outcome.exit_code()));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+support::child!(
+    "the chatbot, run by the other tests in a child process",
+    support::child::serve(|| chatbot::run(chatbot::Mode::Podcycle))
+);
 
 struct Chatbot {
     child: Child,
@@ -44,8 +30,12 @@ struct Chatbot {
 }
 
 fn chatbot(env: &[(&str, &str)]) -> Chatbot {
-    let app: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let app: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
     let (app_s, admin_s) = (app.to_string(), admin.to_string());
     let mut all = vec![
         ("PODCYCLE_ADDR", app_s.as_str()),

@@ -16,16 +16,10 @@ use std::time::{Duration, Instant};
 
 use support::{client, code, Child, SOON};
 
-#[test]
-#[ignore = "the chatbot, run by the other tests in a child process"]
-fn child() {
-    if std::env::var_os("PODCYCLE_TEST_CHILD").is_none() {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let outcome = rt.block_on(chatbot::run(chatbot::Mode::Podcycle));
-    std::process::exit(i32::from(outcome.exit_code()));
-}
+support::child!(
+    "the chatbot, run by the other tests in a child process",
+    support::child::serve(|| chatbot::run(chatbot::Mode::Podcycle))
+);
 
 /// The Python that has grpcio and grpcio-health-checking, or `None` when skipping (after
 /// saying why); fails the test otherwise.
@@ -50,19 +44,11 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn python_grpcio_sees_the_whole_lifecycle() {
     let Some(python) = python() else { return };
-    let app = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
+    let app = format!("127.0.0.1:{}", support::free_port());
+    let admin = format!("127.0.0.1:{}", support::free_port());
     let mut bot = Child::spawn(&[
         ("PODCYCLE_ADDR", app.as_str()),
         ("PODCYCLE_ADMIN_ADDR", admin.as_str()),

@@ -7,8 +7,8 @@
 //   serve, admin
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
-//   state, warmup, checks, error
-//   config, env_check, phase, connections, panic, metrics_off, logging, until, lag, stderr
+//   state, warmup, checks, error, recorder
+//   config, env_check, phase, connections, panic, logging, until, lag, stderr
 mod admin;
 mod checks;
 mod config;
@@ -26,11 +26,10 @@ pub mod logging;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
-#[cfg(not(feature = "metrics"))]
-mod metrics_off;
 mod panic;
 mod phase;
 pub mod probes;
+mod recorder;
 mod serve;
 mod shutdown;
 mod state;

@@ -25,7 +25,7 @@ use crate::health::{Health, HealthOptions};
 use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
-use crate::serve::{accept_loop, ServeContext};
+use crate::serve::{accept_loop, AppResponseBody, AppService, ServeContext};
 use crate::shutdown::{delay_and_drain, enter_phase, run_hooks, Hooks, Outcome};
 use crate::state::{ShutdownReason, State};
 use crate::warmup::{Progress, Warmup};
@@ -74,6 +74,16 @@ struct Inner {
     metrics: Metrics,
     app_addr: OnceLock<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+}
+
+impl Inner {
+    /// The request recorder the serving stack is built with (see [`crate::recorder`]).
+    fn recorder(&self) -> crate::recorder::Serving {
+        #[cfg(feature = "metrics")]
+        return self.metrics.recorder();
+        #[cfg(not(feature = "metrics"))]
+        crate::recorder::NoRecorder
+    }
 }
 
 impl fmt::Debug for Lifecycle {
@@ -527,12 +537,8 @@ impl Lifecycle {
 
     async fn serve_inner<S, B>(self, listener: Option<TcpListener>, app: S) -> Outcome
     where
-        S: Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: AppService<B>,
+        B: AppResponseBody,
     {
         let app = prepare_router(app);
         let inner = self.inner.clone();
@@ -601,10 +607,7 @@ impl Lifecycle {
             listener,
             app,
             connection_tasks.clone(),
-            #[cfg(feature = "metrics")]
-            inner.metrics.core(),
-            #[cfg(not(feature = "metrics"))]
-            &crate::metrics_off::DISABLED,
+            inner.recorder(),
         )));
         enter_phase(state, connections, Phase::Serving);
         state.signals.shutdown_requested.cancelled().await;

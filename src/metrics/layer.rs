@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::handoff::{self, Found};
+use super::placement::PlacementCheck;
 use super::recorder::HttpMetrics;
 use super::recording::{at_response, RecordingBody};
 use super::routes::RouteName;
@@ -37,13 +38,13 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 /// through unwrapped; elsewhere the layer times the request itself. Responses come out as
 /// axum's `Body` (a no-op for axum handlers, whose bodies already are).
 ///
-/// Which of the two happens is decided when the layer wraps a service ([`Layer::layer`], which
-/// `Router::layer` calls for each route): from then on, the lifecycle's serving stack times
-/// every request, and records those whose route a layer named. Getting a layer from
-/// [`Metrics::layer`](crate::metrics::Metrics::layer) without using it changes nothing; a
-/// service wrapped but served elsewhere still times itself. Once set, this stays set for the
-/// lifecycle: a request that no layer sees costs the serving stack one clock read, and is
-/// not recorded.
+/// Which of the two happens is decided once, when `Lifecycle::serve` starts serving: if a
+/// layer of this lifecycle wraps a service by then ([`Layer::layer`], which `Router::layer`
+/// calls for each route), the serving stack times every request and records those whose
+/// route a layer named; a request that no layer sees costs it one clock read, and is not
+/// recorded. Getting a layer from [`Metrics::layer`](crate::metrics::Metrics::layer) without
+/// using it changes nothing; a service wrapped but served elsewhere, or wrapped after serving
+/// started, times itself.
 ///
 /// A handler that panics: under `Lifecycle::serve` the serving stack catches the panic,
 /// answers `500` and records it (`error_type="panic"`). Elsewhere the layer does not catch
@@ -198,55 +199,6 @@ where
     }
 }
 
-/// Warns once when a [`MetricsLayer`] sits outside the router: then no request carries a
-/// `MatchedPath`, and every one is recorded as `http_route="unmatched"`. The sign: a request
-/// without a matched route that was answered with something other than 404 (inside the
-/// router, those are the fallback's 404s). Only the first [`PlacementCheck::CHECKED`]
-/// unmatched requests are looked at, and none once a matched one was seen: one relaxed load
-/// per request after that.
-#[derive(Debug, Default)]
-pub(crate) struct PlacementCheck {
-    unmatched: AtomicU32,
-    done: AtomicBool,
-}
-
-impl PlacementCheck {
-    const CHECKED: u32 = 64;
-
-    /// A request had a matched route: the layer is inside the router.
-    #[inline]
-    fn matched(&self) {
-        if !self.done.load(Ordering::Relaxed) {
-            self.done.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether this unmatched request's status should be looked at.
-    #[inline]
-    fn watching(&self) -> bool {
-        if self.done.load(Ordering::Relaxed) {
-            return false;
-        }
-        if self.unmatched.fetch_add(1, Ordering::Relaxed) >= Self::CHECKED {
-            self.done.store(true, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    fn unmatched_answered(&self, status: http::StatusCode) {
-        if status != http::StatusCode::NOT_FOUND && !self.done.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                status = status.as_u16(),
-                "MetricsLayer saw a request answered without a matched route: it seems to sit \
-                 outside the router, where axum's MatchedPath is not visible, so every request \
-                 is recorded as http_route=\"unmatched\"; add it with Router::layer (or give it \
-                 a route_fn). A fallback that answers other than 404 also shows this"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -271,32 +223,5 @@ mod tests {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
         assert!(core.layered.load(Ordering::Relaxed), "wrapping a service");
-    }
-
-    #[test]
-    fn the_placement_check_warns_once_and_stops_looking() {
-        let check = PlacementCheck::default();
-        assert!(check.watching());
-        check.unmatched_answered(http::StatusCode::NOT_FOUND);
-        assert!(
-            !check.done.load(Ordering::Relaxed),
-            "a 404 is the router's fallback"
-        );
-        check.unmatched_answered(http::StatusCode::OK);
-        assert!(
-            check.done.load(Ordering::Relaxed),
-            "a 200 without a route: outside"
-        );
-        assert!(!check.watching());
-
-        let inside = PlacementCheck::default();
-        inside.matched();
-        assert!(!inside.watching(), "a matched route ends the check");
-
-        let quiet = PlacementCheck::default();
-        for _ in 0..PlacementCheck::CHECKED {
-            assert!(quiet.watching());
-        }
-        assert!(!quiet.watching(), "bounded");
     }
 }

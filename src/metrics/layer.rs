@@ -201,13 +201,11 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::metrics::DEFAULT_BUCKETS;
 
     #[test]
-    fn the_serving_stack_times_requests_once_a_layer_wraps_a_service() {
+    fn the_serving_stack_records_once_a_layer_wraps_a_service() {
         let core = HttpMetrics::leak(
             "1",
             &[],
@@ -218,10 +216,52 @@ mod tests {
             core,
             route_fn: None,
         };
-        assert!(!core.layered.load(Ordering::Relaxed), "a layer alone");
+        assert!(core.serving().is_none(), "a layer alone");
         let _svc = layer.layer(tower::service_fn(|_: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
-        assert!(core.layered.load(Ordering::Relaxed), "wrapping a service");
+        assert!(core.serving().is_some(), "wrapping a service");
+    }
+
+    /// The serving stack's measurement of a request, through the seam: recorded once, at the
+    /// end of its body, with the route the layer named during the application's poll.
+    #[tokio::test]
+    async fn the_serving_recorder_records_through_the_seam() {
+        use crate::recorder::{Measure, Recorder};
+        use http_body_util::BodyExt;
+
+        let core = HttpMetrics::leak(
+            "1",
+            &[],
+            DEFAULT_BUCKETS,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let mut svc = MetricsLayer {
+            core,
+            route_fn: Some(|_, _| Some("/named")),
+        }
+        .layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("hi")))
+        }));
+        let recorder = core.serving().expect("a layer wraps a service");
+        let req = Request::get("/x").body(()).unwrap();
+        let mut measure = Recorder::start(recorder, &req);
+        let fut = Measure::poll_app(&mut measure, || svc.call(req));
+        let res = fut.await;
+        let measure = measure.and_then(|m| m.at_response(&res));
+        assert!(measure.is_some(), "a body to send: recorded at its end");
+        let body = <Timer as Measure>::body(measure, res.unwrap().into_body());
+        let counted = |core: &HttpMetrics| {
+            let mut text = String::new();
+            core.render(&mut text);
+            text.lines()
+                .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+                .filter(|l| l.contains("http_route=\"/named\"") && l.ends_with(" 1"))
+                .count()
+        };
+        assert_eq!(counted(core), 0, "not recorded before the body ends");
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hi");
+        assert_eq!(counted(core), 1, "recorded once, with the named route");
     }
 }

@@ -283,10 +283,7 @@ impl Metrics {
     /// built before it is served), to name the routes; else none, and a layer wrapping a
     /// service later records its requests itself.
     pub(crate) fn recorder(&self) -> crate::recorder::Serving {
-        self.core
-            .layered
-            .load(Ordering::Relaxed)
-            .then_some(self.core)
+        self.core.serving()
     }
 
     /// The layer recording application requests. Add it with `Router::layer`. Getting it has

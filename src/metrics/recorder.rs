@@ -102,6 +102,13 @@ impl HttpMetrics {
         self.routes.name(id)
     }
 
+    /// The serving stack's recorder, chosen once when serving starts: this core if a
+    /// [`MetricsLayer`](super::MetricsLayer) of it wraps a service by then (it names the
+    /// routes), else none.
+    pub(crate) fn serving(&'static self) -> Option<&'static HttpMetrics> {
+        self.layered.load(Ordering::Relaxed).then_some(self)
+    }
+
     /// This core's id: what the route hand-off and the shards match on.
     #[inline]
     pub(crate) fn id(&self) -> usize {

@@ -77,8 +77,9 @@ struct Inner {
 }
 
 impl Inner {
-    /// The request recorder the serving stack is built with (see [`crate::recorder`]).
-    fn recorder(&self) -> crate::recorder::Serving {
+    /// The request recorder the serving stack is built with, chosen once (see
+    /// [`crate::recorder`]): the metrics core with the `metrics` feature, else none.
+    fn recorder(&self) -> impl crate::recorder::Recorder {
         #[cfg(feature = "metrics")]
         return self.metrics.recorder();
         #[cfg(not(feature = "metrics"))]

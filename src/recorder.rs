@@ -127,14 +127,6 @@ impl Measure for NoMeasure {
     }
 }
 
-/// The recorder the serving stack is built with: the metrics core with the `metrics`
-/// feature (`None` when no [`MetricsLayer`](crate::MetricsLayer) names routes), else none.
-#[cfg(feature = "metrics")]
-pub(crate) type Serving = Option<&'static crate::metrics::HttpMetrics>;
-/// The recorder the serving stack is built with: none, without the `metrics` feature.
-#[cfg(not(feature = "metrics"))]
-pub(crate) type Serving = NoRecorder;
-
 #[cfg(test)]
 mod tests {
     use super::*;

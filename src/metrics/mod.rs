@@ -282,7 +282,7 @@ impl Metrics {
     /// the metrics core if a [`MetricsLayer`] wraps a service by then (the application is
     /// built before it is served), to name the routes; else none, and a layer wrapping a
     /// service later records its requests itself.
-    pub(crate) fn recorder(&self) -> crate::recorder::Serving {
+    pub(crate) fn recorder(&self) -> Option<&'static HttpMetrics> {
         self.core.serving()
     }
 

@@ -9,8 +9,8 @@
 //   serve, admin
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
-//   state, warmup, checks, error, env_check
-//   phase, connections, counters, panic, metrics_off, logging, until, lag, stderr
+//   state, warmup, checks, error, env_check, recorder
+//   phase, connections, counters, panic, logging, until, lag, stderr
 //   config
 mod admin;
 mod checks;
@@ -30,11 +30,10 @@ pub mod logging;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
-#[cfg(not(feature = "metrics"))]
-mod metrics_off;
 mod panic;
 mod phase;
 pub mod probes;
+mod recorder;
 mod serve;
 mod shutdown;
 mod state;

@@ -25,7 +25,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::phase::Phase;
 use crate::probes::Probes;
-use crate::serve::{accept_loop, ServeContext};
+use crate::serve::{accept_loop, AppResponseBody, AppService, ServeContext};
 use crate::shutdown::{Handover, Outcome, Shutdown};
 use crate::state::{ShutdownReason, State};
 use crate::warmup::{Progress, Warmup};
@@ -74,6 +74,17 @@ struct Inner {
     metrics: Metrics,
     app_addr: OnceLock<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+}
+
+impl Inner {
+    /// The request recorder the serving stack is built with, chosen once (see
+    /// [`crate::recorder`]): the metrics core with the `metrics` feature, else none.
+    fn recorder(&self) -> impl crate::recorder::Recorder {
+        #[cfg(feature = "metrics")]
+        return self.metrics.recorder();
+        #[cfg(not(feature = "metrics"))]
+        crate::recorder::NoRecorder
+    }
 }
 
 impl fmt::Debug for Lifecycle {
@@ -521,12 +532,8 @@ impl Lifecycle {
 
     async fn serve_inner<S, B>(self, listener: Option<TcpListener>, app: S) -> Outcome
     where
-        S: Service<Request<axum::body::Body>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: AppService<B>,
+        B: AppResponseBody,
     {
         let app = prepare_router(app);
         let inner = self.inner.clone();
@@ -597,10 +604,7 @@ impl Lifecycle {
             listener,
             app,
             connection_tasks.clone(),
-            #[cfg(feature = "metrics")]
-            inner.metrics.core(),
-            #[cfg(not(feature = "metrics"))]
-            &crate::metrics_off::DISABLED,
+            inner.recorder(),
         )));
         inner
             .shutdown

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::handoff::{self, Found};
+use super::placement::PlacementCheck;
 use super::recorder::HttpMetrics;
 use super::recording::{at_response, RecordingBody};
 use super::routes::RouteName;
@@ -37,13 +38,13 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 /// through unwrapped; elsewhere the layer times the request itself. Responses come out as
 /// axum's `Body` (a no-op for axum handlers, whose bodies already are).
 ///
-/// Which of the two happens is decided when the layer wraps a service ([`Layer::layer`], which
-/// `Router::layer` calls for each route): from then on, the lifecycle's serving stack times
-/// every request, and records those whose route a layer named. Getting a layer from
-/// [`Metrics::layer`](crate::metrics::Metrics::layer) without using it changes nothing; a
-/// service wrapped but served elsewhere still times itself. Once set, this stays set for the
-/// lifecycle: a request that no layer sees costs the serving stack one clock read, and is
-/// not recorded.
+/// Which of the two happens is decided once, when `Lifecycle::serve` starts serving: if a
+/// layer of this lifecycle wraps a service by then ([`Layer::layer`], which `Router::layer`
+/// calls for each route), the serving stack times every request and records those whose
+/// route a layer named; a request that no layer sees costs it one clock read, and is not
+/// recorded. Getting a layer from [`Metrics::layer`](crate::metrics::Metrics::layer) without
+/// using it changes nothing; a service wrapped but served elsewhere, or wrapped after serving
+/// started, times itself.
 ///
 /// A handler that panics: under `Lifecycle::serve` the serving stack catches the panic,
 /// answers `500` and records it (`error_type="panic"`). Elsewhere the layer does not catch
@@ -198,64 +199,13 @@ where
     }
 }
 
-/// Warns once when a [`MetricsLayer`] sits outside the router: then no request carries a
-/// `MatchedPath`, and every one is recorded as `http_route="unmatched"`. The sign: a request
-/// without a matched route that was answered with something other than 404 (inside the
-/// router, those are the fallback's 404s). Only the first [`PlacementCheck::CHECKED`]
-/// unmatched requests are looked at, and none once a matched one was seen: one relaxed load
-/// per request after that.
-#[derive(Debug, Default)]
-pub(crate) struct PlacementCheck {
-    unmatched: AtomicU32,
-    done: AtomicBool,
-}
-
-impl PlacementCheck {
-    const CHECKED: u32 = 64;
-
-    /// A request had a matched route: the layer is inside the router.
-    #[inline]
-    fn matched(&self) {
-        if !self.done.load(Ordering::Relaxed) {
-            self.done.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether this unmatched request's status should be looked at.
-    #[inline]
-    fn watching(&self) -> bool {
-        if self.done.load(Ordering::Relaxed) {
-            return false;
-        }
-        if self.unmatched.fetch_add(1, Ordering::Relaxed) >= Self::CHECKED {
-            self.done.store(true, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    fn unmatched_answered(&self, status: http::StatusCode) {
-        if status != http::StatusCode::NOT_FOUND && !self.done.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                status = status.as_u16(),
-                "MetricsLayer saw a request answered without a matched route: it seems to sit \
-                 outside the router, where axum's MatchedPath is not visible, so every request \
-                 is recorded as http_route=\"unmatched\"; add it with Router::layer (or give it \
-                 a route_fn). A fallback that answers other than 404 also shows this"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::metrics::DEFAULT_BUCKETS;
 
     #[test]
-    fn the_serving_stack_times_requests_once_a_layer_wraps_a_service() {
+    fn the_serving_stack_records_once_a_layer_wraps_a_service() {
         let core = HttpMetrics::leak(
             "1",
             &[],
@@ -266,37 +216,52 @@ mod tests {
             core,
             route_fn: None,
         };
-        assert!(!core.layered.load(Ordering::Relaxed), "a layer alone");
+        assert!(core.serving().is_none(), "a layer alone");
         let _svc = layer.layer(tower::service_fn(|_: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
         }));
-        assert!(core.layered.load(Ordering::Relaxed), "wrapping a service");
+        assert!(core.serving().is_some(), "wrapping a service");
     }
 
-    #[test]
-    fn the_placement_check_warns_once_and_stops_looking() {
-        let check = PlacementCheck::default();
-        assert!(check.watching());
-        check.unmatched_answered(http::StatusCode::NOT_FOUND);
-        assert!(
-            !check.done.load(Ordering::Relaxed),
-            "a 404 is the router's fallback"
-        );
-        check.unmatched_answered(http::StatusCode::OK);
-        assert!(
-            check.done.load(Ordering::Relaxed),
-            "a 200 without a route: outside"
-        );
-        assert!(!check.watching());
+    /// The serving stack's measurement of a request, through the seam: recorded once, at the
+    /// end of its body, with the route the layer named during the application's poll.
+    #[tokio::test]
+    async fn the_serving_recorder_records_through_the_seam() {
+        use crate::recorder::{Measure, Recorder};
+        use http_body_util::BodyExt;
 
-        let inside = PlacementCheck::default();
-        inside.matched();
-        assert!(!inside.watching(), "a matched route ends the check");
-
-        let quiet = PlacementCheck::default();
-        for _ in 0..PlacementCheck::CHECKED {
-            assert!(quiet.watching());
+        let core = HttpMetrics::leak(
+            "1",
+            &[],
+            DEFAULT_BUCKETS,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let mut svc = MetricsLayer {
+            core,
+            route_fn: Some(|_, _| Some("/named")),
         }
-        assert!(!quiet.watching(), "bounded");
+        .layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("hi")))
+        }));
+        let recorder = core.serving().expect("a layer wraps a service");
+        let req = Request::get("/x").body(()).unwrap();
+        let mut measure = Recorder::start(recorder, &req);
+        let fut = Measure::poll_app(&mut measure, || svc.call(req));
+        let res = fut.await;
+        let measure = measure.and_then(|m| m.at_response(&res));
+        assert!(measure.is_some(), "a body to send: recorded at its end");
+        let body = <Timer as Measure>::body(measure, res.unwrap().into_body());
+        let counted = |core: &HttpMetrics| {
+            let mut text = String::new();
+            core.render(&mut text);
+            text.lines()
+                .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+                .filter(|l| l.contains("http_route=\"/named\"") && l.ends_with(" 1"))
+                .count()
+        };
+        assert_eq!(counted(core), 0, "not recorded before the body ends");
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hi");
+        assert_eq!(counted(core), 1, "recorded once, with the named route");
     }
 }

@@ -42,6 +42,7 @@
 mod grpc;
 mod handoff;
 mod layer;
+mod placement;
 mod process;
 mod recorder;
 mod recording;
@@ -73,10 +74,6 @@ pub use self::recorder::DEFAULT_BUCKETS;
 pub use self::routes::UNMATCHED_ROUTE;
 
 pub(crate) use self::recorder::HttpMetrics;
-pub(crate) use self::recording::{
-    at_panic, at_response, at_upgrade, poll_naming_route, RecordingBody, UpgradeTimer,
-};
-pub(crate) use self::timer::Timer;
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
 #[derive(Clone)]
@@ -281,9 +278,12 @@ impl Metrics {
         })
     }
 
-    /// The per-lifecycle recorder the serving stack times requests with.
-    pub(crate) fn core(&self) -> &'static HttpMetrics {
-        self.core
+    /// The recorder the serving stack times requests with, chosen once when serving starts:
+    /// the metrics core if a [`MetricsLayer`] wraps a service by then (the application is
+    /// built before it is served), to name the routes; else none, and a layer wrapping a
+    /// service later records its requests itself.
+    pub(crate) fn recorder(&self) -> Option<&'static HttpMetrics> {
+        self.core.serving()
     }
 
     /// The layer recording application requests. Add it with `Router::layer`. Getting it has

@@ -42,11 +42,12 @@ pub(crate) struct HttpMetrics {
     store: Store,
     renderer: Renderer,
     pub(crate) force_closing: tokio_util::sync::CancellationToken,
-    /// Set once a [`MetricsLayer`](super::MetricsLayer) of this core wraps a service:
-    /// podcycle's serving stack times requests only then (see `MetricsLayer`'s docs).
+    /// Set once a [`MetricsLayer`](super::MetricsLayer) of this core wraps a service; read
+    /// once when serving starts, to choose the serving stack's recorder (see `MetricsLayer`'s
+    /// docs and [`Metrics::recorder`](super::Metrics::recorder)).
     pub(crate) layered: AtomicBool,
     /// Warns once when a layer of this core looks like it sits outside the router.
-    pub(crate) placement: super::layer::PlacementCheck,
+    pub(crate) placement: super::placement::PlacementCheck,
     clock: quanta::Clock,
     /// gRPC methods with a route of their own (feature `grpc`).
     #[cfg(feature = "grpc")]
@@ -82,7 +83,7 @@ impl HttpMetrics {
             routes: Routes::new(),
             force_closing,
             layered: AtomicBool::new(false),
-            placement: super::layer::PlacementCheck::default(),
+            placement: super::placement::PlacementCheck::default(),
             clock: quanta::Clock::new(),
             #[cfg(feature = "grpc")]
             grpc_methods: Default::default(),
@@ -99,6 +100,13 @@ impl HttpMetrics {
     /// The template of the route `id`, for log lines (takes a lock: not for the request path).
     pub(crate) fn route_name(&self, id: u32) -> Option<std::sync::Arc<str>> {
         self.routes.name(id)
+    }
+
+    /// The serving stack's recorder, chosen once when serving starts: this core if a
+    /// [`MetricsLayer`](super::MetricsLayer) of it wraps a service by then (it names the
+    /// routes), else none.
+    pub(crate) fn serving(&'static self) -> Option<&'static HttpMetrics> {
+        self.layered.load(Ordering::Relaxed).then_some(self)
     }
 
     /// This core's id: what the route hand-off and the shards match on.

@@ -1,13 +1,11 @@
 //! Recording a request at the right moment, for both wrappers that time requests:
 //! [`MetricsLayer`](super::MetricsLayer)'s future (outside `Lifecycle::serve`) and the serving
-//! stack's.
+//! stack's, through the seam of [`crate::recorder`] (implemented here for the metrics core).
 //!
 //! ```text
-//! let res = match ready!(poll_naming_route(&mut timer, inner, cx)) { // the layer names the route
-//!     Ok(res) => res,
-//!     Err(panicked) => { let route = at_panic(timer); /* answer 500, log */ }
-//! };
-//! let timer = at_response(timer, &res);                           // failed or bodiless: recorded
+//! let mut timer = core.start(&req);                            // serving: the route unnamed
+//! let res = Measure::poll_app(&mut timer, || poll(app));      // a layer inside names it
+//! let timer = at_response(timer, &res);                        // failed or bodiless: recorded
 //! res.map(|res| res.map(|body| RecordingBody::new(body, timer)))  // else: recorded at its end
 //! ```
 //!
@@ -17,61 +15,80 @@
 //! aborted (the [`Timer`]'s drop; as `panic` if a panic unwinds through it).
 
 use std::fmt;
-use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::thread;
 
-use http::Response;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::handoff::{self, NO_ROUTE};
+use super::recorder::HttpMetrics;
 use super::series::Incomplete;
 use super::timer::Timer;
+use crate::connections::UpgradeEnd;
+use crate::recorder::{Measure, Recorder};
 
-/// Polls the response future `inner` of a request timed by `timer`; when the timer is waiting
-/// for its route, with the route hand-off open so that a layer inside can name it. A panic
-/// is caught here, inside the hand-off, so that the slot is closed and the route named before
-/// it kept: `Err` holds its payload (see [`at_panic`]), and `inner` must not be polled again.
-#[inline]
-pub(crate) fn poll_naming_route<F: Future>(
-    timer: &mut Option<Timer>,
-    inner: Pin<&mut F>,
-    cx: &mut Context<'_>,
-) -> Poll<thread::Result<F::Output>> {
-    match timer {
-        Some(timer) if timer.route == NO_ROUTE => {
-            let (res, route) = handoff::open(timer.core().id(), || poll_catching(inner, cx));
-            if let Some(route) = route {
-                timer.route = route;
+/// The serving stack's recorder: times every request from its start, its route named by a
+/// [`MetricsLayer`](super::MetricsLayer) inside the application through the hand-off.
+impl Recorder for &'static HttpMetrics {
+    type Measure = Timer;
+
+    #[inline]
+    fn start<B>(self, req: &Request<B>) -> Option<Timer> {
+        Some(Timer::unnamed(self, req.method()).of_request(req))
+    }
+}
+
+impl Measure for Timer {
+    type Body<B: Body + Send + 'static> = RecordingBody<B>;
+
+    /// While the timer waits for its route, polls with the route hand-off open, so that a
+    /// layer inside can name it. The caller catches a panic inside `poll`, so that the slot is
+    /// closed and the route named before it kept.
+    #[inline]
+    fn poll_app<T>(this: &mut Option<Self>, poll: impl FnOnce() -> T) -> T {
+        match this {
+            Some(timer) if timer.route == NO_ROUTE => {
+                let (res, route) = handoff::open(timer.core().id(), poll);
+                if let Some(route) = route {
+                    timer.route = route;
+                }
+                res
             }
-            res
+            _ => poll(),
         }
-        _ => poll_catching(inner, cx),
     }
-}
 
-/// Polls `inner`, catching a panic: `Ready(Err(payload))`.
-#[inline]
-pub(crate) fn poll_catching<F: Future>(
-    inner: Pin<&mut F>,
-    cx: &mut Context<'_>,
-) -> Poll<thread::Result<F::Output>> {
-    match panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(payload) => Poll::Ready(Err(payload)),
+    #[inline]
+    fn at_response<B: Body, E>(self, res: &Result<Response<B>, E>) -> Option<Self> {
+        at_response(Some(self), res)
     }
-}
 
-/// Records the request of `timer`, whose response future panicked, as a 500 with
-/// `error_type="panic"`; returns its route's template (if a layer named it) for the log line.
-#[cold]
-pub(crate) fn at_panic(timer: Option<Timer>) -> Option<Arc<str>> {
-    timer?.record_panic()
+    fn at_upgrade(mut self) -> Box<dyn UpgradeEnd> {
+        self.status = 101;
+        Box::new(UpgradeTimer(self))
+    }
+
+    /// Records the request, whose response future panicked, as a 500 with
+    /// `error_type="panic"`.
+    #[cold]
+    fn at_panic(self) -> Option<Arc<str>> {
+        self.record_panic()
+    }
+
+    #[inline]
+    fn body<B: Body + Send + 'static>(this: Option<Self>, body: B) -> RecordingBody<B> {
+        RecordingBody::new(body, this)
+    }
+
+    #[cold]
+    fn body_panicked<B: Body + Send + 'static>(
+        body: Pin<&mut RecordingBody<B>>,
+    ) -> Option<Arc<str>> {
+        body.panicked()
+    }
 }
 
 /// The response future's part, once it is ready: records a request whose future failed (as
@@ -105,23 +122,14 @@ pub(crate) fn at_response<B: Body, E>(
 
 /// The measurement of an upgraded connection (a `101 Switching Protocols` response, e.g. a
 /// WebSocket): recorded with status 101 when the upgraded connection ends
-/// ([`UpgradeTimer::ended`]), or, dropped unfinished by the drain deadline, with
+/// ([`UpgradeEnd::ended`]), or, dropped unfinished by the drain deadline, with
 /// `error_type="drain_deadline"`.
 #[derive(Debug)]
 pub(crate) struct UpgradeTimer(Timer);
 
-/// The response future's part for a `101` response: the timer, kept until the upgraded
-/// connection ends (instead of [`at_response`], which would record it now).
-#[inline]
-pub(crate) fn at_upgrade(timer: Option<Timer>) -> Option<UpgradeTimer> {
-    let mut timer = timer?;
-    timer.status = 101;
-    Some(UpgradeTimer(timer))
-}
-
-impl UpgradeTimer {
+impl UpgradeEnd for UpgradeTimer {
     /// Records the upgraded connection as completed.
-    pub(crate) fn ended(self) {
+    fn ended(self: Box<Self>) {
         self.0.record(Incomplete::No);
     }
 }

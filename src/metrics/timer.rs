@@ -82,18 +82,6 @@ impl Timer {
         Timer::start(core, method_index(method), NO_ROUTE)
     }
 
-    /// The serving stack's timer for a request: one when the application has a
-    /// [`MetricsLayer`](super::MetricsLayer) to name its route, else none.
-    #[inline]
-    pub(crate) fn for_serving<B>(
-        core: &'static HttpMetrics,
-        req: &http::Request<B>,
-    ) -> Option<Timer> {
-        core.layered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| Timer::unnamed(core, req.method()).of_request(req))
-    }
-
     /// The metrics core this timer records into.
     #[inline]
     pub(crate) fn core(&self) -> &'static HttpMetrics {

@@ -30,17 +30,47 @@ use tower::Service;
 use crate::config::StopAccepting;
 use crate::connections::{AppSlots, ConnState, Connections, Timeouts};
 use crate::error::BoxError;
-#[cfg(feature = "metrics")]
-use crate::metrics::HttpMetrics;
-#[cfg(not(feature = "metrics"))]
-use crate::metrics_off::HttpMetrics;
 use crate::phase::Phase;
+use crate::recorder::Recorder;
 use crate::state::State;
 
 use self::io::ProgressIo;
 pub(crate) use self::request_body::AppBody;
 use self::tracked::TrackedService;
 pub(crate) use self::warming::answer_while_warming;
+
+/// The application's service as the serving stack needs it: for `Request<AppBody>`, answering
+/// `Response<B>`, cloned per request, sent to each connection's task. Implemented for every
+/// such service: this only names the bound once.
+pub(crate) trait AppService<B>:
+    Service<Request<AppBody>, Response = Response<B>, Error: Into<BoxError>, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> AppService<B> for S
+where
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+}
+
+/// The response body of an [`AppService`]: sent to the connection's task, its errors boxed.
+pub(crate) trait AppResponseBody:
+    Body<Data: Send, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<B> AppResponseBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
 
 /// How long a connection that is idle when draining starts may stay open before it is closed.
 /// A keep-alive client sending back to back gets its next response with `Connection: close`
@@ -111,19 +141,16 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Each connection's task holds a permit of a semaphore of `max_connections`: at the limit
 /// the loop accepts nothing until a connection closes (the kernel's backlog holds the rest),
 /// so a flood cannot take every file descriptor and starve the admin listener.
-pub(crate) async fn accept_loop<S, B>(
+pub(crate) async fn accept_loop<S, B, R>(
     shared: Arc<ServeContext>,
     listener: TcpListener,
     service: S,
     connections: tokio_util::task::TaskTracker,
-    metrics: &'static HttpMetrics,
+    recorder: R,
 ) where
-    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: AppService<B>,
+    B: AppResponseBody,
+    R: Recorder,
 {
     // No hyper timer, as `axum::serve`: with one, hyper allocates and polls a header-read
     // sleep for every HTTP/1 request (~2% of server CPU in the load benchmark).
@@ -234,14 +261,14 @@ pub(crate) async fn accept_loop<S, B>(
             rejecting.spawn(async move {
                 let _permit = permit;
                 tokio::select! {
-                    _ = serve_connection(shared, &builder, stream, service, metrics) => {}
+                    _ = serve_connection(shared, &builder, stream, service, recorder) => {}
                     _ = cut.cancelled() => {}
                 }
             });
         } else {
             connections.spawn(async move {
                 let _permit = permit;
-                serve_connection(shared, &builder, stream, service, metrics).await;
+                serve_connection(shared, &builder, stream, service, recorder).await;
             });
         }
     }
@@ -289,24 +316,21 @@ enum Closed {
     Abruptly,
 }
 
-async fn serve_connection<S, B>(
+async fn serve_connection<S, B, R>(
     shared: Arc<ServeContext>,
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
-    metrics: &'static HttpMetrics,
+    recorder: R,
 ) where
-    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: AppService<B>,
+    B: AppResponseBody,
+    R: Recorder,
 {
     let (conn_state, _registered) = shared
         .connections
         .open(shared.state.signals.delay_over.child_token());
-    let closed = serve_until_closed(&shared, &conn_state, builder, stream, service, metrics).await;
+    let closed = serve_until_closed(&shared, &conn_state, builder, stream, service, recorder).await;
     // hyper's connection is gone; after a `101` the socket lives on in the application's
     // hands (a WebSocket). The connection stays registered, its request in flight, until
     // the application drops it or the drain deadline cuts it.
@@ -364,27 +388,24 @@ async fn linger(mut socket: TcpStream, drain_deadline: &tokio_util::sync::Cancel
     }
 }
 
-async fn serve_until_closed<S, B>(
+async fn serve_until_closed<S, B, R>(
     shared: &Arc<ServeContext>,
     conn_state: &Arc<ConnState>,
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     service: S,
-    metrics: &'static HttpMetrics,
+    recorder: R,
 ) -> Closed
 where
-    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: AppService<B>,
+    B: AppResponseBody,
+    R: Recorder,
 {
     let service = TrackedService {
         inner: service,
         conn: conn_state.clone(),
         shared: shared.clone(),
-        metrics,
+        recorder,
     };
     let io = ProgressIo::new(stream, conn_state.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

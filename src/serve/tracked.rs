@@ -29,26 +29,17 @@ use super::ServeContext;
 use crate::config::StopAccepting;
 use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
-#[cfg(feature = "metrics")]
-use crate::metrics::{
-    at_panic, at_response, at_upgrade, poll_naming_route, HttpMetrics, RecordingBody, Timer,
-    UpgradeTimer,
-};
-#[cfg(not(feature = "metrics"))]
-use crate::metrics_off::{
-    at_panic, at_response, at_upgrade, poll_naming_route, HttpMetrics, RecordingBody, Timer,
-    UpgradeTimer,
-};
 use crate::phase::Phase;
+use crate::recorder::{Measure, Recorder};
 
 /// Wraps the application's service: counts requests per connection, marks responses
 /// `Connection: close` while draining, and rejects in reject mode.
 #[derive(Clone, Debug)]
-pub(crate) struct TrackedService<S> {
+pub(crate) struct TrackedService<S, R> {
     pub(super) inner: S,
     pub(super) conn: Arc<ConnState>,
     pub(super) shared: Arc<ServeContext>,
-    pub(super) metrics: &'static HttpMetrics,
+    pub(super) recorder: R,
 }
 
 // hyper's `Service` takes `&self`: nothing of ours is cloned per request (only the inner
@@ -57,15 +48,16 @@ pub(crate) struct TrackedService<S> {
 // Its error is a `BoxError` rather than `S::Error` so that a stream refused during the drain
 // can carry `REFUSED_STREAM` to hyper (see `refused_stream`); the application's own errors
 // pass through unchanged.
-impl<S, B> hyper::service::Service<Request<Incoming>> for TrackedService<S>
+impl<S, B, R> hyper::service::Service<Request<Incoming>> for TrackedService<S, R>
 where
     S: Service<Request<AppBody>, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body,
+    B: Body + Send + 'static,
+    R: Recorder,
 {
-    type Response = Response<TrackedBody<B>>;
+    type Response = Response<TrackedBody<B, R::Measure>>;
     type Error = BoxError;
-    type Future = TrackedFuture<Oneshot<S, Request<AppBody>>>;
+    type Future = TrackedFuture<Oneshot<S, Request<AppBody>>, R::Measure>;
 
     #[inline]
     fn call(&self, req: Request<Incoming>) -> Self::Future {
@@ -82,7 +74,7 @@ where
                     return TrackedFuture {
                         inner: None,
                         guard: None,
-                        timer: None,
+                        measure: None,
                         close,
                         refused,
                         request,
@@ -98,15 +90,15 @@ where
         if req.version() == Version::HTTP_2 {
             self.conn.saw_http2();
         }
-        // Timed here, outside the router, when the application has a metrics layer: the
-        // layer names the route through the hand-off while this future polls the router.
-        let timer = Timer::for_serving(self.metrics, &req);
+        // Request start: measured here, outside the application (e.g. timed, when it has a
+        // metrics layer to name the route while this future polls it).
+        let measure = self.recorder.start(&req);
         let http1 = req.version() <= Version::HTTP_11;
         let req = req.map(|body| app_body(body, &self.conn, http1, &self.shared.timeouts));
         TrackedFuture {
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),
-            timer,
+            measure,
             close,
             refused: false,
             request,
@@ -171,11 +163,11 @@ pin_project! {
     /// response exists, then hands it to the body. A panic of the application's future is
     /// caught and answered `500` (see [`answer_panic`]).
     #[derive(Debug)]
-    pub(crate) struct TrackedFuture<F> {
+    pub(crate) struct TrackedFuture<F, M> {
         #[pin]
         inner: Option<F>,
         guard: Option<RequestGuard>,
-        timer: Option<Timer>,
+        measure: Option<M>,
         close: bool,
         // Without `inner`: refuse the stream (`REFUSED_STREAM`) rather than answer 503.
         refused: bool,
@@ -183,13 +175,14 @@ pin_project! {
     }
 }
 
-impl<F, B, E> Future for TrackedFuture<F>
+impl<F, B, E, M> Future for TrackedFuture<F, M>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    B: Body,
+    B: Body + Send + 'static,
+    M: Measure,
 {
-    type Output = Result<Response<TrackedBody<B>>, BoxError>;
+    type Output = Result<Response<TrackedBody<B, M>>, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -208,10 +201,11 @@ where
             }
             return Poll::Ready(Ok(res));
         };
-        let res = match ready!(poll_naming_route(this.timer, inner, cx)) {
+        let polled = M::poll_app(this.measure, || poll_catching(inner, cx));
+        let res = match ready!(polled) {
             Ok(res) => res,
             Err(payload) => {
-                let route = at_panic(this.timer.take());
+                let route = this.measure.take().and_then(M::at_panic);
                 // Poisoned: never polled again. Dropped now, its own panic (if any) caught.
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| this.inner.set(None)));
                 return Poll::Ready(Ok(answer_panic(
@@ -232,19 +226,20 @@ where
         } else {
             None
         };
-        let timer = if let Some(slot) = slot {
+        let measure = if let Some(slot) = slot {
             // An upgrade (a WebSocket): in flight, and measured, until the upgraded I/O is
             // dropped; never `Connection: close` (it would replace `Connection: upgrade`).
             close = false;
-            hold_upgrade(guard.take(), slot, at_upgrade(this.timer.take()));
+            hold_upgrade(guard.take(), slot, this.measure.take().map(M::at_upgrade));
             None
         } else {
-            // Recorded now if the request failed or sends no body; else when its body ends.
-            at_response(this.timer.take(), &res)
+            // Response head: recorded now if the request failed or sends no body; else when
+            // its body ends.
+            this.measure.take().and_then(|m| m.at_response(&res))
         };
         Poll::Ready(res.map_err(Into::into).map(|res| {
             let mut res = res.map(|body| TrackedBody {
-                inner: Some(RecordingBody::new(body, timer)),
+                inner: Some(M::body(measure, body)),
                 guard,
                 text: b"",
             });
@@ -290,10 +285,23 @@ fn upgrade_slot_or_refuse<B, E>(
 /// connection until the upgraded I/O is dropped or cut.
 #[cold]
 #[inline(never)]
-fn hold_upgrade(guard: Option<RequestGuard>, slot: UpgradeSlot, timer: Option<UpgradeTimer>) {
+fn hold_upgrade(guard: Option<RequestGuard>, slot: UpgradeSlot, end: Option<Box<dyn UpgradeEnd>>) {
     if let Some(guard) = guard {
-        let end = timer.map(|t| Box::new(t) as Box<dyn UpgradeEnd>);
         guard.hold_upgrade(slot, end);
+    }
+}
+
+/// Polls `inner`, catching a panic: `Ready(Err(payload))`, and `inner` must not be polled
+/// again.
+#[inline]
+fn poll_catching<F: Future>(
+    inner: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<std::thread::Result<F::Output>> {
+    match panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+        Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => Poll::Ready(Err(payload)),
     }
 }
 
@@ -313,23 +321,17 @@ fn refused_stream() -> BoxError {
     }
 }
 
-impl UpgradeEnd for UpgradeTimer {
-    fn ended(self: Box<Self>) {
-        UpgradeTimer::ended(*self);
-    }
-}
-
 /// The answer to a request whose response future panicked (recorded already): logged, and
 /// a `500` with a short text, `Connection: close` on HTTP/1 (the application may be in a
 /// state its next request should not see on this connection).
 #[cold]
 #[inline(never)]
-fn answer_panic<B>(
+fn answer_panic<B: Body + Send + 'static, M: Measure>(
     payload: Box<dyn Any + Send>,
     route: Option<Arc<str>>,
     request: &RequestLine,
     guard: Option<RequestGuard>,
-) -> Response<TrackedBody<B>> {
+) -> Response<TrackedBody<B, M>> {
     let message = crate::panic::message(&*payload);
     let method = &request.method;
     match route {
@@ -355,21 +357,34 @@ fn answer_panic<B>(
 
 pin_project! {
     /// A response body that keeps its request counted in flight until it ends (and, through
-    /// [`RecordingBody`], measured). A panic of the application's body is caught: the body
-    /// ends with [`BodyPanicked`], so that hyper cuts the response short.
-    #[derive(Debug)]
-    pub(crate) struct TrackedBody<B> {
+    /// the recorder's body `M::Body`, measured). A panic of the application's body is caught:
+    /// the body ends with [`BodyPanicked`], so that hyper cuts the response short.
+    pub(crate) struct TrackedBody<B, M>
+    where
+        B: Body,
+        B: Send,
+        B: 'static,
+        M: Measure,
+    {
         #[pin]
-        inner: Option<RecordingBody<B>>,
+        inner: Option<M::Body<B>>,
         guard: Option<RequestGuard>,
         // Without `inner`: podcycle's own body (the `500` of a panic), sent as one frame.
         text: &'static [u8],
     }
 }
 
-impl<B> TrackedBody<B> {
+impl<B: Body + Send + 'static, M: Measure> fmt::Debug for TrackedBody<B, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackedBody")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body + Send + 'static, M: Measure> TrackedBody<B, M> {
     /// A body of podcycle's own: `text`, keeping `guard` until it is sent.
-    fn text(text: &'static [u8], guard: Option<RequestGuard>) -> TrackedBody<B> {
+    fn text(text: &'static [u8], guard: Option<RequestGuard>) -> TrackedBody<B, M> {
         TrackedBody {
             inner: None,
             guard,
@@ -378,10 +393,11 @@ impl<B> TrackedBody<B> {
     }
 }
 
-impl<B> Body for TrackedBody<B>
+impl<B, M> Body for TrackedBody<B, M>
 where
-    B: Body,
+    B: Body + Send + 'static,
     B::Error: Into<BoxError>,
+    M: Measure,
 {
     type Data = TrackedData<B::Data>;
     type Error = BoxError;
@@ -405,7 +421,7 @@ where
             Ok(Poll::Pending) => return Poll::Pending,
             Err(payload) => {
                 let inner = this.inner.as_mut().as_pin_mut();
-                let route = inner.and_then(RecordingBody::panicked);
+                let route = inner.and_then(M::body_panicked);
                 // Poisoned: never polled again. Dropped now, its own panic (if any) caught.
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| this.inner.set(None)));
                 this.guard.take();

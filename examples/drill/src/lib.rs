@@ -264,6 +264,29 @@ impl Events {
     }
 }
 
+/// The ignored `replica` test a drill test binary carries: the drill starts replicas by running
+/// the test binary again with `DRILL_REPLICA` set, and this test then runs the chatbot (the
+/// same code as `cargo run -p drill`). Invoke once at the top level of each drill test file.
+#[macro_export]
+macro_rules! replica_test {
+    () => {
+        #[test]
+        #[ignore = "a chatbot replica, started by the drill in a child process"]
+        fn replica() {
+            if std::env::var_os("DRILL_REPLICA").is_none() {
+                return;
+            }
+            let code = $crate::run_replica(|| async {
+                match chatbot::Mode::from_env() {
+                    Ok(mode) => chatbot::run(mode).await,
+                    Err(e) => podcycle::Outcome::Failed(e),
+                }
+            });
+            std::process::exit(i32::from(code));
+        }
+    };
+}
+
 /// Runs the chatbot in a replica process: a runtime, logs to stderr, the service future from
 /// `serve`, and the exit code podcycle's outcome calls for.
 pub fn run_replica<F, Fut>(serve: F) -> u8

@@ -4,27 +4,15 @@
 //! keep-alive clients and exits soon after the lag; the same replicas with a fixed delay
 //! (`PODCYCLE_SHUTDOWN_QUIET=0s`) lose requests, which shows the drill can see a loss.
 //!
-//! Needs `haproxy` (Debian package `haproxy`); skips visibly without it outside CI.
+//! Needs `haproxy` (Debian package `haproxy`): without it the test fails, unless
+//! `PODCYCLE_SKIP_MISSING_TOOLS=1` asks to skip (always fails in CI).
 
 use std::time::Duration;
 
 use drill::lag::{LagOptions, LagReport};
 use drill::ReplicaCommand;
 
-#[test]
-#[ignore = "a chatbot replica, started by the drill in a child process"]
-fn replica() {
-    if std::env::var_os("DRILL_REPLICA").is_none() {
-        return;
-    }
-    let code = drill::run_replica(|| async {
-        match chatbot::Mode::from_env() {
-            Ok(mode) => chatbot::run(mode).await,
-            Err(e) => podcycle::Outcome::Failed(e),
-        }
-    });
-    std::process::exit(i32::from(code));
-}
+drill::replica_test!();
 
 const LAG: Duration = Duration::from_secs(3);
 

@@ -7,27 +7,14 @@
 //! stall fails the test at once.
 //!
 //! Replicas are this test binary run again (its ignored `replica` test runs the chatbot), the
-//! same code as `cargo run -p drill`. Needs `haproxy` (Debian package `haproxy`): in CI
-//! (`CI` set) a missing HAProxy fails the test; elsewhere it says clearly that it skipped.
+//! same code as `cargo run -p drill`. Needs `haproxy` (Debian package `haproxy`): a missing
+//! HAProxy fails the test, unless `PODCYCLE_SKIP_MISSING_TOOLS=1` asks to skip (never in CI).
 
 use std::time::Duration;
 
 use drill::{Mode, Options, ReplicaCommand, Strategy, VERSION_A, VERSION_B};
 
-#[test]
-#[ignore = "a chatbot replica, started by the drill in a child process"]
-fn replica() {
-    if std::env::var_os("DRILL_REPLICA").is_none() {
-        return;
-    }
-    let code = drill::run_replica(|| async {
-        match chatbot::Mode::from_env() {
-            Ok(mode) => chatbot::run(mode).await,
-            Err(e) => podcycle::Outcome::Failed(e),
-        }
-    });
-    std::process::exit(i32::from(code));
-}
+drill::replica_test!();
 
 fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy, attempt: usize) -> Options {
     let replica = ReplicaCommand {

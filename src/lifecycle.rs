@@ -596,6 +596,7 @@ impl Lifecycle {
                 .unwrap_or((max_connections / 2).max(1)),
             slots: inner.health.slots.clone(),
             close_spread: config.shutdown.delay / 2,
+            admission: crate::admission::Controller::new(config.admission),
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

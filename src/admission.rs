@@ -159,16 +159,19 @@ impl Controller {
     }
 
     /// The limit in force.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn limit(&self) -> u32 {
         self.limit.load(Ordering::Relaxed)
     }
 
     /// The admitted requests in flight.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The requests shed so far.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
     }

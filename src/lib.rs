@@ -46,8 +46,9 @@ mod watchdog;
 
 pub use checks::Check;
 pub use config::{
-    Admission, Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, DEFAULT_SHUTDOWN_QUIET,
-    GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION, MIN_WATCHDOG_STALL,
+    Admission, Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS,
+    DEFAULT_SHUTDOWN_QUIET, GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION,
+    MIN_WATCHDOG_STALL,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;

@@ -37,6 +37,23 @@ async fn one_request(app: SocketAddr, path: &str) -> Result<(u16, bool), String>
     Ok((code, text.contains("\r\nretry-after: 1\r\n")))
 }
 
+/// A WebSocket upgrade request to `/hello`: the head of the answer.
+async fn upgrade_request(app: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(app).await.unwrap();
+    s.write_all(
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0; 1024];
+    let n = tokio::time::timeout(SOON, s.read(&mut buf))
+        .await
+        .expect("no answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Both probes, each within a second: `200`.
 async fn probes_pass(admin: SocketAddr) {
     for probe in ["/livez", "/readyz"] {
@@ -93,6 +110,26 @@ fn beyond_a_fixed_limit_requests_get_503_at_once_probes_pass_and_the_drain_waits
             slow.iter().all(|s| !s.is_finished()),
             "the burst was answered only after a slow request ended: it queued"
         );
+        // A gRPC request beyond the limit: trailers-only RESOURCE_EXHAUSTED.
+        let (mut h2, _conn) = client::h2::<http_body_util::Empty<bytes::Bytes>>(app).await;
+        let res = h2
+            .send_request(
+                http::Request::post(format!("http://{app}/hello"))
+                    .header("content-type", "application/grpc")
+                    .body(http_body_util::Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["grpc-status"], "8", "{:?}", res.headers());
+        assert!(
+            hyper::body::Body::is_end_stream(res.body()),
+            "trailers-only"
+        );
+        // A WebSocket upgrade is never shed (this route answers it as a plain GET).
+        let upgrade = upgrade_request(app).await;
+        assert!(upgrade.starts_with("HTTP/1.1 200"), "{upgrade}");
         probes_pass(admin).await;
         let metrics = client::get(admin, "/metrics").await.unwrap().body;
         let value = |name: &str| -> f64 {

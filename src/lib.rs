@@ -46,7 +46,7 @@ mod watchdog;
 
 pub use checks::Check;
 pub use config::{
-    Admission, Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS,
+    Admission, Config, ConfigError, OnWarmupFailure, ShedStatus, StopAccepting, DEFAULT_BUCKETS,
     DEFAULT_SHUTDOWN_QUIET, GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION,
     MIN_WATCHDOG_STALL,
 };

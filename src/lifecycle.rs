@@ -607,6 +607,7 @@ impl Lifecycle {
             slots: inner.health.slots.clone(),
             close_spread: config.shutdown.delay / 2,
             admission: inner.admission.clone(),
+            shed_status: config.shed_status,
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

@@ -170,6 +170,8 @@ fn an_overloaded_pod_with_adaptive_admission_sheds_and_stays_ready_and_live() {
     // requests/s). First the load it can serve, then 48 clients in a closed loop.
     let env = [
         ("PODCYCLE_ADMISSION", "adaptive"),
+        // kube-apiserver's answer rather than the default 503.
+        ("PODCYCLE_SHED_STATUS", "429"),
         ("PODCYCLE_SHUTDOWN_DELAY", "0s"),
         ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
     ];
@@ -192,7 +194,7 @@ fn an_overloaded_pod_with_adaptive_admission_sheds_and_stays_ready_and_live() {
                                 Ok((200, _)) => {
                                     ok.fetch_add(1, Ordering::Relaxed);
                                 }
-                                Ok((503, true)) => {
+                                Ok((429, true)) => {
                                     shed.fetch_add(1, Ordering::Relaxed);
                                     // As a client honouring `Retry-After` would, sooner.
                                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -112,6 +112,30 @@ impl FromStr for Admission {
     }
 }
 
+/// The status of a request shed by admission control (`PODCYCLE_SHED_STATUS`), with
+/// `Retry-After: 1` either way (a gRPC request gets `RESOURCE_EXHAUSTED` either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShedStatus {
+    /// `503 Service Unavailable` (the default): clients and proxies retry it elsewhere.
+    #[default]
+    ServiceUnavailable,
+    /// `429 Too Many Requests`, as kube-apiserver's API Priority and Fairness answers.
+    TooManyRequests,
+}
+
+impl FromStr for ShedStatus {
+    type Err = &'static str;
+
+    /// `503` or `429`, as `PODCYCLE_SHED_STATUS` takes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "503" => Ok(ShedStatus::ServiceUnavailable),
+            "429" => Ok(ShedStatus::TooManyRequests),
+            _ => Err("`503` or `429`"),
+        }
+    }
+}
+
 /// What happens when a warm-up fails or misses the warm-up deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OnWarmupFailure {
@@ -145,6 +169,7 @@ pub struct Config {
     pub(crate) version: String,
     pub(crate) stop_accepting: StopAccepting,
     pub(crate) admission: Admission,
+    pub(crate) shed_status: ShedStatus,
     pub(crate) on_warmup_failure: OnWarmupFailure,
     pub(crate) handle_signals: bool,
     pub(crate) metric_labels: Vec<(String, String)>,
@@ -244,6 +269,7 @@ impl Default for Config {
             version: String::from("unknown"),
             stop_accepting: StopAccepting::CloseListener,
             admission: Admission::Off,
+            shed_status: ShedStatus::ServiceUnavailable,
             on_warmup_failure: OnWarmupFailure::Exit,
             handle_signals: true,
             metric_labels: Vec::new(),
@@ -413,6 +439,13 @@ impl Config {
     /// drain does not wait for it).
     pub fn admission(mut self, admission: Admission) -> Self {
         self.admission = admission;
+        self
+    }
+
+    /// The status of a request shed by admission control (`PODCYCLE_SHED_STATUS`, default
+    /// `503`): see [`ShedStatus`].
+    pub fn shed_status(mut self, status: ShedStatus) -> Self {
+        self.shed_status = status;
         self
     }
 

@@ -190,6 +190,10 @@ vars! {
         c.admission = v.parse()?;
         Ok(())
     });
+    "PODCYCLE_SHED_STATUS", "`503`", shed_status => Read::Value(|c, v| {
+        c.shed_status = v.parse()?;
+        Ok(())
+    });
     "PODCYCLE_ON_WARMUP_FAILURE", "`exit`", on_warmup_failure => Read::Value(|c, v| {
         c.on_warmup_failure = v.parse()?;
         Ok(())
@@ -388,6 +392,13 @@ mod tests {
             assert_eq!(c.admission, want);
         }
         assert_eq!(Config::default().admission, Admission::Off);
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_SHED_STATUS", "429")])).unwrap();
+        assert_eq!(c.shed_status, crate::config::ShedStatus::TooManyRequests);
+        let err = Config::from_vars("x", &vars(&[("PODCYCLE_SHED_STATUS", "500")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid PODCYCLE_SHED_STATUS=\"500\": expected `503` or `429`"
+        );
         let err = Config::default()
             .admission(Admission::Fixed(0))
             .validate()

@@ -27,7 +27,7 @@ use tower::{Service, ServiceExt};
 use super::request_body::{app_body, AppBody};
 use super::ServeContext;
 use crate::admission::{Controller, Permit};
-use crate::config::StopAccepting;
+use crate::config::{ShedStatus, StopAccepting};
 use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
 use crate::phase::Phase;
@@ -91,7 +91,7 @@ where
         }
         let permit = match &self.shared.admission {
             None => None,
-            Some(admission) => match admit(admission, &req) {
+            Some(admission) => match admit(admission, &req, self.shared.shed_status) {
                 Ok(permit) => permit,
                 Err(answer) => return TrackedFuture::answer(answer, close, request),
             },
@@ -116,27 +116,31 @@ where
 /// A permit from admission control for `req` (`None` for a WebSocket upgrade, never shed), or
 /// the answer that sheds it: `503`, or `RESOURCE_EXHAUSTED` to a gRPC request.
 #[inline]
-fn admit<B>(admission: &Arc<Controller>, req: &Request<B>) -> Result<Option<Permit>, Answer> {
+fn admit<B>(
+    admission: &Arc<Controller>,
+    req: &Request<B>,
+    status: ShedStatus,
+) -> Result<Option<Permit>, Answer> {
     if req.headers().contains_key(UPGRADE) || req.method() == Method::CONNECT {
         return Ok(None);
     }
     match admission.try_acquire() {
         Some(permit) => Ok(Some(permit)),
-        None => Err(shed_answer(req)),
+        None => Err(shed_answer(req, status)),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn shed_answer<B>(req: &Request<B>) -> Answer {
+fn shed_answer<B>(req: &Request<B>, status: ShedStatus) -> Answer {
     let grpc = req
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
-        Answer::ShedGrpc
-    } else {
-        Answer::Shed
+    match (grpc, status) {
+        (true, _) => Answer::ShedGrpc,
+        (false, ShedStatus::ServiceUnavailable) => Answer::Shed,
+        (false, ShedStatus::TooManyRequests) => Answer::ShedTooMany,
     }
 }
 
@@ -220,6 +224,8 @@ pub(crate) enum Answer {
     Refused,
     /// Shed by admission control: `503` with `Retry-After: 1`.
     Shed,
+    /// Shed by admission control: `429` with `Retry-After: 1` (`PODCYCLE_SHED_STATUS=429`).
+    ShedTooMany,
     /// Shed by admission control, a gRPC request: trailers-only `RESOURCE_EXHAUSTED`.
     ShedGrpc,
 }
@@ -252,8 +258,10 @@ fn answer_without_app<B: Body + Send + 'static, M: Measure>(
         return Err(refused_stream());
     }
     let mut res = Response::new(TrackedBody::text(b"", None));
-    if answer != Answer::ShedGrpc {
-        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    match answer {
+        Answer::ShedGrpc => {}
+        Answer::ShedTooMany => *res.status_mut() = StatusCode::TOO_MANY_REQUESTS,
+        _ => *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE,
     }
     let headers = res.headers_mut();
     if answer == Answer::ShedGrpc {

@@ -80,7 +80,7 @@ pub enum StopAccepting {
 /// in flight at once before the next is answered at once (`503` with `Retry-After`, gRPC
 /// `RESOURCE_EXHAUSTED`) instead of queueing. WebSocket upgrades are never shed, and the
 /// probes and metrics (on the admin listener) never see it; readiness and liveness are never
-/// used to shed load (see [`Probes::set_serving`](crate::Probes::set_serving)).
+/// used to shed load (see [`Lifecycle::set_serving`](crate::Lifecycle::set_serving)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Admission {
     /// Every request is admitted (the default): the application queues what it cannot serve.

@@ -70,7 +70,7 @@ fn beyond_a_fixed_limit_requests_get_503_at_once_probes_pass_and_the_drain_waits
 ) {
     let env = [
         ("PODCYCLE_ADMISSION", "4"),
-        ("PODCYCLE_SHUTDOWN_DELAY", "200ms"),
+        ("PODCYCLE_SHUTDOWN_DELAY", "1s"),
         ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
         ("PODCYCLE_DRAIN_TIMEOUT", "20s"),
     ];
@@ -146,6 +146,8 @@ fn beyond_a_fixed_limit_requests_get_503_at_once_probes_pass_and_the_drain_waits
         // The drain waits for the four admitted requests, and only for them: the shed ones
         // were never in flight (else the drain would run to its 20 s deadline, exit code 4).
         let sent = child.signal("TERM");
+        // During the shutdown delay the limit still holds.
+        assert_eq!(one_request(app, "/hello").await.unwrap(), (503, true));
         for s in slow {
             assert_eq!(
                 s.await.unwrap().unwrap().0,

@@ -239,3 +239,78 @@ fn an_overloaded_pod_with_adaptive_admission_sheds_and_stays_ready_and_live() {
     assert!(shed > 0, "nothing shed: {ok} served");
     assert_eq!(exit.code, 0, "{}", exit.output);
 }
+
+/// The overload table of `docs/limits.md`: open-loop load at 1×, 2× and 4× the capacity of
+/// `/queued` (two at a time, 20 ms each: 100 requests/s), with admission off, a fixed limit
+/// and adaptive. Measures, asserts nothing; run by hand:
+/// `cargo test -p podcycle --test admission overload_table -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the overload table"]
+fn overload_table() {
+    println!("| admission | load | goodput/s | p50 ms | p99 ms | shed | no answer | probe max ms | probe failures |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for mode in ["off", "4", "adaptive"] {
+        for times in [1u32, 2, 4] {
+            let env = [
+                ("PODCYCLE_ADMISSION", mode),
+                ("PODCYCLE_SHUTDOWN_DELAY", "0s"),
+                ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
+                ("PODCYCLE_DRAIN_TIMEOUT", "1s"),
+            ];
+            let (row, _exit) = with_child(&env, |child| async move {
+                let (app, admin) = (child.app, child.admin);
+                let rate = 100 * times;
+                let run = Duration::from_secs(3);
+                let start = Instant::now();
+                let mut tasks = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+                let probes = tokio::spawn(async move {
+                    let (mut worst, mut failed) = (Duration::ZERO, 0);
+                    while start.elapsed() < run {
+                        let t = Instant::now();
+                        let ok = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            client::get(admin, "/livez"),
+                        )
+                        .await
+                        .is_ok_and(|r| r.is_ok_and(|r| r.status == 200));
+                        worst = worst.max(t.elapsed());
+                        failed += u32::from(!ok);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    (worst, failed)
+                });
+                while start.elapsed() < run {
+                    tick.tick().await;
+                    tasks.push(tokio::spawn(async move {
+                        let t = Instant::now();
+                        (one_request(app, "/queued?ms=20").await, t.elapsed())
+                    }));
+                }
+                let (mut ok, mut shed, mut lost) = (Vec::new(), 0, 0);
+                for t in tasks {
+                    match t.await.unwrap() {
+                        (Ok((200, _)), took) => ok.push(took),
+                        (Ok((503, _)), _) => shed += 1,
+                        _ => lost += 1,
+                    }
+                }
+                let (worst, failed) = probes.await.unwrap();
+                ok.sort();
+                let pct = |p: f64| {
+                    ok.get(((ok.len() as f64 * p) as usize).min(ok.len().saturating_sub(1)))
+                        .map_or(0, |d| d.as_millis())
+                };
+                child.signal("TERM");
+                format!(
+                    "| {mode} | {times}× | {:.0} | {} | {} | {shed} | {lost} | {} | {failed} |",
+                    ok.len() as f64 / start.elapsed().as_secs_f64(),
+                    pct(0.5),
+                    pct(0.99),
+                    worst.as_millis()
+                )
+            });
+            println!("{row}");
+        }
+    }
+}

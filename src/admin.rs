@@ -496,7 +496,6 @@ mod tests {
                     connections: connections.clone(),
                     runtime: tokio::runtime::Handle::current(),
                     lag: Arc::default(),
-                    admission: None,
                 },
             )
             .unwrap(),

@@ -25,6 +25,25 @@ pub struct ReplicaCommand {
     pub args: Vec<String>,
 }
 
+impl ReplicaCommand {
+    /// The running test binary again, running only its ignored `replica` test (the one
+    /// [`replica_test!`](crate::replica_test) declares): how the drill's tests start replicas.
+    pub fn this_test_binary() -> ReplicaCommand {
+        ReplicaCommand {
+            program: std::env::current_exe().expect("the test binary's path"),
+            args: [
+                "--ignored",
+                "--exact",
+                "replica",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
 /// Settings every replica gets through its environment.
 #[derive(Clone, Debug)]
 pub struct ReplicaEnv {

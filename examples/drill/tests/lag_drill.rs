@@ -17,18 +17,7 @@ drill::replica_test!();
 const LAG: Duration = Duration::from_secs(3);
 
 fn short(haproxy: std::path::PathBuf, name: &str, quiet: Option<Duration>) -> LagOptions {
-    let replica = ReplicaCommand {
-        program: std::env::current_exe().unwrap(),
-        args: [
-            "--ignored",
-            "--exact",
-            "replica",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    };
+    let replica = ReplicaCommand::this_test_binary();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("lag-drill-{name}-{}", std::process::id()));
     LagOptions {

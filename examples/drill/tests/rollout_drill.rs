@@ -17,18 +17,7 @@ use drill::{Mode, Options, ReplicaCommand, Strategy, VERSION_A, VERSION_B};
 drill::replica_test!();
 
 fn short_drill(haproxy: std::path::PathBuf, strategy: Strategy, attempt: usize) -> Options {
-    let replica = ReplicaCommand {
-        program: std::env::current_exe().unwrap(),
-        args: [
-            "--ignored",
-            "--exact",
-            "replica",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    };
+    let replica = ReplicaCommand::this_test_binary();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "rollout-drill-{}-{}-{attempt}",
         strategy.name(),

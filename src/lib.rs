@@ -6,7 +6,7 @@
 // layer or above, so no two modules import each other (checked by tests/layering.rs, which
 // also holds the README's Layout to this list):
 //   lifecycle
-//   serve, admin
+//   serve, admin, routing
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error, env_check, recorder
@@ -34,6 +34,7 @@ mod panic;
 mod phase;
 pub mod probes;
 mod recorder;
+pub mod routing;
 mod serve;
 mod shutdown;
 mod state;

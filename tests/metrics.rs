@@ -547,3 +547,187 @@ async fn the_http_metrics_are_also_a_prometheus_collector() {
     }
     assert!(text.contains("error_type=\"500\""), "{text}");
 }
+
+/// One request over a fresh HTTP/1.1 connection (`Connection: close`): its status, once the
+/// server has closed the connection (the response, body and all, is recorded by then).
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    let line = String::from_utf8_lossy(&out);
+    line.get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {line}"))
+}
+
+/// The request histogram's `_count` lines and the active gauge's lines of `text`.
+fn request_lines(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("http_server_request_duration_seconds_count{")
+                || l.starts_with("http_server_active_requests{")
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// Serves `app` under `lifecycle`, sends each request in turn, and returns the request lines
+/// of the metrics once the lifecycle has stopped.
+async fn serve_and_send(
+    lifecycle: Lifecycle,
+    app: Router,
+    requests: &[(&str, &str, u16)],
+) -> BTreeSet<String> {
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+    for (method, path, status) in requests {
+        assert_eq!(send(addr, method, path).await, *status, "{method} {path}");
+    }
+    lifecycle.shutdown();
+    assert!(matches!(serving.await.unwrap(), Outcome::Drained));
+    request_lines(&lifecycle.metrics().render())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_handlers_record_exactly_what_the_layer_records() {
+    // The same application twice: routes named by `podcycle::routing`'s handlers (no
+    // `Router::layer`), and by the metrics layer. Same series, same counts, same gauge.
+    let requests = [
+        ("GET", "/hello/ann", 200),
+        ("GET", "/hello/bob", 200),
+        ("HEAD", "/hello/ann", 200),
+        ("POST", "/v1/chat", 200),
+        ("GET", "/boom", 500),
+        ("GET", "/empty", 204),
+        ("GET", "/api/items/7", 200),
+        ("POST", "/api/items/7", 201),
+        ("GET", "/nope", 404),
+        ("PURGE", "/also/nope", 404),
+    ];
+    let named = {
+        use podcycle::routing::{get, named, post};
+        let api = Router::new().route(
+            "/items/{id}",
+            get(|| async { "item" }).post(named(|| async { (http::StatusCode::CREATED, "added") })),
+        );
+        Router::new()
+            .route("/hello/{name}", get(|| async { "hi" }))
+            .route("/v1/chat", post(|| async { "answer" }))
+            .route(
+                "/boom",
+                get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+            )
+            .route("/empty", get(|| async { http::StatusCode::NO_CONTENT }))
+            .nest("/api", api)
+    };
+    let by_handlers = serve_and_send(Lifecycle::new(config()).unwrap(), named, &requests).await;
+
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let api = Router::new()
+        .route(
+            "/items/{id}",
+            get(|| async { "item" }).post(|| async { (http::StatusCode::CREATED, "added") }),
+        )
+        .layer(lifecycle.metrics().layer());
+    let layered = Router::new()
+        .route("/hello/{name}", get(|| async { "hi" }))
+        .route("/v1/chat", post(|| async { "answer" }))
+        .route(
+            "/boom",
+            get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route("/empty", get(|| async { http::StatusCode::NO_CONTENT }))
+        .nest("/api", api)
+        .layer(lifecycle.metrics().layer());
+    let by_layer = serve_and_send(lifecycle, layered, &requests).await;
+
+    assert_eq!(by_handlers, by_layer);
+    // And what that is, spelled out for a few.
+    for line in [
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/hello/{name}\",http_response_status_code=\"200\",version=\"2.0.0\",track=\"canary\"} 2",
+        "http_server_request_duration_seconds_count{http_request_method=\"HEAD\",http_route=\"/hello/{name}\",http_response_status_code=\"200\",version=\"2.0.0\",track=\"canary\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/boom\",http_response_status_code=\"500\",version=\"2.0.0\",track=\"canary\",error_type=\"500\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_route=\"/api/items/{id}\",http_response_status_code=\"201\",version=\"2.0.0\",track=\"canary\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"unmatched\",http_response_status_code=\"404\",version=\"2.0.0\",track=\"canary\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"_OTHER\",http_route=\"unmatched\",http_response_status_code=\"404\",version=\"2.0.0\",track=\"canary\"} 1",
+        "http_server_active_requests{http_request_method=\"GET\",version=\"2.0.0\",track=\"canary\"} 0",
+    ] {
+        assert!(by_handlers.contains(line), "{line} in {by_handlers:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_no_named_handler_sees_counts_as_unmatched_once_routes_are_named() {
+    // A service that names no route records nothing (as before it had metrics); once it has
+    // named one, a request no named handler saw (the fallback's 404, a handler from
+    // `axum::routing`) is recorded as `unmatched`, with its status.
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let app = Router::new()
+        .route("/named", podcycle::routing::get(|| async { "named" }))
+        .route("/plain", get(|| async { "plain" }));
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+
+    assert_eq!(send(addr, "GET", "/plain").await, 200);
+    assert_eq!(send(addr, "GET", "/nope").await, 404);
+    let text = lifecycle.metrics().render();
+    assert_eq!(label_values(&text, "http_route"), BTreeSet::new(), "{text}");
+
+    assert_eq!(send(addr, "GET", "/named").await, 200);
+    assert_eq!(send(addr, "GET", "/plain").await, 200);
+    assert_eq!(send(addr, "GET", "/nope").await, 404);
+    let text = lifecycle.metrics().render();
+    let unmatched = |status: &str| {
+        count_and_sum(
+            &text,
+            &format!("http_route=\"unmatched\",http_response_status_code=\"{status}\""),
+        )
+        .0
+    };
+    assert_eq!((unmatched("200"), unmatched("404")), (1, 1), "{text}");
+    assert_eq!(count_and_sum(&text, "http_route=\"/named\"").0, 1, "{text}");
+    assert!(
+        text.contains("http_server_active_requests{http_request_method=\"GET\",version=\"2.0.0\",track=\"canary\"} 0"),
+        "{text}"
+    );
+    lifecycle.shutdown();
+    assert!(matches!(serving.await.unwrap(), Outcome::Drained));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_handlers_under_an_outer_layer_record_each_request_once_with_the_inner_route() {
+    // Moving to named handlers one router at a time: an outer layer may stay.
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let api = Router::new().route("/items/{id}", podcycle::routing::get(|| async { "item" }));
+    let app = Router::new()
+        .nest("/api", api)
+        .layer(lifecycle.metrics().layer());
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
+    lifecycle.reached(Phase::Serving).await;
+    let addr = lifecycle.app_addr().unwrap();
+    for _ in 0..3 {
+        assert_eq!(send(addr, "GET", "/api/items/1").await, 200);
+    }
+    let text = lifecycle.metrics().render();
+    assert_eq!(
+        count_and_sum(&text, "http_route=\"/api/items/{id}\"").0,
+        3,
+        "{text}"
+    );
+    assert!(
+        text.contains("http_server_active_requests{http_request_method=\"GET\",version=\"2.0.0\",track=\"canary\"} 0"),
+        "counted active once: {text}"
+    );
+    lifecycle.shutdown();
+    assert!(matches!(serving.await.unwrap(), Outcome::Drained));
+}

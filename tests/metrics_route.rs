@@ -65,3 +65,41 @@ async fn active_requests_exist_at_zero_for_every_method_from_the_start() {
         assert!(text.contains(&line), "{line} in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_scrapes_on_the_app_router_are_not_recorded_with_named_handlers_or_the_layer() {
+    for named in [true, false] {
+        let lifecycle = Lifecycle::new(support::in_process_config().admin_addr(None)).unwrap();
+        let app = if named {
+            axum::Router::new().route("/hello", podcycle::routing::get(|| async { "hello" }))
+        } else {
+            axum::Router::new()
+                .route("/hello", get(|| async { "hello" }))
+                .layer(lifecycle.metrics().layer())
+        }
+        .merge(lifecycle.metrics().router());
+        let serving = tokio::spawn(lifecycle.clone().serve(app));
+        lifecycle.reached(podcycle::Phase::Serving).await;
+        let addr = lifecycle.app_addr().unwrap();
+        assert_eq!(
+            support::client::get(addr, "/hello").await.unwrap().status,
+            200
+        );
+        for _ in 0..3 {
+            let scrape = support::client::get(addr, "/metrics").await.unwrap();
+            assert_eq!(scrape.status, 200);
+        }
+        let text = support::client::get(addr, "/metrics").await.unwrap().body;
+        let routes: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+            .collect();
+        assert_eq!(routes.len(), 1, "named: {named}; {routes:#?}");
+        assert!(
+            routes[0].contains("http_route=\"/hello\"") && routes[0].ends_with(" 1"),
+            "named: {named}; {routes:#?}"
+        );
+        lifecycle.shutdown();
+        assert_eq!(serving.await.unwrap(), podcycle::Outcome::Drained);
+    }
+}

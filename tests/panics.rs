@@ -24,32 +24,45 @@ fn config() -> Config {
 }
 
 fn app(lifecycle: &Lifecycle) -> Router {
-    Router::new()
-        .route("/hello/{name}", get(|| async { "hi" }))
-        .route(
-            "/panic/{id}",
-            get(|| async {
-                if true {
-                    panic!("handler boom");
-                }
-                "unreachable"
-            }),
-        )
-        .route(
-            "/panic-body",
-            get(|| async {
-                // One chunk, then a panic while hyper polls for the second.
-                let s = futures_util::stream::unfold(0, |n| async move {
-                    if n == 1 {
-                        panic!("body boom");
-                    }
-                    Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
-                });
-                axum::body::Body::from_stream(s)
-            }),
-        )
-        .layer(lifecycle.metrics().layer())
+    routes!(get).layer(lifecycle.metrics().layer())
 }
+
+/// The same routes named by `podcycle::routing`'s handlers instead of the layer.
+fn named_app() -> Router {
+    use podcycle::routing::get;
+    routes!(get)
+}
+
+/// The application's routes, with `$get` from `axum::routing` or `podcycle::routing`.
+macro_rules! routes {
+    ($get:ident) => {
+        Router::new()
+            .route("/hello/{name}", $get(|| async { "hi" }))
+            .route(
+                "/panic/{id}",
+                $get(|| async {
+                    if true {
+                        panic!("handler boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route(
+                "/panic-body",
+                $get(|| async {
+                    // One chunk, then a panic while hyper polls for the second.
+                    let s = futures_util::stream::unfold(0, |n| async move {
+                        if n == 1 {
+                            panic!("body boom");
+                        }
+                        Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
+                    });
+                    axum::body::Body::from_stream(s)
+                }),
+            )
+    };
+}
+use routes;
 
 const ACTIVE_ZERO: &str =
     "http_server_active_requests{http_request_method=\"GET\",version=\"2.0.0\"} 0";
@@ -81,7 +94,14 @@ async fn recorded(lifecycle: &Lifecycle, line: &str, count: u64) -> String {
 
 async fn start() -> (Lifecycle, tokio::task::JoinHandle<Outcome>, SocketAddr) {
     let lifecycle = Lifecycle::new(config()).unwrap();
-    let serving = tokio::spawn(lifecycle.clone().serve(app(&lifecycle)));
+    serve(lifecycle.clone(), app(&lifecycle)).await
+}
+
+async fn serve(
+    lifecycle: Lifecycle,
+    app: Router,
+) -> (Lifecycle, tokio::task::JoinHandle<Outcome>, SocketAddr) {
+    let serving = tokio::spawn(lifecycle.clone().serve(app));
     lifecycle.reached(Phase::Serving).await;
     let addr = lifecycle.app_addr().unwrap();
     (lifecycle, serving, addr)
@@ -179,4 +199,25 @@ async fn outside_lifecycle_serve_a_panic_unwinding_through_the_layer_is_recorded
         "{text}"
     );
     assert!(text.contains(ACTIVE_ZERO), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_handlers_record_panics_as_the_layer_does() {
+    // No layer: the handlers name their routes; the serving stack catches, answers and
+    // records the panics exactly as with the layer.
+    let (lifecycle, serving, addr) = serve(Lifecycle::new(config()).unwrap(), named_app()).await;
+    for i in 1..=2 {
+        let reply = client::get(addr, &format!("/panic/{i}")).await.unwrap();
+        assert_eq!(reply.status, 500);
+        assert_eq!(reply.body, "Internal Server Error\n");
+    }
+    recorded(&lifecycle, &count_line("/panic/{id}", 500, "panic"), 2).await;
+    let (received, ended) = client::stream(addr, "/panic-body").await;
+    assert!(ended.is_err(), "cut short, not ended cleanly: {received:?}");
+    let text = recorded(&lifecycle, &count_line("/panic-body", 200, "panic"), 1).await;
+    assert!(!text.contains("client_aborted"), "{text}");
+    assert!(!text.contains("unmatched"), "{text}");
+    assert_eq!(client::get(addr, "/hello/y").await.unwrap().status, 200);
+    lifecycle.shutdown();
+    assert_eq!(serving.await.unwrap(), Outcome::Drained);
 }

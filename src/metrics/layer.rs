@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::MatchedPath;
@@ -38,13 +37,16 @@ pub type RouteFn = fn(&http::Method, &str) -> Option<&'static str>;
 /// through unwrapped; elsewhere the layer times the request itself. Responses come out as
 /// axum's `Body` (a no-op for axum handlers, whose bodies already are).
 ///
-/// Which of the two happens is decided once, when `Lifecycle::serve` starts serving: if a
-/// layer of this lifecycle wraps a service by then ([`Layer::layer`], which `Router::layer`
-/// calls for each route), the serving stack times every request and records those whose
-/// route a layer named; a request that no layer sees costs it one clock read, and is not
-/// recorded. Getting a layer from [`Metrics::layer`](crate::metrics::Metrics::layer) without
-/// using it changes nothing; a service wrapped but served elsewhere, or wrapped after serving
-/// started, times itself.
+/// Which of the two happens is decided per request: under `Lifecycle::serve` (the serving
+/// stack of the same lifecycle polling the request) the layer names, elsewhere (another
+/// server, a call from a spawned task) it times. Getting a layer from
+/// [`Metrics::layer`](crate::metrics::Metrics::layer), or wrapping a service with it, has no
+/// effect of its own.
+///
+/// Under `Lifecycle::serve` an axum application can also name its routes with
+/// [`podcycle::routing`](crate::routing)'s handler functions instead: no `Router::layer`
+/// wrapper around each route, the cheaper way (see that module). The layer is the general
+/// way: any tower service (tonic services, `route_fn`), any server.
 ///
 /// A handler that panics: under `Lifecycle::serve` the serving stack catches the panic,
 /// answers `500` and records it (`error_type="panic"`). Elsewhere the layer does not catch
@@ -76,10 +78,8 @@ impl MetricsLayer {
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
-    /// Wraps `inner`, and tells the lifecycle's serving stack to time requests (see
-    /// [`MetricsLayer`]).
+    /// Wraps `inner`.
     fn layer(&self, inner: S) -> Self::Service {
-        self.core.layered.store(true, Ordering::Relaxed);
         MetricsService {
             inner,
             layer: *self,
@@ -121,7 +121,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let method = method_index(req.method());
         let core = self.layer.core;
-        let found = handoff::find(core.id());
+        let found = handoff::find(core);
         let mut check_placement = false;
         let route = match self.layer.route_fn {
             None => match req.extensions().get::<MatchedPath>() {
@@ -144,7 +144,7 @@ where
             Some(Timer::start(core, method, route).of_request(&req))
         } else {
             // The serving stack times this request; it only needs the route.
-            handoff::name(core.id(), route);
+            handoff::name(core, route);
             None
         };
         MetricsFuture {
@@ -204,25 +204,6 @@ mod tests {
     use super::*;
     use crate::metrics::DEFAULT_BUCKETS;
 
-    #[test]
-    fn the_serving_stack_records_once_a_layer_wraps_a_service() {
-        let core = HttpMetrics::leak(
-            "1",
-            &[],
-            DEFAULT_BUCKETS,
-            tokio_util::sync::CancellationToken::new(),
-        );
-        let layer = MetricsLayer {
-            core,
-            route_fn: None,
-        };
-        assert!(core.serving().is_none(), "a layer alone");
-        let _svc = layer.layer(tower::service_fn(|_: Request<()>| async {
-            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
-        }));
-        assert!(core.serving().is_some(), "wrapping a service");
-    }
-
     /// The serving stack's measurement of a request, through the seam: recorded once, at the
     /// end of its body, with the route the layer named during the application's poll.
     #[tokio::test]
@@ -243,7 +224,7 @@ mod tests {
         .layer(tower::service_fn(|_: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(String::from("hi")))
         }));
-        let recorder = core.serving().expect("a layer wraps a service");
+        let recorder = core;
         let req = Request::get("/x").body(()).unwrap();
         let mut measure = Recorder::start(recorder, &req);
         let fut = Measure::poll_app(&mut measure, || svc.call(req));

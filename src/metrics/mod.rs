@@ -42,6 +42,7 @@
 mod grpc;
 mod handoff;
 mod layer;
+mod named;
 mod placement;
 mod process;
 mod recorder;
@@ -73,6 +74,7 @@ pub use self::layer::{MetricsFuture, MetricsLayer, MetricsService, RouteFn};
 pub use self::recorder::DEFAULT_BUCKETS;
 pub use self::routes::UNMATCHED_ROUTE;
 
+pub(crate) use self::named::name_route;
 pub(crate) use self::recorder::HttpMetrics;
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
@@ -278,12 +280,12 @@ impl Metrics {
         })
     }
 
-    /// The recorder the serving stack times requests with, chosen once when serving starts:
-    /// the metrics core if a [`MetricsLayer`] wraps a service by then (the application is
-    /// built before it is served), to name the routes; else none, and a layer wrapping a
-    /// service later records its requests itself.
-    pub(crate) fn recorder(&self) -> Option<&'static HttpMetrics> {
-        self.core.serving()
+    /// The recorder the serving stack times requests with: the metrics core. It times every
+    /// request; a [`crate::routing`] handler or a [`MetricsLayer`] inside the application
+    /// names its route, and a request nobody named is recorded as `unmatched` once the
+    /// application names routes, else not at all (see [`MetricsLayer`]).
+    pub(crate) fn recorder(&self) -> &'static HttpMetrics {
+        self.core
     }
 
     /// The layer recording application requests. Add it with `Router::layer`. Getting it has
@@ -349,18 +351,21 @@ impl Metrics {
     /// ```no_run
     /// # fn app(lifecycle: &podcycle::Lifecycle) -> axum::Router {
     /// axum::Router::new()
-    ///     .route("/hello", axum::routing::get(|| async { "hello" }))
-    ///     .layer(lifecycle.metrics().layer())   // layered first: scrapes are not recorded
-    ///     .merge(lifecycle.metrics().router())
+    ///     .route("/hello", podcycle::routing::get(|| async { "hello" }))
+    ///     .merge(lifecycle.metrics().router())   // scrapes are not recorded
     /// # }
     /// ```
     ///
     /// It answers what the admin listener's `/metrics` answers, with the same content type.
+    /// Its scrapes are not recorded as requests, whether the application's routes are named by
+    /// [`podcycle::routing`](crate::routing) handlers or by a layer added before the merge.
     pub fn router(&self) -> axum::Router {
         let metrics = self.clone();
         axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
+                // Called within the serving stack's poll: scrapes are not application traffic.
+                named::unrecorded();
                 let text = metrics.render();
                 async move {
                     (

@@ -8,10 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// router, those are the fallback's 404s). Only the first [`PlacementCheck::CHECKED`]
 /// unmatched requests are looked at, and none once a matched one was seen: one relaxed load
 /// per request after that.
+///
+/// It also warns once when the serving stack records a request nobody named although the
+/// application names routes ([`PlacementCheck::unnamed_answered`]): a handler from
+/// `axum::routing` among [`crate::routing`] ones.
 #[derive(Debug, Default)]
 pub(crate) struct PlacementCheck {
     unmatched: AtomicU32,
     done: AtomicBool,
+    unnamed_warned: AtomicBool,
 }
 
 impl PlacementCheck {
@@ -36,6 +41,25 @@ impl PlacementCheck {
             return false;
         }
         true
+    }
+
+    /// The serving stack records a request answered with `status` (0: no answer) that no
+    /// named handler or layer saw, while the application names routes: not a 404 (the
+    /// router's fallback), it was most likely served by a handler without a name. Called only
+    /// for such requests.
+    #[cold]
+    pub(super) fn unnamed_answered(&self, status: u16) {
+        if !matches!(status, 0 | 404) && !self.unnamed_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                status,
+                "a request was answered without its route being named, and is recorded as \
+                 http_route=\"unmatched\": its handler seems to come from axum::routing (or \
+                 a MethodRouter method such as .post(..)) rather than podcycle::routing; use \
+                 podcycle::routing's functions (or podcycle::routing::named) for every \
+                 handler, or add lifecycle.metrics().layer() with Router::layer. A fallback \
+                 that answers other than 404 also shows this"
+            );
+        }
     }
 
     pub(super) fn unmatched_answered(&self, status: http::StatusCode) {

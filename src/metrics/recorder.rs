@@ -31,6 +31,15 @@ const ROUTE_CACHE_LIMIT: usize = 4096;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// What named a request's route: which [`HttpMetrics::start_by`] is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NamedBy {
+    /// A [`MetricsLayer`](super::MetricsLayer) (and the core's own uses).
+    Layer,
+    /// A [`crate::routing`] handler.
+    Handler,
+}
+
 /// The metrics core of one lifecycle. Leaked on creation (one per lifecycle) so that the
 /// request path holds a `&'static` and never touches a shared reference count.
 #[derive(Debug)]
@@ -42,10 +51,12 @@ pub(crate) struct HttpMetrics {
     store: Store,
     renderer: Renderer,
     pub(crate) force_closing: tokio_util::sync::CancellationToken,
-    /// Set once a [`MetricsLayer`](super::MetricsLayer) of this core wraps a service; read
-    /// once when serving starts, to choose the serving stack's recorder (see `MetricsLayer`'s
-    /// docs and [`Metrics::recorder`](super::Metrics::recorder)).
-    pub(crate) layered: AtomicBool,
+    /// Set the first time a [`crate::routing`] handler resolves a route template (not
+    /// `unmatched`) to an id: the application names its routes with handlers, so from then on
+    /// the serving stack records a request nobody named as `unmatched` (see
+    /// [`HttpMetrics::names_routes`]). Written and read on cold paths only: a route's first
+    /// resolution on a shard, a request nobody named.
+    names_routes: AtomicBool,
     /// Warns once when a layer of this core looks like it sits outside the router.
     pub(crate) placement: super::placement::PlacementCheck,
     clock: quanta::Clock,
@@ -82,7 +93,7 @@ impl HttpMetrics {
             labels: CommonLabels::new(version, const_labels),
             routes: Routes::new(),
             force_closing,
-            layered: AtomicBool::new(false),
+            names_routes: AtomicBool::new(false),
             placement: super::placement::PlacementCheck::default(),
             clock: quanta::Clock::new(),
             #[cfg(feature = "grpc")]
@@ -102,17 +113,15 @@ impl HttpMetrics {
         self.routes.name(id)
     }
 
-    /// The serving stack's recorder, chosen once when serving starts: this core if a
-    /// [`MetricsLayer`](super::MetricsLayer) of it wraps a service by then (it names the
-    /// routes), else none.
-    pub(crate) fn serving(&'static self) -> Option<&'static HttpMetrics> {
-        self.layered.load(Ordering::Relaxed).then_some(self)
-    }
-
-    /// This core's id: what the route hand-off and the shards match on.
+    /// Whether a [`crate::routing`] handler has named a route of this core (not `unmatched`)
+    /// so far: then the application names its routes with handlers, and a request nobody
+    /// named is one its router did not match (the fallback's 404) or a handler without a name
+    /// (a plain `axum::routing` one). Read only for such requests. (A service whose routes a
+    /// [`MetricsLayer`](super::MetricsLayer) names records only what the layer sees, as
+    /// before: routes added after `Router::layer` stay unrecorded.)
     #[inline]
-    pub(crate) fn id(&self) -> usize {
-        self.id
+    pub(crate) fn names_routes(&self) -> bool {
+        self.names_routes.load(Ordering::Relaxed)
     }
 
     /// A raw timestamp for [`HttpMetrics::finish`] (one clock read).
@@ -130,6 +139,19 @@ impl HttpMetrics {
         route: RouteName<'_>,
         count_active: bool,
     ) -> u32 {
+        self.start_by(method, route, count_active, NamedBy::Layer)
+    }
+
+    /// [`HttpMetrics::start`] for a route named `by` a layer or a [`crate::routing`] handler
+    /// (which teaches the core that the application names routes: see `names_routes`).
+    #[inline]
+    pub(crate) fn start_by(
+        &'static self,
+        method: u8,
+        route: RouteName<'_>,
+        count_active: bool,
+        by: NamedBy,
+    ) -> u32 {
         // The fast path: this thread's shard of this core is the one used last and knows the
         // route. Kept small (no closure calls, nothing that allocates) so that it inlines.
         let addr = route.addr();
@@ -146,13 +168,22 @@ impl HttpMetrics {
         });
         match hit {
             Some(route) => route,
-            None => self.start_cold(method, route, count_active),
+            None => self.start_cold(method, route, count_active, by),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn start_cold(&'static self, method: u8, route: RouteName<'_>, count_active: bool) -> u32 {
+    fn start_cold(
+        &'static self,
+        method: u8,
+        route: RouteName<'_>,
+        count_active: bool,
+        by: NamedBy,
+    ) -> u32 {
+        if by == NamedBy::Handler && route.name().is_some() {
+            self.learn_names_routes();
+        }
         let resolved = shard::with_shard(self.id, &self.store, |shard| {
             if count_active {
                 shard.active.add(method, 1);
@@ -181,6 +212,13 @@ impl HttpMetrics {
                 .name()
                 .map_or(UNMATCHED_ID, |name| self.routes.id(name))
         })
+    }
+
+    /// A handler named a route template: the application names routes (see `names_routes`).
+    fn learn_names_routes(&self) {
+        if !self.names_routes.load(Ordering::Relaxed) {
+            self.names_routes.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Request end, for a request that started at `started` (from [`HttpMetrics::now`]): the

@@ -30,8 +30,9 @@ use super::timer::Timer;
 use crate::connections::UpgradeEnd;
 use crate::recorder::{Measure, Recorder};
 
-/// The serving stack's recorder: times every request from its start, its route named by a
-/// [`MetricsLayer`](super::MetricsLayer) inside the application through the hand-off.
+/// The serving stack's recorder: times every request from its start, its route named through
+/// the hand-off by a [`crate::routing`] handler or a [`MetricsLayer`](super::MetricsLayer)
+/// inside the application.
 impl Recorder for &'static HttpMetrics {
     type Measure = Timer;
 
@@ -51,7 +52,7 @@ impl Measure for Timer {
     fn poll_app<T>(this: &mut Option<Self>, poll: impl FnOnce() -> T) -> T {
         match this {
             Some(timer) if timer.route == NO_ROUTE => {
-                let (res, route) = handoff::open(timer.core().id(), poll);
+                let (res, route) = handoff::open(timer.core(), poll);
                 if let Some(route) = route {
                     timer.route = route;
                 }

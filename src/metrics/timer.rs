@@ -11,14 +11,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::handoff::NO_ROUTE;
+use super::handoff::{NO_ROUTE, UNRECORDED};
 use super::recorder::HttpMetrics;
+use super::routes::RouteName;
 use super::series::{method_index, Incomplete, SeriesKey, HEAD_INDEX};
 
 /// One request's measurement: started with one clock read, recorded exactly once with the
 /// second, on [`Timer::record`] or, if dropped unfinished, as aborted (or, once the drain
-/// deadline has passed, as `drain_deadline`; while a panic unwinds, as `panic`). A timer whose route was never named (see
-/// [`super::handoff`]) records nothing: no layer saw the request.
+/// deadline has passed, as `drain_deadline`; while a panic unwinds, as `panic`). A timer
+/// whose route was never named (see [`super::handoff`]) records the request as `unmatched`
+/// once the application names routes, else records nothing.
 pub(crate) struct Timer {
     core: &'static HttpMetrics,
     started: u64,
@@ -128,9 +130,14 @@ impl Timer {
 
     #[inline]
     fn finish(&self, incomplete: Incomplete) {
-        if self.route == NO_ROUTE {
-            return;
-        }
+        let route = match self.route {
+            NO_ROUTE => match self.unnamed_route() {
+                Some(route) => route,
+                None => return,
+            },
+            UNRECORDED => return,
+            route => route,
+        };
         let error =
             if incomplete == Incomplete::ClientAborted && self.core.force_closing.is_cancelled() {
                 Incomplete::DrainDeadline
@@ -139,9 +146,9 @@ impl Timer {
             };
         #[cfg(feature = "grpc")]
         let (route, error) = match &self.grpc {
-            None => (self.route, error),
+            None => (route, error),
             Some(call) => (
-                self.core.grpc_route(self.route, call),
+                self.core.grpc_route(route, call),
                 if error == Incomplete::No && call.status != 0 {
                     Incomplete::grpc(call.status)
                 } else {
@@ -149,8 +156,6 @@ impl Timer {
                 },
             ),
         };
-        #[cfg(not(feature = "grpc"))]
-        let route = self.route;
         let key = SeriesKey {
             method: self.method,
             route,
@@ -158,6 +163,22 @@ impl Timer {
             error,
         };
         self.core.finish(key, self.started);
+    }
+}
+
+impl Timer {
+    /// The route of a request nobody named (the serving stack's timer, see
+    /// [`super::handoff`]): none if the application names no routes (nothing recorded, as
+    /// without metrics), else `unmatched`, counted active now (it was not at its start) so
+    /// that the gauge stays balanced.
+    #[cold]
+    #[inline(never)]
+    fn unnamed_route(&self) -> Option<u32> {
+        if !self.core.names_routes() {
+            return None;
+        }
+        self.core.placement.unnamed_answered(self.status);
+        Some(self.core.start(self.method, RouteName::Unmatched, true))
     }
 }
 

@@ -6,6 +6,7 @@
 #
 #   benches/instructions.sh                       # bare podcycle podcycle-noop-layer axum-noop-layer
 #   benches/instructions.sh bare podcycle         # any of the load bench's server kinds
+#   benches/instructions.sh bare podcycle podcycle-routing   # the layer vs podcycle::routing
 #   LOAD_BIN=path/to/load-<hash> benches/instructions.sh bare podcycle   # a binary built before
 #   benches/instructions.sh tonic-bare tonic-podcycle    # gRPC: per call, "vs" tonic-bare
 #

@@ -18,8 +18,10 @@
 //! Environment (defaults finish in about 2 minutes): `LOAD_SECS` (2) per run, `LOAD_ROUNDS` (15;
 //! many short interleaved runs pair each server's run with bare axum's under the same conditions),
 //! `LOAD_WARMUP_SECS` (2, per server, not reported), `LOAD_CONNS` (64 keep-alive connections),
-//! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-no-metrics`: podcycle's
-//! serving stack without the metrics layer, `axum-podcycle-layer`: `axum::serve` with
+//! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-routing`: the full podcycle
+//! stack with the route named by a `podcycle::routing::get` handler instead of the metrics
+//! layer, `podcycle-no-metrics`: podcycle's serving stack naming no routes (nothing recorded),
+//! `axum-podcycle-layer`: `axum::serve` with
 //! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
 //! that does nothing, i.e. what any layer costs inside axum's router; `tonic-bare` and
 //! `tonic-podcycle`: unary gRPC, `grpc.health.v1.Health/Check` served by tonic's own server and
@@ -46,9 +48,10 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "bare",
     "podcycle",
+    "podcycle-routing",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
@@ -126,7 +129,7 @@ fn server(kind: &str, max: Duration) {
                 announce(listener.local_addr().expect("addr"), None);
                 axum::serve(listener, app).await.expect("serve");
             }
-            "podcycle" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
+            "podcycle" | "podcycle-routing" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
                 let lifecycle = podcycle::Lifecycle::new(
                     podcycle::Config::default()
                         .addr(loopback)
@@ -135,6 +138,10 @@ fn server(kind: &str, max: Duration) {
                 .expect("lifecycle");
                 let app = match kind {
                     "podcycle" => app.layer(lifecycle.metrics().layer()),
+                    // The route named by its handler: no `Router::layer`.
+                    "podcycle-routing" => {
+                        Router::new().route("/hello/{name}", podcycle::routing::get(hello))
+                    }
                     "podcycle-noop-layer" => app.layer(tower::layer::util::Identity::new()),
                     _ => app,
                 };
@@ -504,7 +511,7 @@ impl Server {
         }
         let text = http_get(addr.parse().ok()?, &format!("/{path}"))?;
         let (prefix, route) = match self.kind.as_str() {
-            "podcycle" | "axum-podcycle-layer" => (
+            "podcycle" | "podcycle-routing" | "axum-podcycle-layer" => (
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),

@@ -101,6 +101,12 @@ pub(crate) fn at_response<B: Body, E>(
     result: &Result<Response<B>, E>,
 ) -> Option<Timer> {
     let mut timer = timer?;
+    if timer.route == NO_ROUTE && !timer.core().names_routes() {
+        // Nobody named it, and the application names no routes: nothing to record, no body
+        // to wrap with a timer.
+        timer.discard();
+        return None;
+    }
     match result {
         Ok(res) => {
             timer.status = res.status().as_u16();

@@ -108,6 +108,17 @@ impl Timer {
         drop(this.grpc.take());
     }
 
+    /// Drops the timer without recording anything (a request nobody named, in an application
+    /// that names no routes).
+    #[inline]
+    pub(crate) fn discard(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        #[cfg(feature = "grpc")]
+        drop(this.grpc.take());
+        #[cfg(not(feature = "grpc"))]
+        let _ = &mut this;
+    }
+
     /// Records the request as panicked: with status 500 if its response future panicked (no
     /// response yet), else with its response's status. Returns the route's template, for the
     /// panic's log line.

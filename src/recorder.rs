@@ -42,8 +42,8 @@ pub(crate) trait Measure: Send + Sized + 'static {
     /// frame), or as unfinished when dropped before that.
     type Body<B: Body + Send + 'static>: Body<Data = B::Data, Error = B::Error> + Send + 'static;
 
-    /// Runs `poll`, one poll of the application's response future (e.g. so that a layer
-    /// inside the application can name the route meanwhile).
+    /// Runs `poll`, one poll of the application's response future (e.g. so that a handler or
+    /// a layer inside the application can name the route meanwhile).
     fn poll_app<T>(this: &mut Option<Self>, poll: impl FnOnce() -> T) -> T;
 
     /// Response head: the application answered (or failed). Records a request that is over

@@ -106,7 +106,17 @@ named_fn!(patch, "PATCH");
 named_fn!(head, "HEAD");
 named_fn!(options, "OPTIONS");
 named_fn!(trace, "TRACE");
-named_fn!(any, "every method's");
+
+/// Routes requests of every method to `handler`, which names its route: `axum::routing::any`
+/// with a [`Named`] handler.
+pub fn any<H, T, S>(handler: H) -> MethodRouter<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    axum::routing::any(Named(handler))
+}
 
 /// Routes requests matching `filter` to `handler`, which names its route:
 /// `axum::routing::on` with a [`Named`] handler.

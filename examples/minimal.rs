@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use axum::{routing::get, Router};
+use axum::Router;
+// axum's `get`, its handler naming the route (`http_route="/"`) for the metrics.
+use podcycle::routing::get;
 use podcycle::{Lifecycle, Outcome};
 
 #[tokio::main]
@@ -36,12 +38,10 @@ async fn main() -> Outcome {
         let ok = loaded.get().is_none_or(|g| !g.is_empty());
         async move { ok.then_some(()).ok_or("no greeting") }
     });
-    let app = Router::new()
-        .route(
-            "/",
-            get(move || async move { greeting.get().cloned().unwrap_or_default() }),
-        )
-        .layer(lifecycle.metrics().layer());
+    let app = Router::new().route(
+        "/",
+        get(move || async move { greeting.get().cloned().unwrap_or_default() }),
+    );
     // Returns after SIGTERM once drained; its exit code says how the process ended.
     lifecycle.serve(app).await
 }

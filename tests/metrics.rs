@@ -731,3 +731,16 @@ async fn named_handlers_under_an_outer_layer_record_each_request_once_with_the_i
     lifecycle.shutdown();
     assert!(matches!(serving.await.unwrap(), Outcome::Drained));
 }
+
+#[tokio::test]
+async fn outside_lifecycle_serve_named_handlers_answer_and_record_nothing() {
+    // No serving stack polls the request: nothing to name the route to. The layer is the way
+    // there (it times requests itself).
+    let lifecycle = Lifecycle::new(config()).unwrap();
+    let app = Router::new().route("/hello/{name}", podcycle::routing::get(|| async { "hi" }));
+    let res = app.oneshot(req("GET", "/hello/x")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    let text = lifecycle.metrics().render();
+    assert_eq!(label_values(&text, "http_route"), BTreeSet::new(), "{text}");
+}

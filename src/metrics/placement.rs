@@ -99,6 +99,20 @@ mod tests {
         inside.matched();
         assert!(!inside.watching(), "a matched route ends the check");
 
+        let named = PlacementCheck::default();
+        named.unnamed_answered(404);
+        named.unnamed_answered(0);
+        assert!(
+            !named.unnamed_warned.load(Ordering::Relaxed),
+            "the fallback's 404, an unanswered request: no warning"
+        );
+        named.unnamed_answered(200);
+        assert!(
+            named.unnamed_warned.load(Ordering::Relaxed),
+            "a handler without a name"
+        );
+        assert!(named.watching(), "a check of its own");
+
         let quiet = PlacementCheck::default();
         for _ in 0..PlacementCheck::CHECKED {
             assert!(quiet.watching());

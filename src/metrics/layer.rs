@@ -210,6 +210,7 @@ mod tests {
             "1",
             &[],
             DEFAULT_BUCKETS,
+            false,
             tokio_util::sync::CancellationToken::new(),
         );
         let layer = MetricsLayer {
@@ -234,6 +235,7 @@ mod tests {
             "1",
             &[],
             DEFAULT_BUCKETS,
+            false,
             tokio_util::sync::CancellationToken::new(),
         );
         let mut svc = MetricsLayer {

@@ -18,7 +18,8 @@
 //! Environment (defaults finish in about 2 minutes): `LOAD_SECS` (2) per run, `LOAD_ROUNDS` (15;
 //! many short interleaved runs pair each server's run with bare axum's under the same conditions),
 //! `LOAD_WARMUP_SECS` (2, per server, not reported), `LOAD_CONNS` (64 keep-alive connections),
-//! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-no-metrics`: podcycle's
+//! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-native`: `podcycle` with
+//! `PODCYCLE_NATIVE_HISTOGRAMS` on, `podcycle-no-metrics`: podcycle's
 //! serving stack without the metrics layer, `axum-podcycle-layer`: `axum::serve` with
 //! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
 //! that does nothing, i.e. what any layer costs inside axum's router; `tonic-bare` and
@@ -46,9 +47,10 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "bare",
     "podcycle",
+    "podcycle-native",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
@@ -126,15 +128,16 @@ fn server(kind: &str, max: Duration) {
                 announce(listener.local_addr().expect("addr"), None);
                 axum::serve(listener, app).await.expect("serve");
             }
-            "podcycle" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
+            "podcycle" | "podcycle-native" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
                 let lifecycle = podcycle::Lifecycle::new(
                     podcycle::Config::default()
                         .addr(loopback)
-                        .admin_addr(Some(loopback)),
+                        .admin_addr(Some(loopback))
+                        .native_histograms(kind == "podcycle-native"),
                 )
                 .expect("lifecycle");
                 let app = match kind {
-                    "podcycle" => app.layer(lifecycle.metrics().layer()),
+                    "podcycle" | "podcycle-native" => app.layer(lifecycle.metrics().layer()),
                     "podcycle-noop-layer" => app.layer(tower::layer::util::Identity::new()),
                     _ => app,
                 };
@@ -504,7 +507,7 @@ impl Server {
         }
         let text = http_get(addr.parse().ok()?, &format!("/{path}"))?;
         let (prefix, route) = match self.kind.as_str() {
-            "podcycle" | "axum-podcycle-layer" => (
+            "podcycle" | "podcycle-native" | "axum-podcycle-layer" => (
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),

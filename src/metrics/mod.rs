@@ -20,6 +20,10 @@
 //!   `podcycle_runtime_parks_total` (tokio's stable `RuntimeMetrics`, at scrape time) and
 //!   `podcycle_runtime_scheduling_lag_seconds` (histogram: how late the watchdog's ticks ran).
 //!
+//! With `PODCYCLE_NATIVE_HISTOGRAMS=true`, `http_server_request_duration_seconds` has native
+//! (exponential) buckets too, served in the protobuf exposition to a scraper that asks for it
+//! ([`Metrics::render_protobuf`]; see `docs/metrics.md`).
+//!
 //! Every series carries `version` (`APP_VERSION`) and the constant labels from
 //! `PODCYCLE_METRIC_LABELS` (e.g. `track=canary`). Register your own metrics on
 //! [`Metrics::registry`]; they get the same labels.

@@ -18,8 +18,9 @@
 //! until it fits, as client_golang's `NativeHistogramMaxBucketNumber` does.
 //!
 //! The bucket of a duration is found as client_golang finds it (`math.Frexp` and a search
-//! in the schema's bounds), on the `f64` bits: the exponent field, then the mantissa against
-//! the 7 inner bounds of a power of two. About 20 instructions, no branch on the data.
+//! in the schema's bounds), on the `f64` bits: the exponent field, then the mantissa's top
+//! 8 bits in a 256-byte table and one comparison with the next bound. A dozen instructions
+//! after the division, no branch on the data.
 
 /// The schema recorded at: 8 buckets per power of two.
 pub(crate) const SCHEMA: i32 = 3;
@@ -55,8 +56,42 @@ const BOUNDS: [u64; 8] = [
     0.9170040432046711f64.to_bits() & MANTISSA,
 ];
 
+/// For each slot of 1/256 of a power of two (the mantissa's top 8 bits), how many of
+/// [`BOUNDS`] lie below the slot's start. Bounds are at least 9% of a power of two apart, so a
+/// slot holds at most one: the next bound, `BOUNDS[BELOW[slot]]`, decides the rest.
+const BELOW: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut slot = 0;
+    while slot < 256 {
+        let start = (slot as u64) << 44;
+        let mut below = 0;
+        let mut k = 0;
+        while k < BOUNDS.len() {
+            if BOUNDS[k] < start {
+                below += 1;
+            }
+            k += 1;
+        }
+        table[slot] = below;
+        slot += 1;
+    }
+    table
+};
+
+/// [`BOUNDS`], padded with bounds no mantissa exceeds (indexed with `& 15`: no bounds check).
+const NEXT: [u64; 16] = {
+    let mut next = [u64::MAX; 16];
+    let mut k = 0;
+    while k < BOUNDS.len() {
+        next[k] = BOUNDS[k];
+        k += 1;
+    }
+    next
+};
+
 /// The bucket key of `seconds` (positive, normal) at [`SCHEMA`]: `frexp`, then the first
-/// bound not below the fraction, as client_golang's `findBucket`.
+/// bound not below the fraction, as client_golang's `findBucket` (a table lookup and one
+/// comparison instead of its binary search).
 #[inline]
 fn key(seconds: f64) -> i32 {
     let bits = seconds.to_bits();
@@ -64,7 +99,8 @@ fn key(seconds: f64) -> i32 {
     let exp = ((bits >> 52) & 0x7ff) as i32 - 1022;
     let m = bits & MANTISSA;
     // The first bound >= frac: how many bounds are below it.
-    let below = BOUNDS.iter().map(|b| u32::from(*b < m)).sum::<u32>() as i32;
+    let below = BELOW[(m >> 44) as usize];
+    let below = i32::from(below) + i32::from(m > NEXT[usize::from(below) & 15]);
     below + (exp - 1) * PER_OCTAVE
 }
 
@@ -72,7 +108,8 @@ fn key(seconds: f64) -> i32 {
 /// `i`.
 #[inline]
 pub(crate) fn cell(nanos: u64) -> usize {
-    let seconds = nanos as f64 / 1e9;
+    // Through i64: a shorter conversion than from u64 (durations stay far below 2^63 ns).
+    let seconds = nanos.min(i64::MAX as u64) as i64 as f64 / 1e9;
     if seconds <= ZERO_THRESHOLD {
         return 0;
     }
@@ -249,6 +286,24 @@ mod tests {
         assert_eq!(key(0.5), -8, "2^-1 s is bucket -8's upper bound");
         assert_eq!(key(1.0), 0, "1 s is bucket 0's upper bound");
         assert_eq!(key(1.0000001), 1);
+    }
+
+    #[test]
+    fn the_table_lookup_agrees_with_the_search_everywhere() {
+        // Every bound of the window, and its neighbours just below and above.
+        for k in FIRST_KEY..FIRST_KEY + BUCKETS as i32 {
+            let b = upper_bound(SCHEMA, k);
+            for s in [b, b * (1.0 - 1e-12), b * (1.0 + 1e-12)] {
+                assert_eq!(key(s), reference_key(s), "{s} s near bucket {k}'s bound");
+            }
+        }
+        // And durations in nanoseconds, spread over the window.
+        let mut nanos = 954u64;
+        while nanos < 4_000_000_000_000 {
+            let s = nanos as f64 / 1e9;
+            assert_eq!(key(s), reference_key(s), "{nanos} ns");
+            nanos += nanos / 97 + 1;
+        }
     }
 
     #[test]

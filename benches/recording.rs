@@ -661,6 +661,10 @@ fn summary(sizes: &[String]) {
             "control: the same, each thread on a metrics core of its own (nothing shared)",
         ),
         (
+            "core_native",
+            "the same with native histogram buckets too (`PODCYCLE_NATIVE_HISTOGRAMS`)",
+        ),
+        (
             "core_clocked",
             "podcycle recording with its two clock reads (what `Lifecycle::serve` adds)",
         ),

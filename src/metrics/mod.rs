@@ -49,7 +49,7 @@ mod layer;
 mod native;
 mod placement;
 mod process;
-pub(crate) mod protobuf;
+mod protobuf;
 mod recorder;
 mod recording;
 mod render;

@@ -152,11 +152,14 @@ pub(super) fn http_families(
             label(out, k, v);
         }
     };
+    let start = out.len();
+    let mut series = 0;
     delimited(out, |out| {
         string(out, 1, HTTP_REQUEST_DURATION);
         string(out, 2, super::render::DURATION_HELP);
         uint(out, 3, type_number(MetricType::HISTOGRAM));
         renderer.each_series(store, true, |labels, t| {
+            series += 1;
             message(out, 4, |out| {
                 for (k, v) in &labels.pairs {
                     label(out, k, v);
@@ -181,6 +184,11 @@ pub(super) fn http_families(
             });
         });
     });
+    if series == 0 {
+        // No request yet: no family, as client libraries do (a family without metrics is
+        // not valid in the exposition).
+        out.truncate(start);
+    }
     delimited(out, |out| {
         string(out, 1, HTTP_ACTIVE_REQUESTS);
         string(out, 2, super::render::ACTIVE_HELP);
@@ -450,6 +458,16 @@ mod tests {
         assert_eq!(active.name.as_deref(), Some(HTTP_ACTIVE_REQUESTS));
         assert_eq!(active.metric.len(), 10, "one per method");
         assert_eq!(active.metric[0].gauge.as_ref().unwrap().value, Some(0.0));
+    }
+
+    #[test]
+    fn before_the_first_request_the_duration_family_is_left_out() {
+        let m = core(true);
+        let mut out = Vec::new();
+        m.render_protobuf(&mut out);
+        let families = decode::all(&out);
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].name(), HTTP_ACTIVE_REQUESTS);
     }
 
     #[test]

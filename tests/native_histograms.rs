@@ -207,6 +207,14 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
         "classic p99 {classic}"
     );
 
+    // Every family of the exposition parsed (a bad one fails the whole scrape), the
+    // registry's too: the scrape is up and the lifecycle metrics are there.
+    assert_eq!(query(prom.addr, "up{job=\"app\"}").await, Ok(Some(1.0)));
+    assert_eq!(
+        query(prom.addr, "podcycle_build_info{version=\"1.0.0\"}").await,
+        Ok(Some(1.0))
+    );
+
     // The canary judge's query form (podcycle-judge reads the native series through `or`).
     let q: String = form_urlencoded::byte_serialize(
         b"http_server_request_duration_seconds_count{version=\"1.0.0\"} or http_server_request_duration_seconds{version=\"1.0.0\"}",

@@ -20,7 +20,8 @@
 //! `LOAD_WARMUP_SECS` (2, per server, not reported), `LOAD_CONNS` (64 keep-alive connections),
 //! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-routing`: the full podcycle
 //! stack with the route named by a `podcycle::routing::get` handler instead of the metrics
-//! layer, `podcycle-no-metrics`: podcycle's serving stack naming no routes (nothing recorded),
+//! layer, `podcycle-native`: `podcycle` with `PODCYCLE_NATIVE_HISTOGRAMS` on,
+//! `podcycle-no-metrics`: podcycle's serving stack naming no routes (nothing recorded),
 //! `axum-podcycle-layer`: `axum::serve` with
 //! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
 //! that does nothing, i.e. what any layer costs inside axum's router; `tonic-bare` and
@@ -48,10 +49,11 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "bare",
     "podcycle",
     "podcycle-routing",
+    "podcycle-native",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
@@ -129,15 +131,20 @@ fn server(kind: &str, max: Duration) {
                 announce(listener.local_addr().expect("addr"), None);
                 axum::serve(listener, app).await.expect("serve");
             }
-            "podcycle" | "podcycle-routing" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
+            "podcycle"
+            | "podcycle-routing"
+            | "podcycle-native"
+            | "podcycle-no-metrics"
+            | "podcycle-noop-layer" => {
                 let lifecycle = podcycle::Lifecycle::new(
                     podcycle::Config::default()
                         .addr(loopback)
-                        .admin_addr(Some(loopback)),
+                        .admin_addr(Some(loopback))
+                        .native_histograms(kind == "podcycle-native"),
                 )
                 .expect("lifecycle");
                 let app = match kind {
-                    "podcycle" => app.layer(lifecycle.metrics().layer()),
+                    "podcycle" | "podcycle-native" => app.layer(lifecycle.metrics().layer()),
                     // The route named by its handler: no `Router::layer`.
                     "podcycle-routing" => {
                         Router::new().route("/hello/{name}", podcycle::routing::get(hello))
@@ -511,7 +518,7 @@ impl Server {
         }
         let text = http_get(addr.parse().ok()?, &format!("/{path}"))?;
         let (prefix, route) = match self.kind.as_str() {
-            "podcycle" | "podcycle-routing" | "axum-podcycle-layer" => (
+            "podcycle" | "podcycle-routing" | "podcycle-native" | "axum-podcycle-layer" => (
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),

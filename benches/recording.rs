@@ -128,13 +128,19 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 fn podcycle_lifecycle(rt: &tokio::runtime::Runtime) -> Lifecycle {
+    podcycle_lifecycle_with(rt, false)
+}
+
+/// A lifecycle as [`podcycle_lifecycle`], with native histograms on or off.
+fn podcycle_lifecycle_with(rt: &tokio::runtime::Runtime, native: bool) -> Lifecycle {
     let _enter = rt.enter();
     Lifecycle::new(
         Config::default()
             .addr("127.0.0.1:0".parse().expect("address"))
             .admin_addr(None)
             .handle_signals(false)
-            .version(VERSION),
+            .version(VERSION)
+            .native_histograms(native),
     )
     .expect("lifecycle")
 }
@@ -415,6 +421,14 @@ fn per_request(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Worker
                 core.observe(0, route, 200, black_box(2_000_000));
             }
         });
+        // `core` with native histogram buckets too (`PODCYCLE_NATIVE_HISTOGRAMS=true`).
+        case!("core_native", || {
+            let core = Core::with_native(VERSION, podcycle::metrics::DEFAULT_BUCKETS, true);
+            move || {
+                let route = core.start(0, ROUTE);
+                core.observe(0, route, 200, black_box(2_000_000));
+            }
+        });
         case!("core_clocked", || {
             move || {
                 let started = core.now();
@@ -492,6 +506,16 @@ fn rendering(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Workers)
     );
     let series = lifecycle.metrics().http_series_count();
     assert_eq!(series, 1000, "podcycle fixture");
+    let native = podcycle_lifecycle_with(rt, true);
+    thousand_series(
+        workers,
+        native
+            .metrics()
+            .layer()
+            .route_fn(podcycle_route)
+            .layer(Hello),
+    );
+    assert_eq!(native.metrics().http_series_count(), 1000, "native fixture");
 
     let prom = Prom::new();
     workers.run(2, 1, &|| {
@@ -540,6 +564,17 @@ fn rendering(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Workers)
         lifecycle.metrics().render_http().len()
     });
     case("podcycle_render", &|| lifecycle.metrics().render().len());
+    case("podcycle_render_protobuf", &|| {
+        lifecycle.metrics().render_protobuf().len()
+    });
+    // With native histograms on: the text format (which skips the native cells) and the
+    // protobuf exposition (which sums them and encodes spans and deltas).
+    case("podcycle_native_render_http", &|| {
+        native.metrics().render_http().len()
+    });
+    case("podcycle_native_render_protobuf", &|| {
+        native.metrics().render_protobuf().len()
+    });
     case("prometheus_text_encoder", &|| prom.render().len());
     case("axum_prometheus", &|| handle.render().len());
     group.finish();
@@ -624,6 +659,10 @@ fn summary(sizes: &[String]) {
         (
             "core_own",
             "control: the same, each thread on a metrics core of its own (nothing shared)",
+        ),
+        (
+            "core_native",
+            "the same with native histogram buckets too (`PODCYCLE_NATIVE_HISTOGRAMS`)",
         ),
         (
             "core_clocked",

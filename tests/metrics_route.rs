@@ -103,3 +103,66 @@ async fn served_scrapes_on_the_app_router_are_not_recorded_with_named_handlers_o
         assert_eq!(serving.await.unwrap(), podcycle::Outcome::Drained);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_asking_for_protobuf_gets_delimited_metric_families() {
+    let lifecycle = Lifecycle::new(
+        support::in_process_config()
+            .admin_addr(None)
+            .native_histograms(true),
+    )
+    .unwrap();
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .layer(lifecycle.metrics().layer())
+        .merge(lifecycle.metrics().router());
+    let hello = app
+        .clone()
+        .oneshot(
+            http::Request::get("/hello")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    hello.into_body().collect().await.unwrap();
+    // What Prometheus 2.42 sends with `--enable-feature=native-histograms`.
+    let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                  encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
+    let res = app
+        .oneshot(
+            http::Request::get("/metrics")
+                .header(http::header::ACCEPT, accept)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()[http::header::CONTENT_TYPE],
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+    );
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    // The first family: a varint length, then field 1 (the name).
+    let mut bytes = &body[..];
+    let len = prost::encoding::decode_varint(&mut bytes).unwrap() as usize;
+    assert!(len <= bytes.len());
+    let name = b"http_server_request_duration_seconds";
+    assert_eq!(bytes[0], 0x0a, "field 1, length-delimited");
+    assert_eq!(&bytes[2..2 + name.len()], name);
+    // Every family is there, each length-prefixed to the end of the body.
+    let mut families = 0;
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        let len = prost::encoding::decode_varint(&mut rest).unwrap() as usize;
+        rest = &rest[len..];
+        families += 1;
+    }
+    assert!(families > 10, "the registry's families too: {families}");
+    let text = lifecycle.metrics().render();
+    assert!(
+        text.starts_with("# HELP http_server_request_duration_seconds"),
+        "the text format otherwise"
+    );
+}

@@ -293,6 +293,11 @@ impl Interval {
 
 /// Cumulative counters fed to the judge, as Prometheus would show them.
 fn add(total: &mut ArmCounts, i: &Interval) {
+    add_at(total, i, &BOUNDS);
+}
+
+/// [`add`] for an interval counted into the buckets `bounds`.
+fn add_at(total: &mut ArmCounts, i: &Interval, bounds: &[f64]) {
     total.requests += i.requests;
     total.errors += i.errors;
     let mut pairs: Vec<(f64, u64)> = total
@@ -302,7 +307,7 @@ fn add(total: &mut ArmCounts, i: &Interval) {
         .map(|b| (b.le, b.count))
         .collect();
     if pairs.is_empty() {
-        pairs = BOUNDS.iter().map(|le| (*le, 0)).collect();
+        pairs = bounds.iter().map(|le| (*le, 0)).collect();
     }
     for (pair, count) in pairs.iter_mut().zip(&i.buckets) {
         pair.1 += count;
@@ -651,6 +656,78 @@ fn identical_arms_rarely_fail() {
     assert!(bad.fail_rate() >= 0.9, "detection rate {}", bad.fail_rate());
     assert!(bad.pass_times.is_empty(), "a 5x worse canary passed");
     assert!(median_seconds(&bad.fail_times).unwrap() <= 180.0);
+}
+
+/// Bucket probabilities at `bounds` of a two-mode latency: 90% of requests
+/// log-normal around 20 ms, 10% narrowly (sigma 0.03) around `slow`, so that
+/// the p95 is `slow`.
+fn two_mode_probabilities(bounds: &[f64], slow: f64) -> Vec<f64> {
+    let cdf = |x: f64, median: f64, sigma: f64| normal_cdf((x.ln() - median.ln()) / sigma);
+    let mut previous = 0.0;
+    bounds
+        .iter()
+        .map(|le| {
+            let c = if le.is_infinite() {
+                1.0
+            } else {
+                0.9 * cdf(*le, 0.02, 0.3) + 0.1 * cdf(*le, slow, 0.03)
+            };
+            let p = (c - previous).max(0.0);
+            previous = c;
+            p
+        })
+        .collect()
+}
+
+/// The judge's fail rate over `runs` canaries whose p95 went from 270 ms to
+/// `canary_p95`, with the latency counted into `bounds`.
+fn p95_fail_rate(bounds: &[f64], canary_p95: f64, runs: usize, seed: u64) -> f64 {
+    let mut rng = Rng::new(seed);
+    let stable_probs = two_mode_probabilities(bounds, 0.270);
+    let canary_probs = two_mode_probabilities(bounds, canary_p95);
+    let arm = Arm::BASE;
+    let mut fails = 0;
+    for _ in 0..runs {
+        let mut judge = Judge::new(JudgeConfig::default()).expect("valid config");
+        let mut snapshot = Snapshot::default();
+        judge.observe(snapshot.clone());
+        for _ in 0..INTERVALS {
+            add_at(
+                &mut snapshot.stable,
+                &Interval::generate(&mut rng, &arm, &stable_probs),
+                bounds,
+            );
+            add_at(
+                &mut snapshot.canary,
+                &Interval::generate(&mut rng, &arm, &canary_probs),
+                bounds,
+            );
+            match judge.observe(snapshot.clone()) {
+                Some(Verdict::Fail) => fails += 1,
+                Some(_) => {}
+                None => continue,
+            }
+            break;
+        }
+    }
+    fails as f64 / runs as f64
+}
+
+#[test]
+fn native_resolution_catches_a_p95_regression_inside_one_classic_bucket() {
+    // +10%: 270 -> 297 ms, both inside the classic bucket (0.25, 0.5].
+    let runs = 100;
+    let native_bounds = Histogram::native_bounds();
+    let classic = p95_fail_rate(&BOUNDS, 0.297, runs, 3);
+    let native = p95_fail_rate(&native_bounds, 0.297, runs, 3);
+    let same = p95_fail_rate(&native_bounds, 0.270, runs, 4);
+    eprintln!(
+        "p95 270 -> 297 ms: fail rate {classic} with classic buckets, {native} with native; \
+         {same} for an identical canary with native"
+    );
+    assert!(classic <= ALPHA, "classic buckets cannot see it: {classic}");
+    assert!(native >= 0.9, "native buckets see it: {native}");
+    assert!(same <= ALPHA, "and do not invent it: {same}");
 }
 
 #[test]

@@ -191,6 +191,14 @@ vars! {
         Ok(())
     });
     "PODCYCLE_METRIC_LABELS", "unset", metric_label => Read::Value(read_labels);
+    "PODCYCLE_NATIVE_HISTOGRAMS", "`false`", native_histograms => Read::Value(|c, v| {
+        c.native_histograms = match v.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(BOOL),
+        };
+        Ok(())
+    });
     "PODCYCLE_MAX_CONNECTIONS", "from `ulimit -n`", max_connections => Read::Value(|c, v| {
         c.max_connections = Some(v.trim().parse().ok().filter(|n| *n >= 1).ok_or(CONNECTIONS)?);
         Ok(())

@@ -112,6 +112,7 @@ mod tests {
             "1",
             &[],
             DEFAULT_BUCKETS,
+            false,
             tokio_util::sync::CancellationToken::new(),
         )
     }

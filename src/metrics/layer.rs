@@ -215,6 +215,7 @@ mod tests {
             "1",
             &[],
             DEFAULT_BUCKETS,
+            false,
             tokio_util::sync::CancellationToken::new(),
         );
         let mut svc = MetricsLayer {

@@ -20,6 +20,10 @@
 //!   `podcycle_runtime_parks_total` (tokio's stable `RuntimeMetrics`, at scrape time) and
 //!   `podcycle_runtime_scheduling_lag_seconds` (histogram: how late the watchdog's ticks ran).
 //!
+//! With `PODCYCLE_NATIVE_HISTOGRAMS=true`, `http_server_request_duration_seconds` has native
+//! (exponential) buckets too, served in the protobuf exposition to a scraper that asks for it
+//! ([`Metrics::render_protobuf`]; see `docs/metrics.md`).
+//!
 //! Every series carries `version` (`APP_VERSION`) and the constant labels from
 //! `PODCYCLE_METRIC_LABELS` (e.g. `track=canary`). Register your own metrics on
 //! [`Metrics::registry`]; they get the same labels.
@@ -43,8 +47,10 @@ mod grpc;
 mod handoff;
 mod layer;
 mod named;
+mod native;
 mod placement;
 mod process;
+mod protobuf;
 mod recorder;
 mod recording;
 mod render;
@@ -76,6 +82,9 @@ pub use self::routes::UNMATCHED_ROUTE;
 
 pub(crate) use self::named::name_route;
 pub(crate) use self::recorder::HttpMetrics;
+
+/// The content type of the text format.
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The metrics of one lifecycle: the request recorder and a `prometheus` registry.
 #[derive(Clone)]
@@ -257,6 +266,7 @@ impl Metrics {
             &config.version,
             &const_labels,
             &config.buckets,
+            config.native_histograms,
             sources.state.signals.drain_deadline.clone(),
         );
         Ok(Metrics {
@@ -322,6 +332,31 @@ impl Metrics {
         out
     }
 
+    /// Renders everything in the Prometheus protobuf exposition (length-delimited
+    /// `io.prometheus.client.MetricFamily` messages), as `/metrics` serves it to a scraper
+    /// that asks for it: the HTTP families with their native histograms when
+    /// `PODCYCLE_NATIVE_HISTOGRAMS` is on, then the registry's.
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        self.refresh();
+        let mut out = Vec::with_capacity(64 * 1024);
+        self.core.render_protobuf(&mut out);
+        protobuf::families(&mut out, &self.registry.gather());
+        out
+    }
+
+    /// What `/metrics` answers a request with `Accept` header `accept`: the body and its
+    /// content type (the protobuf exposition if asked for, the text format otherwise).
+    pub(crate) fn respond(
+        &self,
+        accept: Option<&http::HeaderValue>,
+    ) -> (bytes::Bytes, &'static str) {
+        if protobuf::accepts(accept) {
+            (self.render_protobuf().into(), protobuf::CONTENT_TYPE)
+        } else {
+            (self.render().into(), TEXT_CONTENT_TYPE)
+        }
+    }
+
     /// The HTTP metrics as a `prometheus` [`Collector`](prometheus::core::Collector), for
     /// registering in a registry of your own (e.g. one you push to a gateway). `/metrics`
     /// does not need it: it renders these families directly, from pre-escaped label sets.
@@ -363,19 +398,11 @@ impl Metrics {
         let metrics = self.clone();
         axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: http::HeaderMap| {
                 // Called within the serving stack's poll: scrapes are not application traffic.
                 named::unrecorded();
-                let text = metrics.render();
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
+                let (body, content_type) = metrics.respond(headers.get(http::header::ACCEPT));
+                async move { ([(http::header::CONTENT_TYPE, content_type)], body) }
             }),
         )
     }
@@ -471,10 +498,16 @@ pub mod __bench {
     impl Core {
         /// A new core with `buckets` (seconds) and `version`, no constant labels.
         pub fn new(version: &str, buckets: &[f64]) -> Core {
+            Core::with_native(version, buckets, false)
+        }
+
+        /// A new core as [`Core::new`], recording native histogram buckets too if `native`.
+        pub fn with_native(version: &str, buckets: &[f64], native: bool) -> Core {
             Core(HttpMetrics::leak(
                 version,
                 &[],
                 buckets,
+                native,
                 tokio_util::sync::CancellationToken::new(),
             ))
         }
@@ -506,6 +539,11 @@ pub mod __bench {
         /// Both HTTP families in the text format.
         pub fn render(self, out: &mut String) {
             self.0.render(out);
+        }
+
+        /// Both HTTP families in the protobuf exposition.
+        pub fn render_protobuf(self, out: &mut Vec<u8>) {
+            self.0.render_protobuf(out);
         }
 
         #[inline]

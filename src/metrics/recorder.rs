@@ -2,7 +2,7 @@
 //! `observe`, and what they record into (routes, shards, series).
 //!
 //! ```text
-//! let core = HttpMetrics::leak("1.2.3", &[], DEFAULT_BUCKETS, force_closing);
+//! let core = HttpMetrics::leak("1.2.3", &[], DEFAULT_BUCKETS, native, force_closing);
 //! let started = core.now();                                      // first clock read
 //! let route = core.start(method, RouteName::Static("/hello/{name}"), true);  // active +1
 //! core.finish(SeriesKey { method, route, status: 200, error: Incomplete::No }, started);
@@ -71,6 +71,7 @@ impl HttpMetrics {
         version: &str,
         const_labels: &[(String, String)],
         buckets: &[f64],
+        native: bool,
         force_closing: tokio_util::sync::CancellationToken,
     ) -> &'static HttpMetrics {
         let mut bounds: Vec<f64> = buckets
@@ -88,7 +89,7 @@ impl HttpMetrics {
         Box::leak(Box::new(HttpMetrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             renderer: Renderer::new(&bounds, &bounds_nanos),
-            store: Store::new(bounds_nanos.len() + 1),
+            store: Store::new(bounds_nanos.len() + 1, native),
             bounds_nanos,
             labels: CommonLabels::new(version, const_labels),
             routes: Routes::new(),
@@ -292,6 +293,13 @@ impl HttpMetrics {
         self.renderer.text(out, &self.store, &self.labels);
     }
 
+    /// Appends both HTTP metric families to `out` in the Prometheus protobuf exposition
+    /// (length-delimited `MetricFamily` messages), native histogram fields included when
+    /// recorded.
+    pub(crate) fn render_protobuf(&self, out: &mut Vec<u8>) {
+        super::protobuf::http_families(out, &self.renderer, &self.store, &self.labels);
+    }
+
     /// Both HTTP metric families as `prometheus` protobuf models, for
     /// [`prometheus::core::Collector`].
     pub(crate) fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
@@ -311,6 +319,7 @@ mod tests {
             "1.2.3",
             &[("track".into(), "canary".into())],
             DEFAULT_BUCKETS,
+            false,
             tokio_util::sync::CancellationToken::new(),
         )
     }

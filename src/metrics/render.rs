@@ -21,15 +21,18 @@ use super::shard::Store;
 
 use super::schema::{HTTP_ACTIVE_REQUESTS as ACTIVE_NAME, HTTP_REQUEST_DURATION as DURATION_NAME};
 
-const DURATION_HELP: &str = "Duration of HTTP server requests.";
-const ACTIVE_HELP: &str = "Number of active HTTP server requests.";
+pub(super) const DURATION_HELP: &str = "Duration of HTTP server requests.";
+pub(super) const ACTIVE_HELP: &str = "Number of active HTTP server requests.";
 
 /// One series' totals at the scrape.
-struct Totals<'a> {
-    count: u64,
-    sum_nanos: u64,
+pub(super) struct Totals<'a> {
+    pub(super) count: u64,
+    pub(super) sum_nanos: u64,
     /// Each bucket's own (not cumulative) count, `+Inf` last.
-    buckets: &'a [u64],
+    pub(super) buckets: &'a [u64],
+    /// The native zero bucket and buckets (see [`super::native`]), when asked for and
+    /// recorded.
+    pub(super) native: Option<&'a [u64]>,
 }
 
 /// What the renderers of one metrics core keep: the buckets' labels and bounds, and what the
@@ -64,9 +67,20 @@ impl Renderer {
         }
     }
 
-    /// Calls `row` for every series, in label order, with its totals over all shards: the
-    /// walk both renderers share. Holds the series lock meanwhile (recording goes on).
-    fn each_series(&self, store: &Store, mut row: impl FnMut(&LabelSet, Totals<'_>)) {
+    /// Bucket upper bounds in seconds, without `+Inf`.
+    pub(super) fn bounds_secs(&self) -> &[f64] {
+        &self.bounds_secs
+    }
+
+    /// Calls `row` for every series, in label order, with its totals over all shards (the
+    /// native buckets too with `native`, if recorded): the walk the renderers share. Holds the
+    /// series lock meanwhile (recording goes on).
+    pub(super) fn each_series(
+        &self,
+        store: &Store,
+        native: bool,
+        mut row: impl FnMut(&LabelSet, Totals<'_>),
+    ) {
         let series = store.series();
         let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         if order.len() != series.len() {
@@ -74,7 +88,8 @@ impl Renderer {
             order.extend(series.keys().copied());
             order.sort_unstable_by(|a, b| series[a].labels.text.cmp(&series[b].labels.text));
         }
-        let mut totals = store.totals_buffer();
+        let mut totals = store.totals_buffer(native);
+        let native_at = store.native_at().filter(|_| native);
         let buckets = self.le_labels.len();
         for s in order.iter().filter_map(|k| series.get(k)) {
             s.totals(&mut totals);
@@ -84,6 +99,7 @@ impl Renderer {
                     count: totals[0],
                     sum_nanos: totals[1],
                     buckets: &totals[2..2 + buckets],
+                    native: native_at.map(|at| &totals[at..at + super::native::CELLS]),
                 },
             );
         }
@@ -92,7 +108,7 @@ impl Renderer {
     /// `(method, active requests)` for every method, `_OTHER` included, from the first scrape
     /// on: a series that exists at 0 does not pop in and out (`rate`, `absent` and dashboards
     /// see a steady set). Ten short lines per scrape.
-    fn active_rows(store: &Store) -> impl Iterator<Item = (&'static str, i64)> {
+    pub(super) fn active_rows(store: &Store) -> impl Iterator<Item = (&'static str, i64)> {
         let totals = store.active_totals();
         METHODS
             .iter()
@@ -110,7 +126,7 @@ impl Renderer {
         );
         let mut num = itoa::Buffer::new();
         let mut prefix = String::with_capacity(256);
-        self.each_series(store, |labels, t| {
+        self.each_series(store, false, |labels, t| {
             let mut cumulative = 0u64;
             prefix.clear();
             prefix.push_str(DURATION_NAME);
@@ -172,7 +188,7 @@ impl Renderer {
             }
         };
         let mut metrics = Vec::new();
-        self.each_series(store, |labels, t| {
+        self.each_series(store, false, |labels, t| {
             let mut cumulative = 0u64;
             let mut buckets = Vec::with_capacity(self.bounds_secs.len());
             // The `+Inf` bucket is implied by the sample count.
@@ -284,7 +300,7 @@ mod tests {
 
     #[test]
     fn both_renderers_see_the_same_series_in_label_order() {
-        let store = Store::new(3);
+        let store = Store::new(3, false);
         let common = CommonLabels::new("1", &[]);
         let renderer = Renderer::new(&[0.01, 1.0], &[10_000_000, 1_000_000_000]);
         let bounds = [10_000_000, 1_000_000_000];

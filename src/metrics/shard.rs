@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxBuildHasher;
 
+use super::native;
 use super::series::{LabelSet, SeriesKey, METHOD_COUNT};
 use super::table::U64Table;
 
@@ -34,17 +35,38 @@ struct Line([AtomicU64; 16]);
 /// One series' cells in one shard. Written only by the shard's thread.
 #[derive(Debug)]
 pub(crate) struct Cells {
-    /// `count`, `sum_nanos`, then one counter per bucket.
+    /// `count`, `sum_nanos`, then one counter per bucket; with native histograms, from the
+    /// next line on the zero bucket and the native buckets (see [`super::native`]).
     lines: Box<[Line]>,
+    /// The cell of the native zero bucket; 0 without native histograms.
+    native_at: usize,
+}
+
+/// The first cell of the native buckets in a series of `buckets` classic buckets: the line
+/// after them.
+pub(crate) fn native_at(buckets: usize) -> usize {
+    (buckets + 2).div_ceil(16) * 16
+}
+
+/// Cells per series (padding included), for `buckets` classic buckets and native histograms
+/// or not.
+fn cell_count(buckets: usize, native: bool) -> usize {
+    native_at(buckets)
+        + if native {
+            native::CELLS.div_ceil(16) * 16
+        } else {
+            0
+        }
 }
 
 impl Cells {
-    fn new(buckets: usize) -> Cells {
-        let lines = (buckets + 2).div_ceil(16);
+    fn new(buckets: usize, native: bool) -> Cells {
+        let lines = cell_count(buckets, native) / 16;
         Cells {
             lines: (0..lines)
                 .map(|_| Line(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
+            native_at: if native { native_at(buckets) } else { 0 },
         }
     }
 
@@ -74,6 +96,16 @@ impl Cells {
         bump(self.count(), 1);
         bump(self.sum_nanos(), nanos);
         bump(self.bucket(bucket_index(bounds_nanos, nanos)), 1);
+        if self.native_at != 0 {
+            self.observe_native(nanos);
+        }
+    }
+
+    /// The native bucket of one observation, by the shard's own thread. Out of line, so that
+    /// the request path inlined around [`Cells::observe`] stays as small as without it.
+    #[inline(never)]
+    fn observe_native(&self, nanos: u64) {
+        bump(self.cell(self.native_at + native::cell(nanos)), 1);
     }
 
     /// One observation of `nanos` by any thread (into a series' shared totals).
@@ -82,6 +114,10 @@ impl Cells {
         self.sum_nanos().fetch_add(nanos, Ordering::Relaxed);
         self.bucket(bucket_index(bounds_nanos, nanos))
             .fetch_add(1, Ordering::Relaxed);
+        if self.native_at != 0 {
+            self.cell(self.native_at + native::cell(nanos))
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Adds these cells into `totals` (laid out as the cells are: count, sum, buckets, padding).
@@ -148,7 +184,9 @@ pub(crate) struct Series {
 
 impl Series {
     /// This series' totals over all shards into `totals` (from [`Store::totals_buffer`]):
-    /// count, sum in nanoseconds, then each bucket's own (not cumulative) count.
+    /// count, sum in nanoseconds, then each bucket's own (not cumulative) count; the native
+    /// buckets too if `totals` is long enough to hold them (a renderer that does not read
+    /// them passes a shorter buffer and skips their sum).
     pub(crate) fn totals(&self, totals: &mut [u64]) {
         totals.fill(0);
         self.retired.add_to(totals);
@@ -167,6 +205,8 @@ pub(crate) type SeriesMap = HashMap<SeriesKey, Series, FxBuildHasher>;
 pub(crate) struct Store {
     /// Histogram buckets per series, `+Inf` included.
     buckets: usize,
+    /// Whether series record native histogram buckets too.
+    native: bool,
     series: Mutex<SeriesMap>,
     active: Mutex<Vec<Arc<ActiveCounts>>>,
     /// Active counts of exited threads, and of requests recorded without a shard.
@@ -174,10 +214,12 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// A store for series of `buckets` histogram buckets (`+Inf` included).
-    pub(crate) fn new(buckets: usize) -> Store {
+    /// A store for series of `buckets` histogram buckets (`+Inf` included), with native
+    /// histogram buckets or not.
+    pub(crate) fn new(buckets: usize, native: bool) -> Store {
         Store {
             buckets,
+            native,
             series: Mutex::new(HashMap::default()),
             active: Mutex::new(Vec::new()),
             retired_active: std::array::from_fn(|_| AtomicI64::new(0)),
@@ -190,9 +232,16 @@ impl Store {
     }
 
     /// A buffer for [`Series::totals`]: one slot per cell, padding included; the slots past
-    /// the buckets stay 0.
-    pub(crate) fn totals_buffer(&self) -> Vec<u64> {
-        vec![0; (self.buckets + 2).div_ceil(16) * 16]
+    /// the buckets stay 0. With `native` (and a store that records them), long enough for the
+    /// native buckets, which then start at [`Store::native_at`].
+    pub(crate) fn totals_buffer(&self, native: bool) -> Vec<u64> {
+        vec![0; cell_count(self.buckets, native && self.native)]
+    }
+
+    /// Where the native buckets start in a [`Store::totals_buffer`]; `None` if the store
+    /// does not record them.
+    pub(crate) fn native_at(&self) -> Option<usize> {
+        self.native.then(|| native_at(self.buckets))
     }
 
     /// Active requests per method, over all threads.
@@ -220,7 +269,7 @@ impl Store {
         key: SeriesKey,
         labels: impl FnOnce() -> LabelSet,
     ) -> Arc<Cells> {
-        let cells = Arc::new(Cells::new(self.buckets));
+        let cells = Arc::new(Cells::new(self.buckets, self.native));
         let mut series = self.series();
         self.entry(&mut series, key, labels)
             .shards
@@ -251,7 +300,7 @@ impl Store {
         labels: impl FnOnce() -> LabelSet,
     ) -> &'s mut Series {
         series.entry(key).or_insert_with(|| Series {
-            retired: Cells::new(self.buckets),
+            retired: Cells::new(self.buckets, self.native),
             labels: labels(),
             shards: Vec::new(),
         })

@@ -48,6 +48,38 @@ impl CounterTracker {
     }
 }
 
+/// A native histogram sample as classic `_bucket` samples: its cumulative
+/// counts at [`Histogram::native_bounds`], each with an `le` label; a classic
+/// sample as itself.
+fn native_as_buckets(sample: &Sample) -> Vec<Sample> {
+    let Some(buckets) = &sample.native else {
+        return vec![sample.clone()];
+    };
+    let h = Histogram::from_native(
+        buckets
+            .iter()
+            .filter(|(_, n)| n.is_finite() && *n >= 0.0)
+            .map(|(upper, n)| (*upper, n.round() as u64)),
+    );
+    h.buckets()
+        .iter()
+        .map(|b| {
+            let mut labels = sample.labels.clone();
+            let le = if b.le.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                b.le.to_string()
+            };
+            labels.insert(schema::LE.to_owned(), le);
+            Sample {
+                labels,
+                value: b.count as f64,
+                native: None,
+            }
+        })
+        .collect()
+}
+
 fn series_key(labels: &BTreeMap<String, String>) -> String {
     let mut key = String::new();
     for (k, v) in labels {
@@ -73,7 +105,17 @@ pub(super) struct ArmTracker {
 }
 
 impl ArmTracker {
+    /// One look: the request counts (a native histogram sample counts its
+    /// count) and the buckets of successful requests (a native histogram
+    /// sample is read as cumulative buckets at [`Histogram::native_bounds`]).
     pub(super) fn update(&mut self, counts: &[Sample], buckets: &[Sample]) -> ArmCounts {
+        let native: Vec<Sample>;
+        let buckets = if buckets.iter().any(|s| s.native.is_some()) {
+            native = buckets.iter().flat_map(native_as_buckets).collect();
+            &native[..]
+        } else {
+            buckets
+        };
         for (labels, _) in self.counts.update(counts) {
             let is_error = labels
                 .get(schema::ERROR_TYPE)
@@ -157,13 +199,18 @@ mod tests {
         if let Some(e) = error {
             l.insert(schema::ERROR_TYPE.to_owned(), e.to_owned());
         }
-        Sample { labels: l, value }
+        Sample {
+            labels: l,
+            value,
+            native: None,
+        }
     }
 
     fn bucket(pod: &str, le: &str, value: f64) -> Sample {
         Sample {
             labels: labels(&[("pod", pod), (schema::LE, le)]),
             value,
+            native: None,
         }
     }
 

@@ -195,7 +195,14 @@ impl PrometheusConfig {
         }
         matchers.extend(self.selector_matchers()?);
         let suffix = if buckets { "_bucket" } else { "_count" };
-        Ok(format!("{}{suffix}{{{}}}", self.metric, matchers.join(",")))
+        // `or` the native histogram series of the same labels: Prometheus
+        // scraping native histograms (`--enable-feature=native-histograms`)
+        // keeps no `_count` or `_bucket` series for them.
+        let matchers = matchers.join(",");
+        Ok(format!(
+            "{m}{suffix}{{{matchers}}} or {m}{{{matchers}}}",
+            m = self.metric
+        ))
     }
 }
 /// Parses `name op "value", ...` (op one of `=`, `!=`, `=~`, `!~`; values double-quoted
@@ -338,11 +345,13 @@ mod tests {
         let [a, b, c, _] = config.queries().unwrap();
         assert_eq!(
             a,
-            "http_server_request_duration_seconds_count{version=\"v1\",http_route=\"/v1/chat\",namespace=\"shop\"}"
+            "http_server_request_duration_seconds_count{version=\"v1\",http_route=\"/v1/chat\",namespace=\"shop\"} \
+             or http_server_request_duration_seconds{version=\"v1\",http_route=\"/v1/chat\",namespace=\"shop\"}"
         );
         assert_eq!(
             b,
-            "http_server_request_duration_seconds_bucket{version=\"v1\",error_type=\"\",http_route=\"/v1/chat\",namespace=\"shop\"}"
+            "http_server_request_duration_seconds_bucket{version=\"v1\",error_type=\"\",http_route=\"/v1/chat\",namespace=\"shop\"} \
+             or http_server_request_duration_seconds{version=\"v1\",error_type=\"\",http_route=\"/v1/chat\",namespace=\"shop\"}"
         );
         assert!(c.contains("version=\"v2\\\"x\""), "{c}");
         config.version_label = "bad label".to_owned();

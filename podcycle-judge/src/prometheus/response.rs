@@ -11,8 +11,13 @@ use super::PrometheusError;
 pub struct Sample {
     /// The series' labels (with `__name__` when Prometheus keeps it).
     pub labels: BTreeMap<String, String>,
-    /// The value; may be NaN or infinite.
+    /// The value; may be NaN or infinite. For a native histogram sample, its
+    /// count.
     pub value: f64,
+    /// For a native histogram sample (`"histogram"` rather than `"value"`):
+    /// each bucket's upper bound and count (not cumulative), the zero bucket
+    /// included.
+    pub native: Option<Vec<(f64, f64)>>,
 }
 
 /// The result of an instant query.
@@ -29,7 +34,8 @@ pub enum QueryResult {
 /// Non-200 statuses and `"status": "error"` bodies become errors carrying
 /// Prometheus' own message. Sample values are strings in the API (`"1"`,
 /// `"NaN"`, `"+Inf"`); they are parsed to `f64`, non-finite values kept.
-/// Samples of native histograms (no `value`) are skipped.
+/// A native histogram sample (`"histogram"`, no `"value"`) has its count as
+/// its value and its buckets in [`Sample::native`].
 pub fn parse_query_response(status: u16, body: &[u8]) -> Result<QueryResult, PrometheusError> {
     let json: Result<Value, _> = serde_json::from_slice(body);
     let api_error = |v: &Value| -> Option<(String, String)> {
@@ -79,8 +85,13 @@ pub fn parse_query_response(status: u16, body: &[u8]) -> Result<QueryResult, Pro
                 .ok_or_else(|| PrometheusError::Decode("\"result\" is not an array".to_owned()))?;
             let mut samples = Vec::with_capacity(items.len());
             for item in items {
-                let Some(value) = item.get("value") else {
-                    continue; // a native histogram sample
+                let (value, native) = match (item.get("value"), item.get("histogram")) {
+                    (Some(value), _) => (parse_point(value)?, None),
+                    (None, Some(h)) => {
+                        let (count, buckets) = parse_native(h)?;
+                        (count, Some(buckets))
+                    }
+                    (None, None) => continue,
                 };
                 let labels = match item.get("metric") {
                     None | Some(Value::Null) => BTreeMap::new(),
@@ -96,7 +107,8 @@ pub fn parse_query_response(status: u16, body: &[u8]) -> Result<QueryResult, Pro
                 };
                 samples.push(Sample {
                     labels,
-                    value: parse_point(value)?,
+                    value,
+                    native,
                 });
             }
             Ok(QueryResult::Vector(samples))
@@ -104,6 +116,32 @@ pub fn parse_query_response(status: u16, body: &[u8]) -> Result<QueryResult, Pro
         "scalar" => Ok(QueryResult::Scalar(parse_point(result)?)),
         other => Err(PrometheusError::UnexpectedResultType(other.to_owned())),
     }
+}
+
+/// `[<unix time>, {"count": "..", "sum": "..", "buckets": [[rule, "lower",
+/// "upper", "count"], ..]}]` to the count and `(upper, count)` per bucket.
+fn parse_native(point: &Value) -> Result<(f64, Vec<(f64, f64)>), PrometheusError> {
+    let bad = || PrometheusError::Decode(format!("bad native histogram sample {point}"));
+    let h = point
+        .as_array()
+        .filter(|a| a.len() == 2)
+        .map(|a| &a[1])
+        .ok_or_else(bad)?;
+    let number = |v: Option<&Value>| v.and_then(Value::as_str).and_then(parse_value);
+    let count = number(h.get("count")).ok_or_else(bad)?;
+    let mut buckets = Vec::new();
+    for b in h
+        .get("buckets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let b = b.as_array().filter(|b| b.len() == 4).ok_or_else(bad)?;
+        let upper = number(b.get(2)).ok_or_else(bad)?;
+        let n = number(b.get(3)).ok_or_else(bad)?;
+        buckets.push((upper, n));
+    }
+    Ok((count, buckets))
 }
 
 /// `[<unix time>, "<value>"]` to the value.
@@ -140,6 +178,23 @@ mod tests {
         assert_eq!(samples[0].value, 12.0);
         assert_eq!(samples[0].labels["error_type"], "500");
         assert_eq!(samples[1].value, 1000.0);
+    }
+
+    #[test]
+    fn parses_native_histogram_samples() {
+        // As Prometheus 2.42 answers for a native histogram series.
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"__name__":"x","version":"v1"},"histogram":[1700000000.5,{"count":"21","sum":"3.5",
+             "buckets":[[3,"-9.5367431640625e-07","9.5367431640625e-07","1"],[0,"0.25","0.2726269331663144","20"]]}]}]}}"#;
+        let QueryResult::Vector(samples) = parse_query_response(200, body).unwrap() else {
+            panic!("not a vector");
+        };
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].value, 21.0);
+        assert_eq!(
+            samples[0].native.as_deref(),
+            Some(&[(9.5367431640625e-07, 1.0), (0.2726269331663144, 20.0)][..])
+        );
     }
 
     #[test]

@@ -267,6 +267,71 @@ mod tests {
         assert_eq!(second.canary.latency.total(), 1000);
     }
 
+    /// A vector of native histogram samples: labels, then `(upper bound, count)`
+    /// per bucket.
+    fn native_vector(series: &[(&str, &[(f64, u64)])]) -> String {
+        let items: Vec<String> = series
+            .iter()
+            .map(|(labels, buckets)| {
+                let count: u64 = buckets.iter().map(|(_, n)| n).sum();
+                let b: Vec<String> = buckets
+                    .iter()
+                    .map(|(upper, n)| format!(r#"[0,"{}","{upper}","{n}"]"#, upper / 1.09))
+                    .collect();
+                format!(
+                    r#"{{"metric":{{{labels}}},"histogram":[1,{{"count":"{count}","sum":"1","buckets":[{}]}}]}}"#,
+                    b.join(",")
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+            items.join(",")
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_native_histograms_at_their_resolution() {
+        // Prometheus scraping podcycle's native histograms has no `_count` or
+        // `_bucket` series: the queries' `or` finds the native series. Bucket
+        // bounds 2^(k/8); a bucket first populated after the baseline (the
+        // canary's 2^(-14/8)) counts only what it gained.
+        let (b15, b14) = ((-15f64 / 8.0).exp2(), (-14f64 / 8.0).exp2());
+        let addr = mock(move |query, look| {
+            assert!(
+                query.contains(" or http_server_request_duration_seconds{"),
+                "{query}"
+            );
+            let canary = query.contains("version=\"v2\"");
+            let n = look as u64;
+            let body = if query.contains("_count{") {
+                native_vector(&[
+                    (r#""pod":"a""#, &[(b15, 1000 + 95 * n), (b14, 5 * n)]),
+                    (r#""pod":"a","error_type":"500""#, &[(b15, 3)]),
+                ])
+            } else if canary {
+                native_vector(&[(r#""pod":"a""#, &[(b15, 1000 + 90 * n), (b14, 10 * n)])])
+            } else {
+                native_vector(&[(r#""pod":"a""#, &[(b15, 1000 + 95 * n), (b14, 5 * n)])])
+            };
+            (200, body)
+        })
+        .await;
+        let config = PrometheusConfig::new(format!("http://{addr}/"), "v1", "v2");
+        let mut source = PrometheusSource::new(&config).unwrap();
+        let first = source.snapshot().await.unwrap();
+        assert_eq!(first.canary.latency.total(), 0);
+        let second = source.snapshot().await.unwrap();
+        assert_eq!(second.stable.requests, 100);
+        assert_eq!(second.stable.latency.total(), 100);
+        assert_eq!(second.stable.latency.count_le(b15), Some(95));
+        assert_eq!(second.canary.latency.count_le(b15), Some(90));
+        assert_eq!(second.canary.latency.total(), 100);
+        // Classic bounds are there too, counted from the native buckets below them.
+        assert_eq!(second.canary.latency.count_le(0.25), Some(0));
+        assert_eq!(second.canary.latency.count_le(0.5), Some(100));
+    }
+
     #[tokio::test]
     async fn server_errors_become_prometheus_errors() {
         let addr = mock(|_, _| {

@@ -126,6 +126,8 @@ async fn run() -> i32 {
 
     let drain = lifecycle.clone();
     let drain2 = lifecycle.clone();
+    let queue: &'static tokio::sync::Semaphore =
+        Box::leak(Box::new(tokio::sync::Semaphore::new(2)));
     let app = Router::new()
         .route(
             "/hello",
@@ -137,6 +139,16 @@ async fn run() -> i32 {
                 say("START /slow".into());
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(1000))).await;
                 "slow done"
+            }),
+        )
+        .route(
+            "/queued",
+            get(move |Query(p): Query<Params>| async move {
+                // A resource that serves two requests at a time, `ms` each: the latency of
+                // the rest grows with the queue in front of it (an overloaded dependency).
+                let _turn = queue.acquire().await;
+                tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(20))).await;
+                "queued done"
             }),
         )
         .route(

@@ -18,7 +18,9 @@
 //! Environment (defaults finish in about 2 minutes): `LOAD_SECS` (2) per run, `LOAD_ROUNDS` (15;
 //! many short interleaved runs pair each server's run with bare axum's under the same conditions),
 //! `LOAD_WARMUP_SECS` (2, per server, not reported), `LOAD_CONNS` (64 keep-alive connections),
-//! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-no-metrics`: podcycle's
+//! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-admission` and
+//! `podcycle-adaptive`: the full stack with admission control on, a fixed limit the load never
+//! reaches and the adaptive limit, `podcycle-no-metrics`: podcycle's
 //! serving stack without the metrics layer, `axum-podcycle-layer`: `axum::serve` with
 //! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
 //! that does nothing, i.e. what any layer costs inside axum's router; `tonic-bare` and
@@ -46,9 +48,11 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 11] = [
     "bare",
     "podcycle",
+    "podcycle-admission",
+    "podcycle-adaptive",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
@@ -126,15 +130,29 @@ fn server(kind: &str, max: Duration) {
                 announce(listener.local_addr().expect("addr"), None);
                 axum::serve(listener, app).await.expect("serve");
             }
-            "podcycle" | "podcycle-no-metrics" | "podcycle-noop-layer" => {
+            "podcycle"
+            | "podcycle-no-metrics"
+            | "podcycle-noop-layer"
+            | "podcycle-admission"
+            | "podcycle-adaptive" => {
+                let admission = match kind {
+                    // Admission control on, a limit the load never reaches: its cost under
+                    // capacity, nothing shed.
+                    "podcycle-admission" => podcycle::Admission::Fixed(100_000),
+                    "podcycle-adaptive" => podcycle::Admission::Adaptive,
+                    _ => podcycle::Admission::Off,
+                };
                 let lifecycle = podcycle::Lifecycle::new(
                     podcycle::Config::default()
                         .addr(loopback)
-                        .admin_addr(Some(loopback)),
+                        .admin_addr(Some(loopback))
+                        .admission(admission),
                 )
                 .expect("lifecycle");
                 let app = match kind {
-                    "podcycle" => app.layer(lifecycle.metrics().layer()),
+                    "podcycle" | "podcycle-admission" | "podcycle-adaptive" => {
+                        app.layer(lifecycle.metrics().layer())
+                    }
                     "podcycle-noop-layer" => app.layer(tower::layer::util::Identity::new()),
                     _ => app,
                 };
@@ -504,7 +522,7 @@ impl Server {
         }
         let text = http_get(addr.parse().ok()?, &format!("/{path}"))?;
         let (prefix, route) = match self.kind.as_str() {
-            "podcycle" | "axum-podcycle-layer" => (
+            "podcycle" | "axum-podcycle-layer" | "podcycle-admission" | "podcycle-adaptive" => (
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),

@@ -125,9 +125,9 @@ impl Lifecycle {
         let state = Arc::new(State::default());
         let halt = state.signals.halt.clone().drop_guard();
         let health = Arc::new(Health::new(state.clone(), config.health));
-        let connections = Arc::new(Connections::default());
-        let lag = Arc::new(crate::lag::SchedulingLag::default());
         let admission = crate::admission::Controller::new(config.admission);
+        let connections = Arc::new(Connections::new(admission.clone()));
+        let lag = Arc::new(crate::lag::SchedulingLag::default());
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(
             &config,

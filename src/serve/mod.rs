@@ -187,6 +187,12 @@ pub(crate) async fn accept_loop<S, B, R>(
             }
         }
     }));
+    // The adaptive admission limit's sampler (off the request path), while this listener
+    // serves.
+    let _admission = shared
+        .admission
+        .clone()
+        .map(|c| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(c.run())));
     let reject_cut = signals.drain_deadline.child_token();
     let mut backlog_left: usize = 0;
     let limit = Arc::new(Semaphore::new(

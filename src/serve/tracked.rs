@@ -26,7 +26,7 @@ use tower::{Service, ServiceExt};
 
 use super::request_body::{app_body, AppBody};
 use super::ServeContext;
-use crate::admission::{Controller, Permit};
+use crate::admission::Controller;
 use crate::config::{ShedStatus, StopAccepting};
 use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
@@ -89,13 +89,13 @@ where
         if req.version() == Version::HTTP_2 {
             self.conn.saw_http2();
         }
-        let permit = match &self.shared.admission {
-            None => None,
-            Some(admission) => match admit(admission, &req, self.shared.shed_status) {
-                Ok(permit) => permit,
-                Err(answer) => return TrackedFuture::answer(answer, close, request),
-            },
-        };
+        if let Some(admission) = &self.shared.admission {
+            if !admission.try_acquire() {
+                if let Some(answer) = shed(admission, &req, self.shared.shed_status) {
+                    return TrackedFuture::answer(answer, close, request);
+                }
+            }
+        }
         // Request start: measured here, outside the application (e.g. timed, when it has a
         // metrics layer to name the route while this future polls it).
         let measure = self.recorder.start(&req);
@@ -108,40 +108,30 @@ where
             close,
             answer: Answer::Unavailable,
             request,
-            permit,
         }
     }
 }
 
-/// A permit from admission control for `req` (`None` for a WebSocket upgrade, never shed), or
-/// the answer that sheds it: `503`, or `RESOURCE_EXHAUSTED` to a gRPC request.
-#[inline]
-fn admit<B>(
-    admission: &Arc<Controller>,
-    req: &Request<B>,
-    status: ShedStatus,
-) -> Result<Option<Permit>, Answer> {
-    if req.headers().contains_key(UPGRADE) || req.method() == Method::CONNECT {
-        return Ok(None);
-    }
-    match admission.try_acquire() {
-        Some(permit) => Ok(Some(permit)),
-        None => Err(shed_answer(req, status)),
-    }
-}
-
+/// A request beyond admission control's limit: the answer that sheds it (`503` or `429`,
+/// `RESOURCE_EXHAUSTED` to a gRPC request), or `None` for a WebSocket upgrade or a `CONNECT`,
+/// never shed (admitted beyond the limit; its guard releases it as any other's).
 #[cold]
 #[inline(never)]
-fn shed_answer<B>(req: &Request<B>, status: ShedStatus) -> Answer {
+fn shed<B>(admission: &Controller, req: &Request<B>, status: ShedStatus) -> Option<Answer> {
+    if req.headers().contains_key(UPGRADE) || req.method() == Method::CONNECT {
+        admission.acquire_anyway();
+        return None;
+    }
+    admission.count_shed();
     let grpc = req
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-    match (grpc, status) {
+    Some(match (grpc, status) {
         (true, _) => Answer::ShedGrpc,
         (false, ShedStatus::ServiceUnavailable) => Answer::Shed,
         (false, ShedStatus::TooManyRequests) => Answer::ShedTooMany,
-    }
+    })
 }
 
 /// A request after readiness turned off: counted as on a new or a reused connection; during
@@ -210,12 +200,12 @@ pin_project! {
         // Without `inner`: what to answer instead of the application.
         answer: Answer,
         request: RequestLine,
-        // Admission control's count of this request, handed to the body with the guard.
-        permit: Option<Permit>,
     }
 }
 
 /// What a request that never reaches the application gets.
+///
+/// One byte, as the `bool` it replaced: the future of every request carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Answer {
     /// `503` with `Retry-After: 1` (reject mode during the drain).
@@ -242,7 +232,6 @@ impl<F, M> TrackedFuture<F, M> {
             close,
             answer,
             request,
-            permit: None,
         }
     }
 }
@@ -313,7 +302,6 @@ where
         };
         let mut close = *this.close;
         let mut guard = this.guard.take();
-        let permit = this.permit.take();
         let mut res = res;
         let slot = if matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS)
             && this.request.http1
@@ -338,7 +326,6 @@ where
                 inner: Some(M::body(measure, body)),
                 guard,
                 text: b"",
-                permit,
             });
             if close {
                 res.headers_mut()
@@ -468,8 +455,6 @@ pin_project! {
         guard: Option<RequestGuard>,
         // Without `inner`: podcycle's own body (the `500` of a panic), sent as one frame.
         text: &'static [u8],
-        // Admission control's count of the request, until the body is dropped.
-        permit: Option<Permit>,
     }
 }
 
@@ -488,7 +473,6 @@ impl<B: Body + Send + 'static, M: Measure> TrackedBody<B, M> {
             inner: None,
             guard,
             text,
-            permit: None,
         }
     }
 }

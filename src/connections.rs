@@ -646,13 +646,19 @@ impl Drop for RequestGuard {
         c.reads_at_end
             .store(c.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         c.activity.fetch_sub(1, Ordering::AcqRel);
-        // Every request with a guard was admitted (the shed ones have none); an upgraded one
-        // gave its slot back at its `101`.
+        // Every request with a guard was admitted (the shed ones have none). Out of line: with
+        // admission off, this drop (inlined into hyper's write path) grows by one branch only.
         if let Some(admission) = &c.admission {
-            if !c.admission_released.load(Ordering::Relaxed) {
-                admission.release();
-            }
+            release_admission(c, admission);
         }
+    }
+}
+
+/// Gives a request's admission slot back, unless its upgrade gave it back at its `101`.
+#[inline(never)]
+fn release_admission(c: &ConnState, admission: &Controller) {
+    if !c.admission_released.load(Ordering::Relaxed) {
+        admission.release();
     }
 }
 

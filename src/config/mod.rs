@@ -87,8 +87,10 @@ pub enum Admission {
     #[default]
     Off,
     /// A limit found from the latency the service shows (a gradient controller in the manner
-    /// of Netflix's Gradient2 and Envoy's adaptive concurrency filter): it grows while latency
-    /// stays at its long-term level and shrinks when latency rises above it.
+    /// of Envoy's adaptive concurrency filter and Netflix's Gradient2): it grows while latency
+    /// stays within 1.25 times its no-load level and shrinks when a queue makes it rise above
+    /// that. The no-load level is the lowest latency seen, measured afresh (for one window, at
+    /// a limit of 2) when the limit sheds, at most every 30 s.
     Adaptive,
     /// A fixed limit of requests in flight (at least 1).
     Fixed(u32),

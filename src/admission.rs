@@ -15,9 +15,10 @@
 //! requests completed. That latency is compared with a **no-load baseline** (Envoy's
 //! `minRTT`): the lowest window latency seen, measured afresh with the limit pinned at
 //! [`PROBE_LIMIT`] for one window when the limit sheds and the last measurement is older
-//! than [`PROBE_EVERY`] (or there is none yet). Requests are shed during that window only
-//! if more than [`PROBE_LIMIT`] arrive at once, and only when the service was shedding
-//! already: a service under its limit never probes, so never sheds.
+//! than [`PROBE_EVERY`] (or there is none yet); the limit then goes at once to where the
+//! gradient settles for the throughput it saw ([`Gradient::settle`]). Requests are shed
+//! during that window only if more than [`PROBE_LIMIT`] arrive at once, and only when the
+//! service was shedding already: a service under its limit never probes, so never sheds.
 //!
 //! The gradient is `TOLERANCE × baseline / latency`, clamped to `0.5..=1.0`: `1` while latency
 //! stays within [`TOLERANCE`] of the baseline (the limit grows by its square root, smoothed
@@ -197,7 +198,17 @@ struct Sampler {
     /// When the baseline was last measured, and whether a measurement is under way (with the
     /// limit to go back to, and when it began).
     probed_at: Option<Instant>,
-    probe: Option<(f64, Instant)>,
+    probe: Option<Probe>,
+}
+
+/// A measurement of the baseline under way.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// When it began.
+    began: Instant,
+    /// The limit before it, and the throughput (requests per second) of the window before it.
+    limit: f64,
+    throughput: f64,
 }
 
 impl Sampler {
@@ -238,8 +249,8 @@ impl Sampler {
         self.area += dt * (f64::from(self.in_flight) + f64::from(in_flight)) / 2.0;
         self.max_in_flight = self.max_in_flight.max(in_flight);
         (self.at, self.in_flight, self.admitted) = (now, in_flight, admitted);
-        if let Some((_, began)) = self.probe {
-            if now.saturating_duration_since(began) >= PROBE_MAX {
+        if let Some(probe) = self.probe {
+            if now.saturating_duration_since(probe.began) >= PROBE_MAX {
                 // The requests in flight never went down (or too few came): give up.
                 self.end_probe(c, now, None);
                 return;
@@ -274,19 +285,25 @@ impl Sampler {
                 .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_EVERY)
         {
             // Shedding: is the baseline a no-load one? Measure it at a limit that cannot queue.
-            self.probe = Some((self.gradient.limit, now));
+            self.probe = Some(Probe {
+                began: now,
+                limit: self.gradient.limit,
+                throughput: completed as f64 / elapsed.as_secs_f64(),
+            });
             self.probed_at = Some(now);
             c.limit.store(PROBE_LIMIT, Ordering::Relaxed);
         }
     }
 
     fn end_probe(&mut self, c: &Controller, now: Instant, latency_s: Option<f64>) {
-        if let Some(latency_s) = latency_s {
-            self.gradient.baseline_s = latency_s;
-        }
-        if let Some((limit, _)) = self.probe.take() {
-            self.gradient.limit = limit;
-            c.limit.store(limit.round() as u32, Ordering::Relaxed);
+        if let Some(probe) = self.probe.take() {
+            self.gradient.limit = probe.limit;
+            if let Some(latency_s) = latency_s {
+                self.gradient.baseline_s = latency_s;
+                self.gradient.settle(probe.throughput);
+            }
+            c.limit
+                .store(self.gradient.limit.round() as u32, Ordering::Relaxed);
         }
         self.restart_window(c, now);
     }
@@ -322,6 +339,18 @@ impl Gradient {
         };
         self.limit = next.clamp(f64::from(MIN_LIMIT), f64::from(MAX_LIMIT));
         self.limit
+    }
+
+    /// After a measurement of the baseline: no higher than the limit the gradient settles at
+    /// for `throughput` (requests per second) served at the baseline latency, the requests
+    /// that need no queue by Little's law, within the tolerance, plus the headroom. Jumps
+    /// there at once instead of halving window after window.
+    pub(crate) fn settle(&mut self, throughput: f64) {
+        let unqueued = throughput * self.baseline_s;
+        let settled = TOLERANCE * unqueued + headroom(unqueued);
+        if settled.is_finite() && settled < self.limit {
+            self.limit = settled.clamp(f64::from(MIN_LIMIT), f64::from(MAX_LIMIT));
+        }
     }
 }
 
@@ -406,8 +435,14 @@ mod tests {
         // Two at once, 20 ms each (100 requests/s), 48 clients from the first moment: with
         // only a long-term average the controller would take the queued latency as normal.
         let service = Duration::from_millis(20);
-        let _ = drive(&c, 2, service, 48, Duration::from_secs(3)).await;
-        // Settled: the latency of what it admits is within three times the unloaded one.
+        let (_, _, first) = drive(&c, 2, service, 48, Duration::from_secs(1)).await;
+        // Within the first second: once the baseline is measured the limit goes straight to
+        // where the gradient settles (without that jump, the mean is about 116 ms).
+        assert!(
+            first <= service * 4,
+            "mean latency {first:?} in the first second"
+        );
+        // Settled: the mean latency of what it admits is within three times the unloaded one.
         let (served, shed, mean) = drive(&c, 2, service, 48, Duration::from_secs(5)).await;
         sampler.abort();
         assert!(shed > 0);

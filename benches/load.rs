@@ -21,8 +21,9 @@
 //! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-routing`: the full podcycle
 //! stack with the route named by a `podcycle::routing::get` handler instead of the metrics
 //! layer, `podcycle-native`: `podcycle` with `PODCYCLE_NATIVE_HISTOGRAMS` on,
-//! `podcycle-no-metrics`: podcycle's serving stack naming no routes (nothing recorded),
-//! `axum-podcycle-layer`: `axum::serve` with
+//! `podcycle-admission` and `podcycle-adaptive`: the full stack with admission control on, a
+//! fixed limit the load never reaches and the adaptive limit, `podcycle-no-metrics`: podcycle's
+//! serving stack naming no routes (nothing recorded), `axum-podcycle-layer`: `axum::serve` with
 //! podcycle's metrics layer, `axum-noop-layer` and `podcycle-noop-layer`: a `Router::layer`
 //! that does nothing, i.e. what any layer costs inside axum's router; `tonic-bare` and
 //! `tonic-podcycle`: unary gRPC, `grpc.health.v1.Health/Check` served by tonic's own server and
@@ -49,11 +50,13 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 13] = [
     "bare",
     "podcycle",
     "podcycle-routing",
     "podcycle-native",
+    "podcycle-admission",
+    "podcycle-adaptive",
     "axum-prometheus",
     "podcycle-no-metrics",
     "axum-podcycle-layer",
@@ -135,16 +138,28 @@ fn server(kind: &str, max: Duration) {
             | "podcycle-routing"
             | "podcycle-native"
             | "podcycle-no-metrics"
-            | "podcycle-noop-layer" => {
+            | "podcycle-noop-layer"
+            | "podcycle-admission"
+            | "podcycle-adaptive" => {
+                let admission = match kind {
+                    // Admission control on, a limit the load never reaches: its cost under
+                    // capacity, nothing shed.
+                    "podcycle-admission" => podcycle::Admission::Fixed(100_000),
+                    "podcycle-adaptive" => podcycle::Admission::Adaptive,
+                    _ => podcycle::Admission::Off,
+                };
                 let lifecycle = podcycle::Lifecycle::new(
                     podcycle::Config::default()
                         .addr(loopback)
                         .admin_addr(Some(loopback))
-                        .native_histograms(kind == "podcycle-native"),
+                        .native_histograms(kind == "podcycle-native")
+                        .admission(admission),
                 )
                 .expect("lifecycle");
                 let app = match kind {
-                    "podcycle" | "podcycle-native" => app.layer(lifecycle.metrics().layer()),
+                    "podcycle" | "podcycle-native" | "podcycle-admission" | "podcycle-adaptive" => {
+                        app.layer(lifecycle.metrics().layer())
+                    }
                     // The route named by its handler: no `Router::layer`.
                     "podcycle-routing" => {
                         Router::new().route("/hello/{name}", podcycle::routing::get(hello))
@@ -518,7 +533,12 @@ impl Server {
         }
         let text = http_get(addr.parse().ok()?, &format!("/{path}"))?;
         let (prefix, route) = match self.kind.as_str() {
-            "podcycle" | "podcycle-routing" | "podcycle-native" | "axum-podcycle-layer" => (
+            "podcycle"
+            | "podcycle-routing"
+            | "podcycle-native"
+            | "axum-podcycle-layer"
+            | "podcycle-admission"
+            | "podcycle-adaptive" => (
                 "http_server_request_duration_seconds_count{",
                 "http_route=\"/hello/{name}\"",
             ),

@@ -497,6 +497,7 @@ mod tests {
                     connections: connections.clone(),
                     runtime: tokio::runtime::Handle::current(),
                     lag: Arc::default(),
+                    admission: None,
                 },
             )
             .unwrap(),

@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Controller;
+
 /// In-flight accounting of one connection: low 32 bits count requests in flight, high 32 bits
 /// count requests started, so one atomic add both counts and marks activity; and how many
 /// times the connection made write progress (a response's bytes reaching the socket).
@@ -62,6 +64,11 @@ pub(crate) struct ConnState {
     upgrade: Upgrade,
     /// The listener's cap on upgraded connections, shared by all its connections.
     upgrade_slots: Arc<UpgradeSlots>,
+    /// The listener's admission control, when it is on: each request of this connection
+    /// admitted by it is released by its [`RequestGuard`].
+    admission: Option<Arc<Controller>>,
+    /// Set when this connection's upgraded request gave its admission slot back (at its `101`).
+    admission_released: AtomicBool,
     /// The HTTP/2 request bodies of this connection that kept their handler waiting, for
     /// the minimum body rate (see [`StreamBody`]). Touched only when a body read waits.
     h2_bodies: Mutex<Vec<std::sync::Weak<StreamBody>>>,
@@ -296,7 +303,12 @@ const STARTED_ONE: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = STARTED_ONE - 1;
 
 impl ConnState {
-    fn new(wake: CancellationToken, id: u64, upgrade_slots: Arc<UpgradeSlots>) -> ConnState {
+    fn new(
+        wake: CancellationToken,
+        id: u64,
+        upgrade_slots: Arc<UpgradeSlots>,
+        admission: Option<Arc<Controller>>,
+    ) -> ConnState {
         // Fibonacci hashing of the id: a well-spread fraction, no random source needed.
         let jitter = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
         ConnState {
@@ -325,6 +337,8 @@ impl ConnState {
             body_waiting: AtomicBool::new(false),
             upgrade: Upgrade::default(),
             upgrade_slots,
+            admission,
+            admission_released: AtomicBool::new(false),
             h2_bodies: Mutex::new(Vec::new()),
         }
     }
@@ -510,6 +524,13 @@ impl ConnState {
         slot: UpgradeSlot,
         end: Option<Box<dyn UpgradeEnd>>,
     ) {
+        if let Some(admission) = &self.admission {
+            // An upgraded connection is no longer a request for admission control: its slot
+            // goes back now (the drain still waits for it through `guard`).
+            if !self.admission_released.swap(true, Ordering::Relaxed) {
+                admission.release();
+            }
+        }
         let u = &self.upgrade;
         *u.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(UpgradeHold {
             _guard: guard,
@@ -625,6 +646,19 @@ impl Drop for RequestGuard {
         c.reads_at_end
             .store(c.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         c.activity.fetch_sub(1, Ordering::AcqRel);
+        // Every request with a guard was admitted (the shed ones have none). Out of line: with
+        // admission off, this drop (inlined into hyper's write path) grows by one branch only.
+        if let Some(admission) = &c.admission {
+            release_admission(c, admission);
+        }
+    }
+}
+
+/// Gives a request's admission slot back, unless its upgrade gave it back at its `101`.
+#[inline(never)]
+fn release_admission(c: &ConnState, admission: &Controller) {
+    if !c.admission_released.load(Ordering::Relaxed) {
+        admission.release();
     }
 }
 
@@ -640,6 +674,8 @@ pub(crate) struct Connections {
     pub(crate) upgrade_slots: Arc<UpgradeSlots>,
     /// HTTP/2 streams reset by the sweep for a request body slower than the minimum rate.
     pub(crate) stream_bodies_reset: AtomicU64,
+    /// Admission control (`PODCYCLE_ADMISSION`), when it is on.
+    pub(crate) admission: Option<Arc<Controller>>,
 }
 
 /// Most admin connections open at once; further ones wait in the listener's backlog.
@@ -708,6 +744,14 @@ pub(crate) fn max_app_connections(configured: Option<usize>) -> usize {
 }
 
 impl Connections {
+    /// The application listener's connections, under `admission` control if it is on.
+    pub(crate) fn new(admission: Option<Arc<Controller>>) -> Connections {
+        Connections {
+            admission,
+            ..Connections::default()
+        }
+    }
+
     /// Registers a connection; it stays registered until the guard is dropped.
     /// Registers a connection whose task `wake` wakes; it stays registered until the guard is
     /// dropped.
@@ -716,7 +760,12 @@ impl Connections {
         wake: CancellationToken,
     ) -> (Arc<ConnState>, ConnectionGuard) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState::new(wake, id, self.upgrade_slots.clone()));
+        let state = Arc::new(ConnState::new(
+            wake,
+            id,
+            self.upgrade_slots.clone(),
+            self.admission.clone(),
+        ));
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -871,6 +920,34 @@ Max locked memory         8388608              8388608              bytes
         max_age: None,
         min_body_rate: Some(240),
     };
+
+    #[test]
+    fn an_admitted_request_gives_its_slot_back_with_its_guard_and_an_upgrade_at_its_101() {
+        let admission = Controller::new(crate::config::Admission::Fixed(2)).unwrap();
+        let connections = Arc::new(Connections::new(Some(admission.clone())));
+        let (conn, _registered) = connections.open(CancellationToken::new());
+        assert!(admission.try_acquire());
+        let guard = conn.start();
+        assert_eq!(admission.in_flight(), 1);
+        drop(guard);
+        assert_eq!(admission.in_flight(), 0, "released with the guard");
+        // An upgrade: its slot goes back at the `101`, the connection stays in flight.
+        assert!(admission.try_acquire());
+        let guard = conn.start();
+        let slot = guard.upgrade_slot().unwrap();
+        guard.hold_upgrade(slot, None);
+        assert_eq!(admission.in_flight(), 0, "released at the 101");
+        assert_eq!(
+            conn.in_flight(),
+            1,
+            "the upgraded connection is still in flight"
+        );
+        conn.release_upgrade();
+        assert_eq!(conn.in_flight(), 0);
+        assert_eq!(admission.in_flight(), 0, "not released twice");
+        assert!(admission.try_acquire() && admission.try_acquire());
+        assert!(!admission.try_acquire(), "the limit of 2 still holds");
+    }
 
     #[test]
     fn control_frames_after_the_last_http2_stream_leave_the_connection_idle() {

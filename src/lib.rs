@@ -10,9 +10,10 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error, env_check, recorder
-//   phase, connections, counters, panic, logging, until, lag, stderr
+//   phase, connections, counters, panic, logging, until, lag, stderr, admission
 //   config
 mod admin;
+mod admission;
 mod checks;
 mod config;
 mod connections;
@@ -46,8 +47,9 @@ mod watchdog;
 
 pub use checks::Check;
 pub use config::{
-    Config, ConfigError, OnWarmupFailure, StopAccepting, DEFAULT_BUCKETS, DEFAULT_SHUTDOWN_QUIET,
-    GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION, MIN_WATCHDOG_STALL,
+    Admission, Config, ConfigError, OnWarmupFailure, ShedStatus, StopAccepting, DEFAULT_BUCKETS,
+    DEFAULT_SHUTDOWN_QUIET, GRACE_MARGIN, KUBERNETES_GRACE_PERIOD, MAX_DURATION,
+    MIN_WATCHDOG_STALL,
 };
 pub use error::{BoxError, Error};
 pub use lifecycle::Lifecycle;

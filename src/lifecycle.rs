@@ -74,6 +74,8 @@ struct Inner {
     metrics: Metrics,
     app_addr: OnceLock<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    /// Admission control, when it is on (`PODCYCLE_ADMISSION`).
+    admission: Option<Arc<crate::admission::Controller>>,
 }
 
 impl Inner {
@@ -123,7 +125,8 @@ impl Lifecycle {
         let state = Arc::new(State::default());
         let halt = state.signals.halt.clone().drop_guard();
         let health = Arc::new(Health::new(state.clone(), config.health));
-        let connections = Arc::new(Connections::default());
+        let admission = crate::admission::Controller::new(config.admission);
+        let connections = Arc::new(Connections::new(admission.clone()));
         let lag = Arc::new(crate::lag::SchedulingLag::default());
         #[cfg(feature = "metrics")]
         let metrics = Metrics::new(
@@ -134,6 +137,7 @@ impl Lifecycle {
                 connections: connections.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 lag: lag.clone(),
+                admission: admission.clone(),
             },
         )
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
@@ -196,6 +200,7 @@ impl Lifecycle {
                 metrics,
                 app_addr: OnceLock::new(),
                 admin_addr,
+                admission,
             }),
             _halt: Arc::new(halt),
         })
@@ -260,8 +265,13 @@ impl Lifecycle {
     }
 
     /// The application's own readiness switch (default on). `set_serving(false)` fails
-    /// `/readyz` (line `serving`) at once, for maintenance or load shedding, without starting
-    /// a shutdown; `set_serving(true)` brings it back. Logged when it changes.
+    /// `/readyz` (line `serving`) at once, for maintenance, without starting a shutdown;
+    /// `set_serving(true)` brings it back. Logged when it changes.
+    ///
+    /// Not for load shedding: an overloaded pod taken out of the endpoints moves its load onto
+    /// the others, which then overload in turn (the cascading failure of the SRE book's
+    /// chapter 22). Shed with admission control instead ([`Config::admission`]), which answers
+    /// the requests beyond the limit at once and leaves readiness and liveness alone.
     pub fn set_serving(&self, serving: bool) {
         let was = self.inner.health.set_serving(serving);
         if was != serving {
@@ -596,6 +606,8 @@ impl Lifecycle {
                 .unwrap_or((max_connections / 2).max(1)),
             slots: inner.health.slots.clone(),
             close_spread: config.shutdown.delay / 2,
+            admission: inner.admission.clone(),
+            shed_status: config.shed_status,
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

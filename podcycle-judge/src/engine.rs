@@ -120,11 +120,13 @@ impl Judge {
         self.intervals += 1;
 
         if let Some(errors) = &mut self.errors {
+            // A shed request failed its client as an error does: counted as one, relative to
+            // the other arm (a burst shed on both arms alike moves neither verdict).
             errors.observe(PairCounts::new(
-                canary.requests,
-                canary.errors,
-                stable.requests,
-                stable.errors,
+                canary.requests.saturating_add(canary.shed),
+                canary.errors.saturating_add(canary.shed),
+                stable.requests.saturating_add(stable.shed),
+                stable.errors.saturating_add(stable.shed),
             ));
         }
         if let Some(latency) = &mut self.latency {
@@ -591,6 +593,7 @@ fn arm_report(arm: &ArmCounts) -> ArmReport {
 fn accumulate(total: &mut ArmCounts, inc: &ArmCounts) {
     total.requests = total.requests.saturating_add(inc.requests);
     total.errors = total.errors.saturating_add(inc.errors);
+    total.shed = total.shed.saturating_add(inc.shed);
     total.latency.add(&inc.latency);
     if inc.cpu_seconds.is_finite() && inc.cpu_seconds > 0.0 {
         total.cpu_seconds += inc.cpu_seconds;
@@ -949,6 +952,7 @@ mod tests {
                     ArmCounts {
                         requests: next() % scale,
                         errors: next() % scale,
+                        shed: next() % scale,
                         latency: Histogram::from_cumulative(
                             (0..(next() % 5)).map(|_| (les[(next() % 6) as usize], next() % scale)),
                         ),

@@ -22,6 +22,13 @@ pub struct ArmCounts {
     /// Of those, failed requests (5xx responses and requests that never
     /// completed: podcycle's `error_type` label is set).
     pub errors: u64,
+    /// Requests shed by podcycle's admission control (`podcycle_requests_shed_total`):
+    /// answered `503`/`429` at once without reaching the application, so not in
+    /// `requests`. The error comparison counts them as failed requests of their arm (a canary
+    /// that sheds more than stable is worse); the error guardrail does not (a fleet-wide
+    /// burst shed on both arms is the fleet protecting itself, not the canary failing).
+    /// `0` when unknown.
+    pub shed: u64,
     /// Latency histogram of the requests judged for latency (the Prometheus
     /// source uses successful requests only, so that fast failures cannot
     /// make a broken canary look quick).
@@ -226,6 +233,7 @@ impl ArmCounts {
             .checked_sub(earlier.errors)
             .unwrap_or(self.errors)
             .min(requests);
+        let shed = self.shed.checked_sub(earlier.shed).unwrap_or(self.shed);
         let latency = self
             .latency
             .since(&earlier.latency)
@@ -238,6 +246,7 @@ impl ArmCounts {
         ArmCounts {
             requests,
             errors,
+            shed,
             latency,
             cpu_seconds,
             resident_memory_bytes: self.resident_memory_bytes,
@@ -286,6 +295,7 @@ mod tests {
         let before = ArmCounts {
             requests: 100,
             errors: 10,
+            shed: 7,
             latency: hist(&[(0.1, 80), (f64::INFINITY, 90)]),
             cpu_seconds: 2.0,
             ..ArmCounts::default()
@@ -293,6 +303,7 @@ mod tests {
         let after = ArmCounts {
             requests: 150,
             errors: 4, // reset
+            shed: 3,   // reset
             latency: hist(&[(0.1, 120), (f64::INFINITY, 135)]),
             cpu_seconds: 0.5, // reset
             resident_memory_bytes: Some(1e6),
@@ -300,6 +311,7 @@ mod tests {
         let inc = after.since(&before);
         assert_eq!(inc.requests, 50);
         assert_eq!(inc.errors, 4);
+        assert_eq!(inc.shed, 3);
         assert_eq!(inc.latency, hist(&[(0.1, 40), (f64::INFINITY, 45)]));
         assert_eq!(inc.cpu_seconds, 0.5);
         assert_eq!(inc.resident_memory_bytes, Some(1e6));

@@ -156,5 +156,7 @@ pub(super) const CONNECTIONS: &str = "a positive whole number of connections, su
 pub(super) const BODY_RATE: &str =
     "a whole number of bytes per second, such as 240 (0: no minimum)";
 pub(super) const FAILURES: &str = "a whole number of failures, at least 1";
+pub(super) const ADMISSION: &str =
+    "`off`, `adaptive` or a positive whole number of requests in flight, such as 100";
 pub(super) const BOOL: &str = "`true` or `false`";
 pub(super) const VERSION: &str = "a non-empty version string";

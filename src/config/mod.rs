@@ -76,6 +76,68 @@ pub enum StopAccepting {
     Reject,
 }
 
+/// Admission control of the application's requests (`PODCYCLE_ADMISSION`): how many may be
+/// in flight at once before the next is answered at once (`503` with `Retry-After`, gRPC
+/// `RESOURCE_EXHAUSTED`) instead of queueing. WebSocket upgrades are never shed, and the
+/// probes and metrics (on the admin listener) never see it; readiness and liveness are never
+/// used to shed load (see [`Lifecycle::set_serving`](crate::Lifecycle::set_serving)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Every request is admitted (the default): the application queues what it cannot serve.
+    #[default]
+    Off,
+    /// A limit found from the latency the service shows (a gradient controller in the manner
+    /// of Envoy's adaptive concurrency filter and Netflix's Gradient2): it grows while latency
+    /// stays within 1.25 times its no-load level and shrinks when a queue makes it rise above
+    /// that. The no-load level is the lowest latency seen, measured afresh (for one window, at
+    /// a limit of 2) when the limit sheds, at most every 30 s.
+    Adaptive,
+    /// A fixed limit of requests in flight (at least 1).
+    Fixed(u32),
+}
+
+impl FromStr for Admission {
+    type Err = &'static str;
+
+    /// `off`, `adaptive` or a positive whole number, as `PODCYCLE_ADMISSION` takes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Admission::Off),
+            "adaptive" => Ok(Admission::Adaptive),
+            n => n
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Admission::Fixed)
+                .ok_or(error::ADMISSION),
+        }
+    }
+}
+
+/// The status of a request shed by admission control (`PODCYCLE_SHED_STATUS`), with
+/// `Retry-After: 1` either way (a gRPC request gets `RESOURCE_EXHAUSTED` either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShedStatus {
+    /// `503 Service Unavailable` (the default): clients and proxies retry it elsewhere.
+    #[default]
+    ServiceUnavailable,
+    /// `429 Too Many Requests`, as kube-apiserver's API Priority and Fairness answers.
+    TooManyRequests,
+}
+
+impl FromStr for ShedStatus {
+    type Err = &'static str;
+
+    /// `503` or `429`, as `PODCYCLE_SHED_STATUS` takes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "503" => Ok(ShedStatus::ServiceUnavailable),
+            "429" => Ok(ShedStatus::TooManyRequests),
+            _ => Err("`503` or `429`"),
+        }
+    }
+}
+
 /// What happens when a warm-up fails or misses the warm-up deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OnWarmupFailure {
@@ -108,6 +170,8 @@ pub struct Config {
     pub(crate) max_upgraded_connections: Option<usize>,
     pub(crate) version: String,
     pub(crate) stop_accepting: StopAccepting,
+    pub(crate) admission: Admission,
+    pub(crate) shed_status: ShedStatus,
     pub(crate) on_warmup_failure: OnWarmupFailure,
     pub(crate) handle_signals: bool,
     pub(crate) metric_labels: Vec<(String, String)>,
@@ -208,6 +272,8 @@ impl Default for Config {
             max_upgraded_connections: None,
             version: String::from("unknown"),
             stop_accepting: StopAccepting::CloseListener,
+            admission: Admission::Off,
+            shed_status: ShedStatus::ServiceUnavailable,
             on_warmup_failure: OnWarmupFailure::Exit,
             handle_signals: true,
             metric_labels: Vec::new(),
@@ -369,6 +435,22 @@ impl Config {
     /// The version reported in metrics, probes and logs (`APP_VERSION`).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
+        self
+    }
+
+    /// Admission control (`PODCYCLE_ADMISSION`, default `off`): see [`Admission`]. A request
+    /// beyond the limit is answered `503 Service Unavailable` with `Retry-After: 1` (gRPC:
+    /// `RESOURCE_EXHAUSTED`) without reaching the application, and is not in flight (the
+    /// drain does not wait for it).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// The status of a request shed by admission control (`PODCYCLE_SHED_STATUS`, default
+    /// `503`): see [`ShedStatus`].
+    pub fn shed_status(mut self, status: ShedStatus) -> Self {
+        self.shed_status = status;
         self
     }
 

@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 
-use super::error::{fmt_duration, CONNECTIONS, LABEL_NAME};
+use super::error::{fmt_duration, ADMISSION, CONNECTIONS, LABEL_NAME};
 use super::vars::{valid_label_name, Read, VARS};
-use super::{Config, ConfigError};
+use super::{Admission, Config, ConfigError};
 
 impl Config {
     /// Checks the settings made in code as [`Config::from_env`] checks the environment:
@@ -80,6 +80,14 @@ impl Config {
                 var: "PODCYCLE_MAX_UPGRADED_CONNECTIONS",
                 value: String::from("0"),
                 expected: CONNECTIONS,
+            });
+        }
+        if self.admission == Admission::Fixed(0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "admission",
+                var: "PODCYCLE_ADMISSION",
+                value: String::from("0"),
+                expected: ADMISSION,
             });
         }
         if let Some(grace_period) = s.grace_period {

@@ -186,6 +186,14 @@ vars! {
         c.stop_accepting = v.parse()?;
         Ok(())
     });
+    "PODCYCLE_ADMISSION", "`off`", admission => Read::Value(|c, v| {
+        c.admission = v.parse()?;
+        Ok(())
+    });
+    "PODCYCLE_SHED_STATUS", "`503`", shed_status => Read::Value(|c, v| {
+        c.shed_status = v.parse()?;
+        Ok(())
+    });
     "PODCYCLE_ON_WARMUP_FAILURE", "`exit`", on_warmup_failure => Read::Value(|c, v| {
         c.on_warmup_failure = v.parse()?;
         Ok(())
@@ -370,6 +378,42 @@ mod tests {
                 ("track".into(), "canary".into()),
                 ("zone".into(), "eu-1".into())
             ]
+        );
+    }
+
+    #[test]
+    fn admission_is_off_adaptive_or_a_positive_limit() {
+        use crate::config::{error::ADMISSION, Admission};
+        for val in ["0", "on", "-5", "1.5", ""] {
+            let err = Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION", val)])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid PODCYCLE_ADMISSION={val:?}: expected {ADMISSION}")
+            );
+        }
+        for (val, want) in [
+            ("off", Admission::Off),
+            (" adaptive ", Admission::Adaptive),
+            ("64", Admission::Fixed(64)),
+        ] {
+            let c = Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION", val)])).unwrap();
+            assert_eq!(c.admission, want);
+        }
+        assert_eq!(Config::default().admission, Admission::Off);
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_SHED_STATUS", "429")])).unwrap();
+        assert_eq!(c.shed_status, crate::config::ShedStatus::TooManyRequests);
+        let err = Config::from_vars("x", &vars(&[("PODCYCLE_SHED_STATUS", "500")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid PODCYCLE_SHED_STATUS=\"500\": expected `503` or `429`"
+        );
+        let err = Config::default()
+            .admission(Admission::Fixed(0))
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid Config::admission (PODCYCLE_ADMISSION) \"0\": expected {ADMISSION}")
         );
     }
 

@@ -10,7 +10,9 @@
 //!   `podcycle_shutdown_step_duration_seconds`, `podcycle_requests_after_unready_total`
 //!   (label `connection`: `new` or `reused`), `podcycle_shutdown_last_new_connection_seconds`,
 //!   `podcycle_connections_closed_idle_total`, `podcycle_connections_force_closed_total`, `podcycle_accept_errors_total`,
-//!   `podcycle_check_status`, `podcycle_upgraded_connections`, `podcycle_streams_ended_total`.
+//!   `podcycle_check_status`, `podcycle_upgraded_connections`, `podcycle_streams_ended_total`,
+//!   and with admission control on `podcycle_admission_limit`, `podcycle_admission_in_flight`,
+//!   `podcycle_requests_shed_total`.
 //! - Process metrics under their standard names (`process_cpu_seconds_total`,
 //!   `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
 //!   `process_max_fds`, `process_threads`, `process_start_time_seconds`), read from `/proc`
@@ -106,6 +108,8 @@ pub(crate) struct Sources {
     pub(crate) runtime: tokio::runtime::Handle,
     /// The watchdog's scheduling lag.
     pub(crate) lag: Arc<SchedulingLag>,
+    /// Admission control, when it is on.
+    pub(crate) admission: Option<Arc<crate::admission::Controller>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -146,6 +150,14 @@ struct LifecycleGauges {
     checks: IntGaugeVec,
     upgraded: IntGauge,
     streams_ended: prometheus::IntCounterVec,
+    admission: Option<AdmissionGauges>,
+}
+
+/// Admission control's limit, requests in flight and requests shed.
+struct AdmissionGauges {
+    limit: IntGauge,
+    in_flight: IntGauge,
+    shed: IntCounter,
 }
 
 impl Metrics {
@@ -252,6 +264,30 @@ impl Metrics {
         for by in [schema::ENDED_BY_SIGNAL, schema::ENDED_BY_DEADLINE] {
             streams_ended.with_label_values(&[by]);
         }
+        let admission = match &sources.admission {
+            None => None,
+            Some(_) => {
+                let a = AdmissionGauges {
+                    limit: IntGauge::new(
+                        schema::ADMISSION_LIMIT,
+                        "Admission control's limit of requests in flight now.",
+                    )?,
+                    in_flight: IntGauge::new(
+                        schema::ADMISSION_IN_FLIGHT,
+                        "Requests admitted by admission control and in flight now.",
+                    )?,
+                    shed: IntCounter::new(
+                        schema::REQUESTS_SHED,
+                        "Requests shed by admission control (answered 503 or \
+                         RESOURCE_EXHAUSTED without reaching the application).",
+                    )?,
+                };
+                registry.register(Box::new(a.limit.clone()))?;
+                registry.register(Box::new(a.in_flight.clone()))?;
+                registry.register(Box::new(a.shed.clone()))?;
+                Some(a)
+            }
+        };
         registry.register(Box::new(process::ProcessCollector::new()))?;
         registry.register(Box::new(runtime::RuntimeCollector::new(
             sources.runtime.clone(),
@@ -285,6 +321,7 @@ impl Metrics {
                 checks,
                 upgraded,
                 streams_ended,
+                admission,
             }),
             sources,
         })
@@ -473,6 +510,11 @@ impl Metrics {
         ] {
             let counter = g.streams_ended.with_label_values(&[by]);
             counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));
+        }
+        if let (Some(g), Some(c)) = (&g.admission, &self.sources.admission) {
+            g.limit.set(i64::from(c.limit()));
+            g.in_flight.set(i64::from(c.in_flight()));
+            g.shed.inc_by(c.shed().saturating_sub(g.shed.get()));
         }
         for c in health.checks.all() {
             g.checks

@@ -62,6 +62,15 @@ pub const UPGRADED_CONNECTIONS: &str = "podcycle_upgraded_connections";
 pub const STREAMS_ENDED: &str = "podcycle_streams_ended_total";
 /// Counter, label [`LISTENER`]: failed accepts (out of file descriptors and the like).
 pub const ACCEPT_ERRORS: &str = "podcycle_accept_errors_total";
+/// Gauge: admission control's limit of requests in flight now (`PODCYCLE_ADMISSION`; absent
+/// when it is off).
+pub const ADMISSION_LIMIT: &str = "podcycle_admission_limit";
+/// Gauge: requests admitted by admission control and in flight now (absent when it is off).
+pub const ADMISSION_IN_FLIGHT: &str = "podcycle_admission_in_flight";
+/// Counter: requests shed by admission control (answered `503` or `RESOURCE_EXHAUSTED`
+/// without reaching the application; absent when it is off). Not in the request histogram: a
+/// shed request never reached the application, as a request refused during the drain.
+pub const REQUESTS_SHED: &str = "podcycle_requests_shed_total";
 /// 1 when a check (labels [`CHECK`], [`PROBE`]) passes, 0 when it fails.
 pub const CHECK_STATUS: &str = "podcycle_check_status";
 

@@ -95,6 +95,10 @@ pub(crate) struct ServeContext {
     /// The shutdown delay's keep-alive close schedule: each connection is due to close at its
     /// own moment within this time of the shutdown request (half the delay's floor).
     pub(crate) close_spread: Duration,
+    /// Admission control (`PODCYCLE_ADMISSION`): `None` when it is off.
+    pub(crate) admission: Option<Arc<crate::admission::Controller>>,
+    /// The status of a shed request (`PODCYCLE_SHED_STATUS`).
+    pub(crate) shed_status: crate::config::ShedStatus,
 }
 
 /// The most concurrent streams an HTTP/2 client may open on one connection (hyper's default
@@ -183,6 +187,12 @@ pub(crate) async fn accept_loop<S, B, R>(
             }
         }
     }));
+    // The adaptive admission limit's sampler (off the request path), while this listener
+    // serves.
+    let _admission = shared
+        .admission
+        .clone()
+        .map(|c| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(c.run())));
     let reject_cut = signals.drain_deadline.child_token();
     let mut backlog_left: usize = 0;
     let limit = Arc::new(Semaphore::new(

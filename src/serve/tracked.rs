@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -26,7 +26,8 @@ use tower::{Service, ServiceExt};
 
 use super::request_body::{app_body, AppBody};
 use super::ServeContext;
-use crate::config::StopAccepting;
+use crate::admission::Controller;
+use crate::config::{ShedStatus, StopAccepting};
 use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
 use crate::phase::Phase;
@@ -71,14 +72,12 @@ where
                 // An HTTP/2 client that ignored the drain's GOAWAY past its grace.
                 let refused = self.conn.is_refusing();
                 if refused || self.shared.stop_accepting == StopAccepting::Reject {
-                    return TrackedFuture {
-                        inner: None,
-                        guard: None,
-                        measure: None,
-                        close,
-                        refused,
-                        request,
+                    let answer = if refused {
+                        Answer::Refused
+                    } else {
+                        Answer::Unavailable
                     };
+                    return TrackedFuture::answer(answer, close, request);
                 }
             }
         }
@@ -90,6 +89,13 @@ where
         if req.version() == Version::HTTP_2 {
             self.conn.saw_http2();
         }
+        if let Some(admission) = &self.shared.admission {
+            if !admission.try_acquire() {
+                if let Some(answer) = shed(admission, &req, self.shared.shed_status) {
+                    return TrackedFuture::answer(answer, close, request);
+                }
+            }
+        }
         // Request start: measured here, outside the application (e.g. timed, when it has a
         // metrics layer to name the route while this future polls it).
         let measure = self.recorder.start(&req);
@@ -100,10 +106,32 @@ where
             inner: Some(self.inner.clone().oneshot(req)),
             measure,
             close,
-            refused: false,
+            answer: Answer::Unavailable,
             request,
         }
     }
+}
+
+/// A request beyond admission control's limit: the answer that sheds it (`503` or `429`,
+/// `RESOURCE_EXHAUSTED` to a gRPC request), or `None` for a WebSocket upgrade or a `CONNECT`,
+/// never shed (admitted beyond the limit; its guard releases it as any other's).
+#[cold]
+#[inline(never)]
+fn shed<B>(admission: &Controller, req: &Request<B>, status: ShedStatus) -> Option<Answer> {
+    if req.headers().contains_key(UPGRADE) || req.method() == Method::CONNECT {
+        admission.acquire_anyway();
+        return None;
+    }
+    admission.count_shed();
+    let grpc = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    Some(match (grpc, status) {
+        (true, _) => Answer::ShedGrpc,
+        (false, ShedStatus::ServiceUnavailable) => Answer::Shed,
+        (false, ShedStatus::TooManyRequests) => Answer::ShedTooMany,
+    })
 }
 
 /// A request after readiness turned off: counted as on a new or a reused connection; during
@@ -169,10 +197,77 @@ pin_project! {
         guard: Option<RequestGuard>,
         measure: Option<M>,
         close: bool,
-        // Without `inner`: refuse the stream (`REFUSED_STREAM`) rather than answer 503.
-        refused: bool,
+        // Without `inner`: what to answer instead of the application.
+        answer: Answer,
         request: RequestLine,
     }
+}
+
+/// What a request that never reaches the application gets.
+///
+/// One byte, as the `bool` it replaced: the future of every request carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// `503` with `Retry-After: 1` (reject mode during the drain).
+    Unavailable,
+    /// The stream is refused (`REFUSED_STREAM`): an HTTP/2 client past its GOAWAY grace.
+    Refused,
+    /// Shed by admission control: `503` with `Retry-After: 1`.
+    Shed,
+    /// Shed by admission control: `429` with `Retry-After: 1` (`PODCYCLE_SHED_STATUS=429`).
+    ShedTooMany,
+    /// Shed by admission control, a gRPC request: trailers-only `RESOURCE_EXHAUSTED`.
+    ShedGrpc,
+}
+
+impl<F, M> TrackedFuture<F, M> {
+    /// A request answered without the application (and not in flight).
+    #[cold]
+    #[inline(never)]
+    fn answer(answer: Answer, close: bool, request: RequestLine) -> Self {
+        TrackedFuture {
+            inner: None,
+            guard: None,
+            measure: None,
+            close,
+            answer,
+            request,
+        }
+    }
+}
+
+/// The answer of a request that never reached the application (see [`Answer`]).
+#[cold]
+#[inline(never)]
+fn answer_without_app<B: Body + Send + 'static, M: Measure>(
+    answer: Answer,
+    close: bool,
+) -> Result<Response<TrackedBody<B, M>>, BoxError> {
+    if answer == Answer::Refused {
+        return Err(refused_stream());
+    }
+    let mut res = Response::new(TrackedBody::text(b"", None));
+    match answer {
+        Answer::ShedGrpc => {}
+        Answer::ShedTooMany => *res.status_mut() = StatusCode::TOO_MANY_REQUESTS,
+        _ => *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE,
+    }
+    let headers = res.headers_mut();
+    if answer == Answer::ShedGrpc {
+        // Trailers-only: the status in the headers of an empty response (gRPC over HTTP/2).
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("overloaded:%20request%20shed%20by%20admission%20control"),
+        );
+    } else {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(res)
 }
 
 impl<F, B, E, M> Future for TrackedFuture<F, M>
@@ -188,18 +283,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            if *this.refused {
-                return Poll::Ready(Err(refused_stream()));
-            }
-            let mut res = Response::new(TrackedBody::text(b"", None));
-            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            res.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            if *this.close {
-                res.headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            return Poll::Ready(Ok(res));
+            return Poll::Ready(answer_without_app(*this.answer, *this.close));
         };
         let polled = M::poll_app(this.measure, || poll_catching(inner, cx));
         let res = match ready!(polled) {

@@ -1,6 +1,8 @@
 //! The server under test, run inside the child process. Behaviour is chosen by env:
 //! `TEST_WARMUP` = `ok:<duration>` | `fail` | `panic` (default `ok:0s`), `TEST_WORKERS`,
-//! `TEST_NO_SUBSCRIBER` (set: no tracing subscriber).
+//! `TEST_NO_SUBSCRIBER` (set: no tracing subscriber), `TEST_TOWER` = `limit:<n>` | `shed:<n>`
+//! (tower's `ConcurrencyLimit` around each route, alone (it queues) or behind `LoadShed`
+//! (beyond the limit, `503`): the static limits admission control is compared with).
 //! It prints `ADMIN <addr>`, `APP <addr>`, `PHASE <name>` and `START <path>` lines.
 
 use std::convert::Infallible;
@@ -126,6 +128,8 @@ async fn run() -> i32 {
 
     let drain = lifecycle.clone();
     let drain2 = lifecycle.clone();
+    let queue: &'static tokio::sync::Semaphore =
+        Box::leak(Box::new(tokio::sync::Semaphore::new(2)));
     let app = Router::new()
         .route(
             "/hello",
@@ -137,6 +141,16 @@ async fn run() -> i32 {
                 say("START /slow".into());
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(1000))).await;
                 "slow done"
+            }),
+        )
+        .route(
+            "/queued",
+            get(move |Query(p): Query<Params>| async move {
+                // A resource that serves two requests at a time, `ms` each: the latency of
+                // the rest grows with the queue in front of it (an overloaded dependency).
+                let _turn = queue.acquire().await;
+                tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(20))).await;
+                "queued done"
             }),
         )
         .route(
@@ -178,7 +192,28 @@ async fn run() -> i32 {
                 Sse::new(ticks(p, None::<std::future::Ready<()>>))
             }),
         );
-    let outcome = lifecycle.serve(app).await;
+    let outcome = match std::env::var("TEST_TOWER")
+        .ok()
+        .as_deref()
+        .and_then(|t| t.split_once(':'))
+    {
+        Some(("limit", n)) => {
+            let app = app.layer(tower::limit::ConcurrencyLimitLayer::new(n.parse().unwrap()));
+            lifecycle.serve(app).await
+        }
+        Some(("shed", n)) => {
+            let app = app.layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::error_handling::HandleErrorLayer::new(
+                        |_: tower::BoxError| async { http::StatusCode::SERVICE_UNAVAILABLE },
+                    ))
+                    .load_shed()
+                    .concurrency_limit(n.parse().unwrap()),
+            );
+            lifecycle.serve(app).await
+        }
+        _ => lifecycle.serve(app).await,
+    };
     say(format!("OUTCOME {} {outcome}", outcome.exit_code()));
     i32::from(outcome.exit_code())
 }

@@ -435,11 +435,12 @@ fn admin_response<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.uri().path() == "/metrics" {
         #[cfg(feature = "metrics")]
         let res = {
-            let mut res = Response::new(Full::new(Bytes::from(admin.metrics.render())));
-            res.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+            let (text, content_type) = admin
+                .metrics
+                .render_for(req.headers().get(http::header::ACCEPT));
+            let mut res = Response::new(Full::new(Bytes::from(text)));
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             res
         };
         #[cfg(not(feature = "metrics"))]

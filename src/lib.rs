@@ -10,7 +10,7 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error, env_check, recorder
-//   phase, connections, counters, panic, logging, until, lag, stderr
+//   phase, connections, counters, panic, logging, until, lag, stderr, trace
 //   config
 mod admin;
 mod checks;
@@ -39,6 +39,7 @@ mod shutdown;
 mod state;
 mod stderr;
 mod stream_drain;
+pub mod trace;
 mod until;
 mod warmup;
 mod watchdog;
@@ -57,6 +58,7 @@ pub use phase::Phase;
 pub use probes::Probes;
 pub use shutdown::Outcome;
 pub use state::ShutdownReason;
+pub use trace::TraceContext;
 pub use until::{until, Until};
 pub use warmup::Warmup;
 

@@ -596,6 +596,10 @@ impl Lifecycle {
                 .unwrap_or((max_connections / 2).max(1)),
             slots: inner.health.slots.clone(),
             close_spread: config.shutdown.delay / 2,
+            trace: crate::trace::Tracing::new(
+                crate::trace::Sampling::ratio(config.trace_sampling),
+                &config.version,
+            ),
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::error::{
     ADDRESS, ADMIN_ADDRESS, BODY_RATE, BOOL, BOUNDED_DURATION, CONNECTIONS, DURATION, FAILURES,
-    LABELS, NON_ZERO_DURATION, VERSION, WATCHDOG_STALL,
+    LABELS, NON_ZERO_DURATION, SAMPLING, VERSION, WATCHDOG_STALL,
 };
 use super::{Config, ConfigError, MAX_DURATION, MIN_WATCHDOG_STALL};
 
@@ -204,6 +204,15 @@ vars! {
     "PODCYCLE_MIN_BODY_RATE", "`240`", min_body_rate => Read::Value(|c, v| {
         let rate: u64 = v.trim().parse().map_err(|_| BODY_RATE)?;
         c.timeouts.min_body_rate = (rate > 0).then_some(rate);
+        Ok(())
+    });
+    "PODCYCLE_TRACE_SAMPLING", "`0`", trace_sampling => Read::Value(|c, v| {
+        c.trace_sampling = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or(SAMPLING)?;
         Ok(())
     });
     "APP_VERSION", "the package version", version => Read::Value(|c, v| {

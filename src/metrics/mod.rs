@@ -38,10 +38,12 @@
 //! # Ok(()) }
 //! ```
 
+mod exemplars;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod handoff;
 mod layer;
+mod openmetrics;
 mod placement;
 mod process;
 mod recorder;
@@ -360,17 +362,9 @@ impl Metrics {
         let metrics = self.clone();
         axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
-                let text = metrics.render();
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
+            axum::routing::get(move |headers: http::HeaderMap| {
+                let (text, content_type) = metrics.render_for(headers.get(http::header::ACCEPT));
+                async move { ([(http::header::CONTENT_TYPE, content_type)], text) }
             }),
         )
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::handoff::NO_ROUTE;
 use super::recorder::HttpMetrics;
 use super::series::{method_index, Incomplete, SeriesKey, HEAD_INDEX};
+use crate::trace::{TraceContext, TraceId};
 
 /// One request's measurement: started with one clock read, recorded exactly once with the
 /// second, on [`Timer::record`] or, if dropped unfinished, as aborted (or, once the drain
@@ -29,6 +30,9 @@ pub(crate) struct Timer {
     /// one word for it, not the call, through every move of its future and body.
     #[cfg(feature = "grpc")]
     pub(crate) grpc: Option<Box<super::grpc::GrpcCall>>,
+    /// A sampled request's trace id, for the exemplar of the bucket it falls in. Boxed, as
+    /// `grpc`: one word for the unsampled.
+    pub(crate) trace: Option<Box<TraceId>>,
 }
 
 impl Timer {
@@ -44,24 +48,31 @@ impl Timer {
             status: 0,
             #[cfg(feature = "grpc")]
             grpc: None,
+            trace: None,
         }
     }
 
-    /// This timer, knowing whether `req` is a gRPC request (feature `grpc`; else as it is).
+    /// This timer, knowing whether `req` is a gRPC request (feature `grpc`) and the trace of
+    /// a sampled request (its exemplar).
     #[inline]
-    pub(crate) fn of_request<B>(self, req: &http::Request<B>) -> Timer {
-        #[cfg(feature = "grpc")]
-        let mut this = self;
+    pub(crate) fn of_request<B>(mut self, req: &http::Request<B>) -> Timer {
         #[cfg(feature = "grpc")]
         {
-            this.grpc = super::grpc::GrpcCall::of(req).map(Box::new);
-            this
+            self.grpc = super::grpc::GrpcCall::of(req).map(Box::new);
         }
-        #[cfg(not(feature = "grpc"))]
-        {
-            let _ = req;
-            self
+        // No extensions (the common case): one branch.
+        if let Some(cx) = req.extensions().get::<TraceContext>() {
+            self.trace = cx.is_sampled().then(|| Box::new(cx.trace_id()));
         }
+        self
+    }
+
+    /// The template of this timer's route, if named (takes a lock: for a sampled request's
+    /// span, not the request path).
+    pub(crate) fn route_name(&self) -> Option<Arc<str>> {
+        (self.route != NO_ROUTE)
+            .then(|| self.core.route_name(self.route))
+            .flatten()
     }
 
     /// Takes a gRPC status from response headers or trailers, if this is a gRPC request.
@@ -104,6 +115,7 @@ impl Timer {
         // The only field that owns memory: dropped here, as `Drop` does not run.
         #[cfg(feature = "grpc")]
         drop(this.grpc.take());
+        drop(this.trace.take());
     }
 
     /// Records the request as panicked: with status 500 if its response future panicked (no
@@ -112,9 +124,7 @@ impl Timer {
     #[cold]
     pub(crate) fn record_panic(mut self) -> Option<Arc<str>> {
         self.status_panicked();
-        let route = (self.route != NO_ROUTE)
-            .then(|| self.core.route_name(self.route))
-            .flatten();
+        let route = self.route_name();
         self.record(Incomplete::Panic);
         route
     }
@@ -157,7 +167,10 @@ impl Timer {
             status: self.status,
             error,
         };
-        self.core.finish(key, self.started);
+        match &self.trace {
+            None => self.core.finish(key, self.started),
+            Some(trace) => self.core.finish_sampled(key, self.started, **trace),
+        }
     }
 }
 

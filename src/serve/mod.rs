@@ -95,6 +95,8 @@ pub(crate) struct ServeContext {
     /// The shutdown delay's keep-alive close schedule: each connection is due to close at its
     /// own moment within this time of the shutdown request (half the delay's floor).
     pub(crate) close_spread: Duration,
+    /// W3C trace context: sampling, and the request span's fields.
+    pub(crate) trace: crate::trace::Tracing,
 }
 
 /// The most concurrent streams an HTTP/2 client may open on one connection (hyper's default

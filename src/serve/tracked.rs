@@ -31,6 +31,7 @@ use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
 use crate::phase::Phase;
 use crate::recorder::{Measure, Recorder};
+use crate::trace::RequestSpan;
 
 /// Wraps the application's service: counts requests per connection, marks responses
 /// `Connection: close` while draining, and rejects in reject mode.
@@ -60,7 +61,7 @@ where
     type Future = TrackedFuture<Oneshot<S, Request<AppBody>>, R::Measure>;
 
     #[inline]
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let request = RequestLine::of(&req);
         let phase = self.shared.state.phase();
         let mut close = false;
@@ -75,6 +76,7 @@ where
                         inner: None,
                         guard: None,
                         measure: None,
+                        span: None,
                         close,
                         refused,
                         request,
@@ -90,6 +92,9 @@ where
         if req.version() == Version::HTTP_2 {
             self.conn.saw_http2();
         }
+        // The trace context first, so that the measurement sees a sampled request's trace
+        // (its exemplar). Without a `traceparent` and sampling off: a lookup and a branch.
+        let span = self.shared.trace.start(&mut req);
         // Request start: measured here, outside the application (e.g. timed, when it has a
         // metrics layer to name the route while this future polls it).
         let measure = self.recorder.start(&req);
@@ -99,6 +104,7 @@ where
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),
             measure,
+            span,
             close,
             refused: false,
             request,
@@ -168,6 +174,8 @@ pin_project! {
         inner: Option<F>,
         guard: Option<RequestGuard>,
         measure: Option<M>,
+        // A sampled request's span: entered while the application's future is polled.
+        span: Option<Box<RequestSpan>>,
         close: bool,
         // Without `inner`: refuse the stream (`REFUSED_STREAM`) rather than answer 503.
         refused: bool,
@@ -201,8 +209,14 @@ where
             }
             return Poll::Ready(Ok(res));
         };
+        // A clone (a reference count, sampled requests only): the span moves to the body below.
+        let _entered = this.span.as_ref().map(|s| s.span.clone().entered());
         let polled = M::poll_app(this.measure, || poll_catching(inner, cx));
-        let res = match ready!(polled) {
+        let polled = ready!(polled);
+        if let Some(span) = this.span.as_ref() {
+            span_at_response(span, &polled, this.measure);
+        }
+        let res = match polled {
             Ok(res) => res,
             Err(payload) => {
                 let route = this.measure.take().and_then(M::at_panic);
@@ -238,9 +252,11 @@ where
             this.measure.take().and_then(|m| m.at_response(&res))
         };
         Poll::Ready(res.map_err(Into::into).map(|res| {
+            let span = this.span.take();
             let mut res = res.map(|body| TrackedBody {
                 inner: Some(M::body(measure, body)),
                 guard,
+                span,
                 text: b"",
             });
             if close {
@@ -250,6 +266,22 @@ where
             res
         }))
     }
+}
+
+/// Records the response's status (500 for a panic or an error) and its route on a sampled
+/// request's span.
+#[cold]
+#[inline(never)]
+fn span_at_response<B, E, M: Measure>(
+    span: &RequestSpan,
+    polled: &std::thread::Result<Result<Response<B>, E>>,
+    measure: &Option<M>,
+) {
+    let status = match polled {
+        Ok(Ok(res)) => res.status().as_u16(),
+        _ => 500,
+    };
+    span.at_response(status, M::route(measure).as_deref());
 }
 
 /// A slot for the `101` in `res` under the upgraded connections' cap
@@ -369,6 +401,9 @@ pin_project! {
         #[pin]
         inner: Option<M::Body<B>>,
         guard: Option<RequestGuard>,
+        // A sampled request's span: entered while the body is polled, closed when it is
+        // dropped.
+        span: Option<Box<RequestSpan>>,
         // Without `inner`: podcycle's own body (the `500` of a panic), sent as one frame.
         text: &'static [u8],
     }
@@ -388,6 +423,7 @@ impl<B: Body + Send + 'static, M: Measure> TrackedBody<B, M> {
         TrackedBody {
             inner: None,
             guard,
+            span: None,
             text,
         }
     }
@@ -416,6 +452,7 @@ where
             let text = std::mem::take(this.text);
             return Poll::Ready(Some(Ok(Frame::data(TrackedData::Text(text)))));
         };
+        let _entered = this.span.as_ref().map(|s| s.span.enter());
         let frame = match panic::catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
             Ok(Poll::Ready(frame)) => frame,
             Ok(Poll::Pending) => return Poll::Pending,

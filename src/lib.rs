@@ -88,4 +88,6 @@ mod guides {
     struct Judge;
     #[doc = include_str!("../docs/testing.md")]
     struct Testing;
+    #[doc = include_str!("../docs/tracing.md")]
+    struct Tracing;
 }

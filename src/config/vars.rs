@@ -515,6 +515,33 @@ mod tests {
     }
 
     #[test]
+    fn trace_sampling_is_a_ratio_from_0_to_1() {
+        for (value, ratio) in [("0", 0.0), ("0.01", 0.01), (" 1 ", 1.0)] {
+            let c = Config::from_vars("x", &vars(&[("PODCYCLE_TRACE_SAMPLING", value)])).unwrap();
+            assert_eq!(c.trace_sampling, ratio, "{value}");
+        }
+        for bad in ["1.5", "-0.1", "NaN", "10%", "always_on", ""] {
+            let err = Config::from_vars("x", &vars(&[("PODCYCLE_TRACE_SAMPLING", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "invalid PODCYCLE_TRACE_SAMPLING={bad:?}: expected a sampling ratio"
+                )),
+                "{err}"
+            );
+        }
+        let err = Config::default()
+            .trace_sampling(2.0)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidSetting { setting: "trace_sampling", value, .. } if value == "2"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_duplicated_metric_label_is_refused() {
         let err = Config::from_vars("x", &vars(&[("PODCYCLE_METRIC_LABELS", "track=a,track=b")]))
             .unwrap_err();

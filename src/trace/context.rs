@@ -5,12 +5,12 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The `traceparent` header.
-pub(crate) const TRACEPARENT: &str = "traceparent";
+/// The `traceparent` header (a `HeaderName`: looked up without parsing the name).
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `tracestate` header.
-pub(crate) const TRACESTATE: &str = "tracestate";
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A trace id: 16 bytes, never all zero, written as 32 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

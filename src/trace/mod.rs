@@ -116,7 +116,7 @@ impl Tracing {
     /// a branch.
     #[inline]
     pub(crate) fn start<B>(&self, req: &mut Request<B>) -> Option<Box<RequestSpan>> {
-        if self.sampling.never_root() && !req.headers().contains_key(context::TRACEPARENT) {
+        if self.sampling.never_root() && !req.headers().contains_key(&context::TRACEPARENT) {
             return None;
         }
         self.start_traced(req)

@@ -74,14 +74,22 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
                 .find_map(|s| s.extensions().get::<Fields>()?.0.get("trace_id").cloned())
         });
         let message = fields.remove("message").unwrap_or_default();
-        self.0.lock().unwrap().events.push((message, trace_id));
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events
+            .push((message, trace_id));
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let span = ctx.span(&id).unwrap();
         let fields = span.extensions().get::<Fields>().map(|f| f.0.clone());
         if let Some(fields) = fields {
-            self.0.lock().unwrap().spans.push(fields);
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .spans
+                .push(fields);
         }
     }
 }
@@ -213,7 +221,7 @@ async fn a_traceparent_reaches_the_handler_and_the_request_span_its_log_lines_jo
     );
     stop(lifecycle, serving).await;
     let seen = seen();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         seen.events
             .iter()
@@ -249,7 +257,7 @@ async fn an_unsampled_traceparent_is_passed_on_without_a_span() {
     assert!(body.ends_with("-00"), "passed on unsampled: {body}");
     stop(lifecycle, serving).await;
     let seen = seen();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         seen.events
             .iter()

@@ -16,10 +16,9 @@
 //! half the cost of two `Instant::now` calls on a VM. See [`super::shard`] for how the cells
 //! are written without contention and [`super::render`] for the scrape.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-use std::collections::HashMap;
 
 use super::exemplars::Exemplar;
 use super::render::Renderer;

@@ -94,7 +94,11 @@ where
         }
         // The trace context first, so that the measurement sees a sampled request's trace
         // (its exemplar). Without a `traceparent` and sampling off: a lookup and a branch.
-        let span = self.shared.trace.start(&mut req);
+        let span = if self.shared.trace.may_trace(req.headers()) {
+            self.shared.trace.start(&mut req)
+        } else {
+            None
+        };
         // Request start: measured here, outside the application (e.g. timed, when it has a
         // metrics layer to name the route while this future polls it).
         let measure = self.recorder.start(&req);

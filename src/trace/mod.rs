@@ -42,7 +42,7 @@ mod ids;
 
 use std::sync::Arc;
 
-use http::Request;
+use http::{HeaderMap, Request};
 use tracing::field::Empty;
 
 pub use self::context::{SpanId, TraceContext, TraceId};
@@ -109,22 +109,20 @@ impl Tracing {
         }
     }
 
-    /// Request start: reads the trace context of `req`, puts a [`TraceContext`] in its
-    /// extensions, and returns its span if it is sampled.
-    ///
-    /// Without a `traceparent` and with no new trace ever sampled, one header lookup and
-    /// a branch.
+    /// Whether a request with `headers` may be traced: it has a `traceparent`, or new
+    /// traces may be sampled. If not, [`Tracing::start`] need not be called: the request is
+    /// not traced. One header lookup and a branch.
     #[inline]
-    pub(crate) fn start<B>(&self, req: &mut Request<B>) -> Option<Box<RequestSpan>> {
-        if self.sampling.never_root() && !req.headers().contains_key(&context::TRACEPARENT) {
-            return None;
-        }
-        self.start_traced(req)
+    pub(crate) fn may_trace(&self, headers: &HeaderMap) -> bool {
+        !self.sampling.never_root() || has_traceparent(headers)
     }
 
+    /// Request start: reads the trace context of `req`, puts a [`TraceContext`] in its
+    /// extensions, and returns its span if it is sampled. Call it when
+    /// [`Tracing::may_trace`] says so.
     #[cold]
     #[inline(never)]
-    fn start_traced<B>(&self, req: &mut Request<B>) -> Option<Box<RequestSpan>> {
+    pub(crate) fn start<B>(&self, req: &mut Request<B>) -> Option<Box<RequestSpan>> {
         let span_id = ids::span_id();
         let cx = match context::parent(req.headers()) {
             Some(parent) => {
@@ -155,6 +153,18 @@ impl Tracing {
         });
         req.extensions_mut().insert(cx);
         span
+    }
+}
+
+/// Whether `headers` has a `traceparent`. A request has few headers (wrk sends one, a
+/// browser about 15): comparing names, most of which are standard ones (an enum compare), costs
+/// less than hashing the name for a lookup; a large map is looked up.
+#[inline]
+fn has_traceparent(headers: &HeaderMap) -> bool {
+    if headers.keys_len() <= 16 {
+        headers.keys().any(|name| *name == context::TRACEPARENT)
+    } else {
+        headers.contains_key(&context::TRACEPARENT)
     }
 }
 
@@ -192,7 +202,11 @@ mod tests {
         for (ratio, tp, span, context, same) in cases {
             let tracing = Tracing::new(Sampling::ratio(ratio), "1.2.3");
             let mut req = request(tp);
-            let got = tracing.start(&mut req);
+            let got = if tracing.may_trace(req.headers()) {
+                tracing.start(&mut req)
+            } else {
+                None
+            };
             assert_eq!(got.is_some(), span, "span: {ratio} {tp:?}");
             let cx = req.extensions().get::<TraceContext>();
             assert_eq!(cx.is_some(), context, "context: {ratio} {tp:?}");
@@ -208,9 +222,33 @@ mod tests {
     fn a_ratio_samples_about_that_share_of_new_traces() {
         let tracing = Tracing::new(Sampling::ratio(0.25), "1");
         let sampled = (0..4000)
-            .filter(|_| tracing.start(&mut request(None)).is_some())
+            .filter(|_| {
+                let mut req = request(None);
+                tracing.may_trace(req.headers()) && tracing.start(&mut req).is_some()
+            })
             .count();
         assert!((700..1300).contains(&sampled), "{sampled} of 4000 at 0.25");
+    }
+
+    #[test]
+    fn traceparent_is_found_among_few_or_many_headers() {
+        for n in [0, 3, 15, 16, 17, 40] {
+            let mut headers = HeaderMap::new();
+            for i in 0..n {
+                headers.insert(
+                    http::HeaderName::try_from(format!("x-h{i}")).unwrap(),
+                    "v".parse().unwrap(),
+                );
+            }
+            headers.insert(http::header::HOST, "h".parse().unwrap());
+            assert!(!has_traceparent(&headers), "{n}");
+            headers.insert("traceparent", "x".parse().unwrap());
+            assert!(has_traceparent(&headers), "{n}");
+            // Header names are lowercase on the wire and in a HeaderMap.
+            let mut upper = HeaderMap::new();
+            upper.insert("TraceParent", "x".parse().unwrap());
+            assert!(has_traceparent(&upper));
+        }
     }
 
     #[test]

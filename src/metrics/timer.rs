@@ -26,13 +26,19 @@ pub(crate) struct Timer {
     method: u8,
     pub(crate) route: u32,
     pub(crate) status: u16,
-    /// A gRPC request's path and status (feature `grpc`). Boxed: an HTTP request carries
-    /// one word for it, not the call, through every move of its future and body.
+    /// What few requests carry: a gRPC call, a sampled request's trace. Boxed: an ordinary
+    /// request carries one word for it through every move of its future and body.
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// What a [`Timer`] carries for a few requests only.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    /// A gRPC request's path and status (feature `grpc`).
     #[cfg(feature = "grpc")]
-    pub(crate) grpc: Option<Box<super::grpc::GrpcCall>>,
-    /// A sampled request's trace id, for the exemplar of the bucket it falls in. Boxed, as
-    /// `grpc`: one word for the unsampled.
-    pub(crate) trace: Option<Box<TraceId>>,
+    pub(crate) grpc: Option<super::grpc::GrpcCall>,
+    /// A sampled request's trace id, for the exemplar of the bucket it falls in.
+    pub(crate) trace: Option<TraceId>,
 }
 
 impl Timer {
@@ -46,9 +52,7 @@ impl Timer {
             method,
             route,
             status: 0,
-            #[cfg(feature = "grpc")]
-            grpc: None,
-            trace: None,
+            extra: None,
         }
     }
 
@@ -57,12 +61,14 @@ impl Timer {
     #[inline]
     pub(crate) fn of_request<B>(mut self, req: &http::Request<B>) -> Timer {
         #[cfg(feature = "grpc")]
-        {
-            self.grpc = super::grpc::GrpcCall::of(req).map(Box::new);
+        if let Some(call) = super::grpc::GrpcCall::of(req) {
+            self.extra.get_or_insert_with(Default::default).grpc = Some(call);
         }
         // No extensions (the common case): one branch.
         if let Some(cx) = req.extensions().get::<TraceContext>() {
-            self.trace = cx.is_sampled().then(|| Box::new(cx.trace_id()));
+            if cx.is_sampled() {
+                self.extra.get_or_insert_with(Default::default).trace = Some(cx.trace_id());
+            }
         }
         self
     }
@@ -79,7 +85,7 @@ impl Timer {
     #[inline]
     pub(crate) fn observe_headers(&mut self, headers: &http::HeaderMap) {
         #[cfg(feature = "grpc")]
-        if let Some(call) = self.grpc.as_mut() {
+        if let Some(call) = self.extra.as_mut().and_then(|e| e.grpc.as_mut()) {
             call.observe(headers);
         }
         #[cfg(not(feature = "grpc"))]
@@ -109,13 +115,10 @@ impl Timer {
     /// Records the request as ended by `incomplete` (`Incomplete::No`: completed).
     #[inline]
     pub(crate) fn record(self, incomplete: Incomplete) {
-        #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
         let mut this = std::mem::ManuallyDrop::new(self);
         this.finish(incomplete);
         // The only field that owns memory: dropped here, as `Drop` does not run.
-        #[cfg(feature = "grpc")]
-        drop(this.grpc.take());
-        drop(this.trace.take());
+        drop(this.extra.take());
     }
 
     /// Records the request as panicked: with status 500 if its response future panicked (no
@@ -148,7 +151,7 @@ impl Timer {
                 incomplete
             };
         #[cfg(feature = "grpc")]
-        let (route, error) = match &self.grpc {
+        let (route, error) = match self.extra.as_ref().and_then(|e| e.grpc.as_ref()) {
             None => (self.route, error),
             Some(call) => (
                 self.core.grpc_route(self.route, call),
@@ -167,9 +170,9 @@ impl Timer {
             status: self.status,
             error,
         };
-        match &self.trace {
+        match self.extra.as_ref().and_then(|e| e.trace) {
             None => self.core.finish(key, self.started),
-            Some(trace) => self.core.finish_sampled(key, self.started, **trace),
+            Some(trace) => self.core.finish_sampled(key, self.started, trace),
         }
     }
 }

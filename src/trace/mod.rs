@@ -91,6 +91,14 @@ pub(crate) struct RequestSpan {
 }
 
 impl RequestSpan {
+    /// Enters the span until the guard is dropped (out of line: the request path only
+    /// branches on whether there is a span).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn enter(&self) -> tracing::span::Entered<'_> {
+        self.span.enter()
+    }
+
     /// Records the response's status and, if known, its route's template.
     pub(crate) fn at_response(&self, status: u16, route: Option<&str>) {
         self.span.record("http.response.status_code", status);

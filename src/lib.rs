@@ -10,7 +10,7 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error, env_check, recorder
-//   phase, connections, counters, panic, logging, until, lag, stderr, admission
+//   phase, connections, counters, panic, logging, until, lag, stderr, admission, trace
 //   config
 mod admin;
 mod admission;
@@ -41,6 +41,7 @@ mod shutdown;
 mod state;
 mod stderr;
 mod stream_drain;
+pub mod trace;
 mod until;
 mod warmup;
 mod watchdog;
@@ -60,6 +61,7 @@ pub use phase::Phase;
 pub use probes::Probes;
 pub use shutdown::Outcome;
 pub use state::ShutdownReason;
+pub use trace::TraceContext;
 pub use until::{until, Until};
 pub use warmup::Warmup;
 
@@ -89,4 +91,6 @@ mod guides {
     struct Judge;
     #[doc = include_str!("../docs/testing.md")]
     struct Testing;
+    #[doc = include_str!("../docs/tracing.md")]
+    struct Tracing;
 }

@@ -608,6 +608,10 @@ impl Lifecycle {
             close_spread: config.shutdown.delay / 2,
             admission: inner.admission.clone(),
             shed_status: config.shed_status,
+            trace: crate::trace::Tracing::new(
+                crate::trace::Sampling::ratio(config.trace_sampling),
+                &config.version,
+            ),
         });
         // Aborted if this future is dropped: nothing keeps accepting for a lifecycle nobody
         // drives any more.

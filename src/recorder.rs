@@ -46,6 +46,9 @@ pub(crate) trait Measure: Send + Sized + 'static {
     /// a layer inside the application can name the route meanwhile).
     fn poll_app<T>(this: &mut Option<Self>, poll: impl FnOnce() -> T) -> T;
 
+    /// The route's template, if named by now (for a sampled request's span; may take a lock).
+    fn route(this: &Option<Self>) -> Option<Arc<str>>;
+
     /// Response head: the application answered (or failed). Records a request that is over
     /// now (failed, or no body to send); else returns the measurement for the body.
     fn at_response<B: Body, E>(self, res: &Result<Response<B>, E>) -> Option<Self>;
@@ -101,6 +104,10 @@ impl Measure for NoMeasure {
     #[inline]
     fn poll_app<T>(_: &mut Option<Self>, poll: impl FnOnce() -> T) -> T {
         poll()
+    }
+
+    fn route(_: &Option<Self>) -> Option<Arc<str>> {
+        None
     }
 
     #[inline]

@@ -155,6 +155,8 @@ pub(super) const ADMIN_ADDRESS: &str = "a socket address or `off`";
 pub(super) const CONNECTIONS: &str = "a positive whole number of connections, such as 1000";
 pub(super) const BODY_RATE: &str =
     "a whole number of bytes per second, such as 240 (0: no minimum)";
+pub(super) const SAMPLING: &str =
+    "a sampling ratio from 0 to 1, such as 0, 0.01 or 1 (0: only requests whose traceparent is sampled)";
 pub(super) const FAILURES: &str = "a whole number of failures, at least 1";
 pub(super) const ADMISSION: &str =
     "`off`, `adaptive` or a positive whole number of requests in flight, such as 100";

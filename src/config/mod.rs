@@ -178,6 +178,8 @@ pub struct Config {
     pub(crate) buckets: Vec<f64>,
     /// `PODCYCLE_NATIVE_HISTOGRAMS`: native (exponential) buckets on the request durations.
     pub(crate) native_histograms: bool,
+    /// `PODCYCLE_TRACE_SAMPLING`: the share of new traces sampled (parent-based).
+    pub(crate) trace_sampling: f64,
 }
 
 /// The defaults a check takes for the settings it leaves unset.
@@ -279,6 +281,7 @@ impl Default for Config {
             metric_labels: Vec::new(),
             buckets: DEFAULT_BUCKETS.to_vec(),
             native_histograms: false,
+            trace_sampling: 0.0,
         }
     }
 }
@@ -474,6 +477,15 @@ impl Config {
     /// refuses anything else.
     pub fn metric_label(mut self, name: &str, value: &str) -> Self {
         self.metric_labels.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The share of new traces sampled, from 0 to 1 (`PODCYCLE_TRACE_SAMPLING`, default 0):
+    /// a request without a valid `traceparent` starts a trace, sampled with this
+    /// probability; a request with one follows its caller's `sampled` flag (see
+    /// [`crate::trace`]). [`Config::validate`] refuses a ratio outside 0 to 1.
+    pub fn trace_sampling(mut self, ratio: f64) -> Self {
+        self.trace_sampling = ratio;
         self
     }
 

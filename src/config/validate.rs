@@ -58,6 +58,14 @@ impl Config {
                 });
             }
         }
+        if !(0.0..=1.0).contains(&self.trace_sampling) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "trace_sampling",
+                var: "PODCYCLE_TRACE_SAMPLING",
+                value: self.trace_sampling.to_string(),
+                expected: super::error::SAMPLING,
+            });
+        }
         let s = &self.shutdown;
         let spread = self.spread_in_force();
         if !spread.is_zero() && spread >= s.drain_timeout {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::error::{
     ADDRESS, ADMIN_ADDRESS, BODY_RATE, BOOL, BOUNDED_DURATION, CONNECTIONS, DURATION, FAILURES,
-    LABELS, NON_ZERO_DURATION, VERSION, WATCHDOG_STALL,
+    LABELS, NON_ZERO_DURATION, SAMPLING, VERSION, WATCHDOG_STALL,
 };
 use super::{Config, ConfigError, MAX_DURATION, MIN_WATCHDOG_STALL};
 
@@ -220,6 +220,15 @@ vars! {
     "PODCYCLE_MIN_BODY_RATE", "`240`", min_body_rate => Read::Value(|c, v| {
         let rate: u64 = v.trim().parse().map_err(|_| BODY_RATE)?;
         c.timeouts.min_body_rate = (rate > 0).then_some(rate);
+        Ok(())
+    });
+    "PODCYCLE_TRACE_SAMPLING", "`0`", trace_sampling => Read::Value(|c, v| {
+        c.trace_sampling = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or(SAMPLING)?;
         Ok(())
     });
     "APP_VERSION", "the package version", version => Read::Value(|c, v| {
@@ -554,6 +563,33 @@ mod tests {
                 "invalid Config::watchdog_stall (PODCYCLE_WATCHDOG_STALL) \"1ms\": expected a duration of at least 1s"
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn trace_sampling_is_a_ratio_from_0_to_1() {
+        for (value, ratio) in [("0", 0.0), ("0.01", 0.01), (" 1 ", 1.0)] {
+            let c = Config::from_vars("x", &vars(&[("PODCYCLE_TRACE_SAMPLING", value)])).unwrap();
+            assert_eq!(c.trace_sampling, ratio, "{value}");
+        }
+        for bad in ["1.5", "-0.1", "NaN", "10%", "always_on", ""] {
+            let err = Config::from_vars("x", &vars(&[("PODCYCLE_TRACE_SAMPLING", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "invalid PODCYCLE_TRACE_SAMPLING={bad:?}: expected a sampling ratio"
+                )),
+                "{err}"
+            );
+        }
+        let err = Config::default()
+            .trace_sampling(2.0)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidSetting { setting: "trace_sampling", value, .. } if value == "2"),
+            "{err:?}"
         );
     }
 

@@ -44,12 +44,14 @@
 //! # Ok(()) }
 //! ```
 
+mod exemplars;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod handoff;
 mod layer;
 mod named;
 mod native;
+mod openmetrics;
 mod placement;
 mod process;
 mod protobuf;
@@ -382,13 +384,17 @@ impl Metrics {
     }
 
     /// What `/metrics` answers a request with `Accept` header `accept`: the body and its
-    /// content type (the protobuf exposition if asked for, the text format otherwise).
+    /// content type. The protobuf exposition if asked for (Prometheus with native histograms
+    /// on), else OpenMetrics text with exemplars if preferred to the text format (Prometheus by
+    /// default), else the Prometheus text format.
     pub(crate) fn respond(
         &self,
         accept: Option<&http::HeaderValue>,
     ) -> (bytes::Bytes, &'static str) {
         if protobuf::accepts(accept) {
             (self.render_protobuf().into(), protobuf::CONTENT_TYPE)
+        } else if openmetrics::wants_openmetrics(accept) {
+            (self.render_openmetrics().into(), openmetrics::OPENMETRICS)
         } else {
             (self.render().into(), TEXT_CONTENT_TYPE)
         }

@@ -16,13 +16,16 @@
 //! half the cost of two `Instant::now` calls on a VM. See [`super::shard`] for how the cells
 //! are written without contention and [`super::render`] for the scrape.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::exemplars::Exemplar;
 use super::render::Renderer;
 use super::routes::{RouteName, Routes, UNMATCHED_ID, UNMATCHED_ROUTE};
 use super::series::{CommonLabels, LabelSet, SeriesKey};
 use super::shard::{self, Store};
+use crate::trace::TraceId;
 
 pub use crate::config::DEFAULT_BUCKETS;
 
@@ -60,6 +63,8 @@ pub(crate) struct HttpMetrics {
     /// Warns once when a layer of this core looks like it sits outside the router.
     pub(crate) placement: super::placement::PlacementCheck,
     clock: quanta::Clock,
+    /// The latest sampled request of each series and bucket (OpenMetrics exemplars).
+    exemplars: super::exemplars::Exemplars,
     /// gRPC methods with a route of their own (feature `grpc`).
     #[cfg(feature = "grpc")]
     grpc_methods: super::grpc::GrpcMethods,
@@ -97,6 +102,7 @@ impl HttpMetrics {
             names_routes: AtomicBool::new(false),
             placement: super::placement::PlacementCheck::default(),
             clock: quanta::Clock::new(),
+            exemplars: Default::default(),
             #[cfg(feature = "grpc")]
             grpc_methods: Default::default(),
         }))
@@ -229,6 +235,31 @@ impl HttpMetrics {
     pub(crate) fn finish(&'static self, key: SeriesKey, started: u64) {
         let nanos = self.clock.delta_as_nanos(started, self.clock.raw());
         self.observe(key, nanos);
+    }
+
+    /// [`HttpMetrics::finish`] for a sampled request of the trace `trace_id`: also the
+    /// exemplar of the bucket it falls in.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn finish_sampled(&'static self, key: SeriesKey, started: u64, trace_id: TraceId) {
+        let nanos = self.clock.delta_as_nanos(started, self.clock.raw());
+        self.observe(key, nanos);
+        self.exemplars
+            .record(key, &self.bounds_nanos, nanos, trace_id);
+    }
+
+    /// The exemplars by series labels (as [`LabelSet::text`] renders them): `(bucket index,
+    /// exemplar)`.
+    pub(crate) fn exemplars(&self) -> HashMap<String, Vec<(usize, Exemplar)>> {
+        let by_key = self.exemplars.by_series();
+        if by_key.is_empty() {
+            return HashMap::new();
+        }
+        let series = self.store.series();
+        by_key
+            .into_iter()
+            .filter_map(|(key, e)| Some((series.get(&key)?.labels.text.clone(), e)))
+            .collect()
     }
 
     /// One histogram observation of `nanos` into the series `key`, and the active count of

@@ -62,6 +62,11 @@ impl Measure for Timer {
         }
     }
 
+    #[cold]
+    fn route(this: &Option<Self>) -> Option<Arc<str>> {
+        this.as_ref()?.route_name()
+    }
+
     #[inline]
     fn at_response<B: Body, E>(self, res: &Result<Response<B>, E>) -> Option<Self> {
         at_response(Some(self), res)

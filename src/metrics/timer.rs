@@ -15,6 +15,7 @@ use super::handoff::{NO_ROUTE, UNRECORDED};
 use super::recorder::HttpMetrics;
 use super::routes::RouteName;
 use super::series::{method_index, Incomplete, SeriesKey, HEAD_INDEX};
+use crate::trace::{TraceContext, TraceId};
 
 /// One request's measurement: started with one clock read, recorded exactly once with the
 /// second, on [`Timer::record`] or, if dropped unfinished, as aborted (or, once the drain
@@ -27,10 +28,19 @@ pub(crate) struct Timer {
     method: u8,
     pub(crate) route: u32,
     pub(crate) status: u16,
-    /// A gRPC request's path and status (feature `grpc`). Boxed: an HTTP request carries
-    /// one word for it, not the call, through every move of its future and body.
+    /// What few requests carry: a gRPC call, a sampled request's trace. Boxed: an ordinary
+    /// request carries one word for it through every move of its future and body.
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// What a [`Timer`] carries for a few requests only.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    /// A gRPC request's path and status (feature `grpc`).
     #[cfg(feature = "grpc")]
-    pub(crate) grpc: Option<Box<super::grpc::GrpcCall>>,
+    pub(crate) grpc: Option<super::grpc::GrpcCall>,
+    /// A sampled request's trace id, for the exemplar of the bucket it falls in.
+    pub(crate) trace: Option<TraceId>,
 }
 
 impl Timer {
@@ -44,33 +54,40 @@ impl Timer {
             method,
             route,
             status: 0,
-            #[cfg(feature = "grpc")]
-            grpc: None,
+            extra: None,
         }
     }
 
-    /// This timer, knowing whether `req` is a gRPC request (feature `grpc`; else as it is).
+    /// This timer, knowing whether `req` is a gRPC request (feature `grpc`) and the trace of
+    /// a sampled request (its exemplar).
     #[inline]
-    pub(crate) fn of_request<B>(self, req: &http::Request<B>) -> Timer {
+    pub(crate) fn of_request<B>(mut self, req: &http::Request<B>) -> Timer {
         #[cfg(feature = "grpc")]
-        let mut this = self;
-        #[cfg(feature = "grpc")]
-        {
-            this.grpc = super::grpc::GrpcCall::of(req).map(Box::new);
-            this
+        if let Some(call) = super::grpc::GrpcCall::of(req) {
+            self.extra.get_or_insert_with(Default::default).grpc = Some(call);
         }
-        #[cfg(not(feature = "grpc"))]
-        {
-            let _ = req;
-            self
+        // No extensions (the common case): one branch.
+        if let Some(cx) = req.extensions().get::<TraceContext>() {
+            if cx.is_sampled() {
+                self.extra.get_or_insert_with(Default::default).trace = Some(cx.trace_id());
+            }
         }
+        self
+    }
+
+    /// The template of this timer's route, if named (takes a lock: for a sampled request's
+    /// span, not the request path).
+    pub(crate) fn route_name(&self) -> Option<Arc<str>> {
+        (self.route != NO_ROUTE)
+            .then(|| self.core.route_name(self.route))
+            .flatten()
     }
 
     /// Takes a gRPC status from response headers or trailers, if this is a gRPC request.
     #[inline]
     pub(crate) fn observe_headers(&mut self, headers: &http::HeaderMap) {
         #[cfg(feature = "grpc")]
-        if let Some(call) = self.grpc.as_mut() {
+        if let Some(call) = self.extra.as_mut().and_then(|e| e.grpc.as_mut()) {
             call.observe(headers);
         }
         #[cfg(not(feature = "grpc"))]
@@ -100,12 +117,10 @@ impl Timer {
     /// Records the request as ended by `incomplete` (`Incomplete::No`: completed).
     #[inline]
     pub(crate) fn record(self, incomplete: Incomplete) {
-        #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
         let mut this = std::mem::ManuallyDrop::new(self);
         this.finish(incomplete);
         // The only field that owns memory: dropped here, as `Drop` does not run.
-        #[cfg(feature = "grpc")]
-        drop(this.grpc.take());
+        drop(this.extra.take());
     }
 
     /// Drops the timer without recording anything (a request nobody named, in an application
@@ -113,10 +128,7 @@ impl Timer {
     #[inline]
     pub(crate) fn discard(self) {
         let mut this = std::mem::ManuallyDrop::new(self);
-        #[cfg(feature = "grpc")]
-        drop(this.grpc.take());
-        #[cfg(not(feature = "grpc"))]
-        let _ = &mut this;
+        drop(this.extra.take());
     }
 
     /// Records the request as panicked: with status 500 if its response future panicked (no
@@ -125,9 +137,7 @@ impl Timer {
     #[cold]
     pub(crate) fn record_panic(mut self) -> Option<Arc<str>> {
         self.status_panicked();
-        let route = (self.route != NO_ROUTE)
-            .then(|| self.core.route_name(self.route))
-            .flatten();
+        let route = self.route_name();
         self.record(Incomplete::Panic);
         route
     }
@@ -156,7 +166,7 @@ impl Timer {
                 incomplete
             };
         #[cfg(feature = "grpc")]
-        let (route, error) = match &self.grpc {
+        let (route, error) = match self.extra.as_ref().and_then(|e| e.grpc.as_ref()) {
             None => (route, error),
             Some(call) => (
                 self.core.grpc_route(route, call),
@@ -173,7 +183,10 @@ impl Timer {
             status: self.status,
             error,
         };
-        self.core.finish(key, self.started);
+        match self.extra.as_ref().and_then(|e| e.trace) {
+            None => self.core.finish(key, self.started),
+            Some(trace) => self.core.finish_sampled(key, self.started, trace),
+        }
     }
 }
 

@@ -99,6 +99,8 @@ pub(crate) struct ServeContext {
     pub(crate) admission: Option<Arc<crate::admission::Controller>>,
     /// The status of a shed request (`PODCYCLE_SHED_STATUS`).
     pub(crate) shed_status: crate::config::ShedStatus,
+    /// W3C trace context: sampling, and the request span's fields.
+    pub(crate) trace: crate::trace::Tracing,
 }
 
 /// The most concurrent streams an HTTP/2 client may open on one connection (hyper's default

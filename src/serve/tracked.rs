@@ -32,6 +32,7 @@ use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
 use crate::phase::Phase;
 use crate::recorder::{Measure, Recorder};
+use crate::trace::RequestSpan;
 
 /// Wraps the application's service: counts requests per connection, marks responses
 /// `Connection: close` while draining, and rejects in reject mode.
@@ -61,7 +62,7 @@ where
     type Future = TrackedFuture<Oneshot<S, Request<AppBody>>, R::Measure>;
 
     #[inline]
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let request = RequestLine::of(&req);
         let phase = self.shared.state.phase();
         let mut close = false;
@@ -96,6 +97,13 @@ where
                 }
             }
         }
+        // The trace context first, so that the measurement sees a sampled request's trace
+        // (its exemplar). Without a `traceparent` and sampling off: a lookup and a branch.
+        let span = if self.shared.trace.may_trace(req.headers()) {
+            self.shared.trace.start(&mut req)
+        } else {
+            None
+        };
         // Request start: measured here, outside the application (e.g. timed, when it has a
         // metrics layer to name the route while this future polls it).
         let measure = self.recorder.start(&req);
@@ -105,6 +113,7 @@ where
             guard: Some(self.conn.start()),
             inner: Some(self.inner.clone().oneshot(req)),
             measure,
+            span,
             close,
             answer: Answer::Unavailable,
             request,
@@ -196,6 +205,8 @@ pin_project! {
         inner: Option<F>,
         guard: Option<RequestGuard>,
         measure: Option<M>,
+        // A sampled request's span: entered while the application's future is polled.
+        span: Option<Box<RequestSpan>>,
         close: bool,
         // Without `inner`: what to answer instead of the application.
         answer: Answer,
@@ -229,6 +240,7 @@ impl<F, M> TrackedFuture<F, M> {
             inner: None,
             guard: None,
             measure: None,
+            span: None,
             close,
             answer,
             request,
@@ -246,7 +258,7 @@ fn answer_without_app<B: Body + Send + 'static, M: Measure>(
     if answer == Answer::Refused {
         return Err(refused_stream());
     }
-    let mut res = Response::new(TrackedBody::text(b"", None));
+    let mut res = Response::new(TrackedBody::own(false, None));
     match answer {
         Answer::ShedGrpc => {}
         Answer::ShedTooMany => *res.status_mut() = StatusCode::TOO_MANY_REQUESTS,
@@ -285,8 +297,16 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(answer_without_app(*this.answer, *this.close));
         };
-        let polled = M::poll_app(this.measure, || poll_catching(inner, cx));
-        let res = match ready!(polled) {
+        let polled = {
+            // Entered out of line (sampled requests only), so that this poll stays as small as
+            // it was for the others.
+            let _entered = this.span.as_deref().map(RequestSpan::enter);
+            ready!(M::poll_app(this.measure, || poll_catching(inner, cx)))
+        };
+        if let Some(span) = this.span.as_ref() {
+            span_at_response(span, &polled, this.measure);
+        }
+        let res = match polled {
             Ok(res) => res,
             Err(payload) => {
                 let route = this.measure.take().and_then(M::at_panic);
@@ -322,10 +342,12 @@ where
             this.measure.take().and_then(|m| m.at_response(&res))
         };
         Poll::Ready(res.map_err(Into::into).map(|res| {
+            let span = this.span.take();
             let mut res = res.map(|body| TrackedBody {
                 inner: Some(M::body(measure, body)),
                 guard,
-                text: b"",
+                span,
+                panic_text: false,
             });
             if close {
                 res.headers_mut()
@@ -334,6 +356,22 @@ where
             res
         }))
     }
+}
+
+/// Records the response's status (500 for a panic or an error) and its route on a sampled
+/// request's span.
+#[cold]
+#[inline(never)]
+fn span_at_response<B, E, M: Measure>(
+    span: &RequestSpan,
+    polled: &std::thread::Result<Result<Response<B>, E>>,
+    measure: &Option<M>,
+) {
+    let status = match polled {
+        Ok(Ok(res)) => res.status().as_u16(),
+        _ => 500,
+    };
+    span.at_response(status, M::route(measure).as_deref());
 }
 
 /// A slot for the `101` in `res` under the upgraded connections' cap
@@ -426,7 +464,7 @@ fn answer_panic<B: Body + Send + 'static, M: Measure>(
             tracing::error!(%method, path = request.path(), panic = %message, "request handler panicked; answered 500")
         }
     }
-    let mut res = Response::new(TrackedBody::text(PANIC_TEXT, guard));
+    let mut res = Response::new(TrackedBody::own(true, guard));
     *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     res.headers_mut().insert(
         CONTENT_TYPE,
@@ -453,8 +491,12 @@ pin_project! {
         #[pin]
         inner: Option<M::Body<B>>,
         guard: Option<RequestGuard>,
-        // Without `inner`: podcycle's own body (the `500` of a panic), sent as one frame.
-        text: &'static [u8],
+        // A sampled request's span: entered while the body is polled, closed when it is
+        // dropped.
+        span: Option<Box<RequestSpan>>,
+        // Without `inner`: podcycle's own body, empty or (`true` until sent) the `500` of a
+        // panic's text, sent as one frame. A flag, not the text: a word less to move.
+        panic_text: bool,
     }
 }
 
@@ -467,12 +509,13 @@ impl<B: Body + Send + 'static, M: Measure> fmt::Debug for TrackedBody<B, M> {
 }
 
 impl<B: Body + Send + 'static, M: Measure> TrackedBody<B, M> {
-    /// A body of podcycle's own: `text`, keeping `guard` until it is sent.
-    fn text(text: &'static [u8], guard: Option<RequestGuard>) -> TrackedBody<B, M> {
+    /// A body of podcycle's own: empty, or [`PANIC_TEXT`]; keeping `guard` until it is sent.
+    fn own(panic_text: bool, guard: Option<RequestGuard>) -> TrackedBody<B, M> {
         TrackedBody {
             inner: None,
             guard,
-            text,
+            span: None,
+            panic_text,
         }
     }
 }
@@ -486,7 +529,10 @@ where
     type Data = TrackedData<B::Data>;
     type Error = BoxError;
 
-    #[inline]
+    // Not inlined into hyper's dispatcher: inlined, it grows the dispatcher's write path
+    // past the point where its own helpers are inlined (callgrind: ~70 instructions per
+    // request more, in calls).
+    #[inline(never)]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -494,12 +540,12 @@ where
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             this.guard.take();
-            if this.text.is_empty() {
+            if !std::mem::take(this.panic_text) {
                 return Poll::Ready(None);
             }
-            let text = std::mem::take(this.text);
-            return Poll::Ready(Some(Ok(Frame::data(TrackedData::Text(text)))));
+            return Poll::Ready(Some(Ok(Frame::data(TrackedData::Text(PANIC_TEXT)))));
         };
+        let _entered = this.span.as_deref().map(RequestSpan::enter);
         let frame = match panic::catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
             Ok(Poll::Ready(frame)) => frame,
             Ok(Poll::Pending) => return Poll::Pending,
@@ -525,7 +571,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Some(b) => b.is_end_stream(),
-            None => self.text.is_empty(),
+            None => !self.panic_text,
         }
     }
 
@@ -533,7 +579,11 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Some(b) => b.size_hint(),
-            None => SizeHint::with_exact(self.text.len() as u64),
+            None => SizeHint::with_exact(if self.panic_text {
+                PANIC_TEXT.len() as u64
+            } else {
+                0
+            }),
         }
     }
 }

@@ -368,9 +368,9 @@ pub(crate) mod decode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::recorder::{HttpMetrics, DEFAULT_BUCKETS};
     use crate::metrics::routes::RouteName;
     use crate::metrics::series::{Incomplete, SeriesKey};
+    use crate::metrics::{HttpMetrics, DEFAULT_BUCKETS};
 
     #[test]
     fn accept_headers_that_ask_for_the_delimited_protobuf() {

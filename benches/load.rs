@@ -21,6 +21,8 @@
 //! `LOAD_SERVERS` (`bare,podcycle,axum-prometheus`; also `podcycle-routing`: the full podcycle
 //! stack with the route named by a `podcycle::routing::get` handler instead of the metrics
 //! layer, `podcycle-native`: `podcycle` with `PODCYCLE_NATIVE_HISTOGRAMS` on,
+//! `podcycle-traced`: `podcycle-native` with requests traced (`LOAD_TRACE_SAMPLING`, default 1:
+//! every request gets a trace id and an exemplar; no `tracing` subscriber listens, so no span),
 //! `podcycle-admission` and `podcycle-adaptive`: the full stack with admission control on, a
 //! fixed limit the load never reaches and the adaptive limit, `podcycle-no-metrics`: podcycle's
 //! serving stack naming no routes (nothing recorded), `axum-podcycle-layer`: `axum::serve` with
@@ -50,11 +52,12 @@ const CLIENT_FLAG: &str = "--load-client";
 const DEFAULT_KINDS: [&str; 3] = ["bare", "podcycle", "axum-prometheus"];
 /// Every server kind; the others split podcycle's cost between its serving stack (in-flight
 /// tracking, polite close), its metrics, and what any `Router::layer` costs.
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 14] = [
     "bare",
     "podcycle",
     "podcycle-routing",
     "podcycle-native",
+    "podcycle-traced",
     "podcycle-admission",
     "podcycle-adaptive",
     "axum-prometheus",
@@ -137,6 +140,7 @@ fn server(kind: &str, max: Duration) {
             "podcycle"
             | "podcycle-routing"
             | "podcycle-native"
+            | "podcycle-traced"
             | "podcycle-no-metrics"
             | "podcycle-noop-layer"
             | "podcycle-admission"
@@ -152,14 +156,18 @@ fn server(kind: &str, max: Duration) {
                     podcycle::Config::default()
                         .addr(loopback)
                         .admin_addr(Some(loopback))
-                        .native_histograms(kind == "podcycle-native")
+                        .native_histograms(matches!(kind, "podcycle-native" | "podcycle-traced"))
+                        .trace_sampling(if kind == "podcycle-traced" {
+                            trace_sampling()
+                        } else {
+                            0.0
+                        })
                         .admission(admission),
                 )
                 .expect("lifecycle");
                 let app = match kind {
-                    "podcycle" | "podcycle-native" | "podcycle-admission" | "podcycle-adaptive" => {
-                        app.layer(lifecycle.metrics().layer())
-                    }
+                    "podcycle" | "podcycle-native" | "podcycle-traced" | "podcycle-admission"
+                    | "podcycle-adaptive" => app.layer(lifecycle.metrics().layer()),
                     // The route named by its handler: no `Router::layer`.
                     "podcycle-routing" => {
                         Router::new().route("/hello/{name}", podcycle::routing::get(hello))
@@ -536,6 +544,7 @@ impl Server {
             "podcycle"
             | "podcycle-routing"
             | "podcycle-native"
+            | "podcycle-traced"
             | "axum-podcycle-layer"
             | "podcycle-admission"
             | "podcycle-adaptive" => (
@@ -985,4 +994,12 @@ fn report(
             r.errors
         );
     }
+}
+
+/// The sampling ratio of the `podcycle-traced` server: `LOAD_TRACE_SAMPLING` (default 1).
+fn trace_sampling() -> f64 {
+    std::env::var("LOAD_TRACE_SAMPLING")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0)
 }

@@ -564,6 +564,11 @@ fn rendering(c: &mut Criterion, rt: &tokio::runtime::Runtime, workers: &Workers)
         lifecycle.metrics().render_http().len()
     });
     case("podcycle_render", &|| lifecycle.metrics().render().len());
+    // What Prometheus asks for by default: the text rewritten as OpenMetrics (no exemplars
+    // here: no request was sampled).
+    case("podcycle_render_openmetrics", &|| {
+        lifecycle.metrics().render_openmetrics().len()
+    });
     case("podcycle_render_protobuf", &|| {
         lifecycle.metrics().render_protobuf().len()
     });

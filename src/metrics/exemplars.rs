@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxBuildHasher;
+
 use super::series::SeriesKey;
 use crate::trace::TraceId;
 
@@ -36,7 +38,7 @@ pub(crate) struct Exemplar {
 /// The latest exemplar of each series and bucket.
 #[derive(Debug, Default)]
 pub(crate) struct Exemplars {
-    latest: Mutex<HashMap<(SeriesKey, usize), Exemplar>>,
+    latest: Mutex<HashMap<(SeriesKey, usize), Exemplar, FxBuildHasher>>,
 }
 
 impl Exemplars {

@@ -157,6 +157,8 @@ pub(super) const BODY_RATE: &str =
     "a whole number of bytes per second, such as 240 (0: no minimum)";
 pub(super) const FAILURES: &str = "a whole number of failures, at least 1";
 pub(super) const ADMISSION: &str =
-    "`off`, `adaptive` or a positive whole number of requests in flight, such as 100";
+    "`off`, `adaptive`, `adaptive:N` (a cap N from 4 to 1000, such as adaptive:200) or a positive whole number of requests in flight, such as 100";
+pub(super) const ADMISSION_QUEUE: &str =
+    "a duration of at most 10s, such as 50ms (0: shed at once)";
 pub(super) const BOOL: &str = "`true` or `false`";
 pub(super) const VERSION: &str = "a non-empty version string";

@@ -22,8 +22,9 @@
 //!
 //! The gradient is `TOLERANCE × baseline / latency`, clamped to `0.5..=1.0`: `1` while latency
 //! stays within [`TOLERANCE`] of the baseline (the limit grows by its square root, smoothed
-//! by [`SMOOTHING`]), below `1` when a queue makes latency rise (the limit shrinks at once, by
-//! at most half a window). A window whose requests never filled half the limit leaves it as
+//! by [`SMOOTHING`]), below `1` when a queue makes latency rise (the limit shrinks at once in
+//! proportion, by at most half a window, and without the headroom, so it settles where latency
+//! is within the tolerance). A window whose requests never filled half the limit leaves it as
 //! it is (the load, not the service, bounded the latency). The limit stays within
 //! [`MIN_LIMIT`]..=[`MAX_LIMIT`], or under a lower cap (`adaptive:N`).
 //!
@@ -550,12 +551,15 @@ impl Gradient {
             return self.limit;
         }
         let gradient = (TOLERANCE * self.baseline_s / latency_s).clamp(0.5, 1.0);
-        let next = self.limit * gradient + headroom(self.limit);
-        // Growth is smoothed; a queue is answered at once.
-        let next = if next > self.limit {
-            self.limit + (next - self.limit) * SMOOTHING
+        // No queue: the limit probes upward by the headroom, smoothed. A queue: the limit goes
+        // down in proportion at once, without the headroom, so that it settles where latency
+        // is within the tolerance (Envoy adds the headroom here too, and settles at
+        // `TOLERANCE × capacity + √limit`: 4.6 for a service serving 2 at a time, three
+        // service times deep).
+        let next = if gradient < 1.0 {
+            self.limit * gradient
         } else {
-            next
+            self.limit + headroom(self.limit) * SMOOTHING
         };
         self.limit = next.clamp(f64::from(MIN_LIMIT), self.max);
         self.limit
@@ -563,11 +567,11 @@ impl Gradient {
 
     /// After a measurement of the baseline: no higher than the limit the gradient settles at
     /// for `throughput` (requests per second) served at the baseline latency, the requests
-    /// that need no queue by Little's law, within the tolerance, plus the headroom. Jumps
-    /// there at once instead of halving window after window.
+    /// that need no queue by Little's law, within the tolerance. Jumps there at once instead
+    /// of halving window after window.
     pub(crate) fn settle(&mut self, throughput: f64) {
         let unqueued = throughput * self.baseline_s;
-        let settled = TOLERANCE * unqueued + headroom(unqueued);
+        let settled = TOLERANCE * unqueued;
         if settled.is_finite() && settled < self.limit {
             self.limit = settled.clamp(f64::from(MIN_LIMIT), self.max);
         }
@@ -847,6 +851,30 @@ mod tests {
     }
 
     #[test]
+    fn under_a_queue_the_limit_settles_where_latency_is_within_the_tolerance() {
+        // A service that serves 10 at a time in 20 ms, the rest queued: a window at a limit
+        // of L (always full) has a mean latency of max(1, L / 10) × 20 ms.
+        let latency = |limit: f64| 0.020 * (limit / 10.0).max(1.0);
+        let mut g = Gradient {
+            limit: 40.0,
+            baseline_s: 0.020,
+            max: f64::from(MAX_LIMIT),
+        };
+        let mut highest_late = 0.0f64;
+        for window in 0..300 {
+            let l = g.update(latency(g.limit), 1000);
+            if window >= 200 {
+                highest_late = highest_late.max(l);
+            }
+        }
+        // Latency within the tolerance is a limit of 12.5 at most; the growth by the
+        // headroom's fifth overshoots that by under one. With the headroom added under a
+        // queue too, it settles at 12.5 + √limit, about 16.4.
+        assert!(highest_late < 13.5, "{highest_late}");
+        assert!(g.limit >= 12.0, "{}", g.limit);
+    }
+
+    #[test]
     fn the_gradient_is_bounded() {
         let mut g = Gradient {
             limit: f64::from(MIN_LIMIT),
@@ -863,9 +891,9 @@ mod tests {
             baseline_s: 0.001,
             max: f64::from(MAX_LIMIT),
         };
-        // At most halved in a window (plus the headroom).
+        // At most halved in a window.
         let l = g.update(1000.0, 1000);
-        assert!((l - 60.0).abs() < 1e-9, "{l}");
+        assert!((l - 50.0).abs() < 1e-9, "{l}");
         // Flat: grows by a fifth of its square root.
         let mut g = Gradient {
             limit: 100.0,

@@ -2,10 +2,11 @@
 //! or found from the latency the service shows.
 //!
 //! The serving stack asks [`Controller::try_acquire`] before a request reaches the
-//! application; the request's in-flight guard ([`RequestGuard`](crate::connections::RequestGuard))
+//! application; the request's in-flight guard (the connection registry's `RequestGuard`)
 //! gives the slot back when the response ends. Per admitted request that is one atomic add
 //! (the in-flight count and the count of admitted requests share one word), a load of the
-//! limit, and one atomic subtract: no clock read, nothing carried in the request's future.
+//! limit, and one atomic subtract (whose result is tested for waiting requests): no clock
+//! read, and nothing in the request's future but an empty slot for a wait.
 //!
 //! The adaptive limit is a gradient controller in the manner of Envoy's adaptive concurrency
 //! filter and Netflix's concurrency-limits `Gradient2Limit`, measured off the request path by

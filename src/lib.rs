@@ -10,7 +10,8 @@
 //   metrics, shutdown, probes, watchdog, grpc_health, stream_drain
 //   health
 //   state, warmup, checks, error, env_check, recorder
-//   phase, connections, counters, panic, logging, until, lag, stderr, admission
+//   phase, connections, counters, panic, logging, until, lag, stderr
+//   admission
 //   config
 mod admin;
 mod admission;

@@ -923,7 +923,8 @@ Max locked memory         8388608              8388608              bytes
 
     #[test]
     fn an_admitted_request_gives_its_slot_back_with_its_guard_and_an_upgrade_at_its_101() {
-        let admission = Controller::new(crate::config::Admission::Fixed(2)).unwrap();
+        let admission =
+            Controller::new(crate::config::Admission::Fixed(2), Duration::ZERO).unwrap();
         let connections = Arc::new(Connections::new(Some(admission.clone())));
         let (conn, _registered) = connections.open(CancellationToken::new());
         assert!(admission.try_acquire());

@@ -125,7 +125,7 @@ impl Lifecycle {
         let state = Arc::new(State::default());
         let halt = state.signals.halt.clone().drop_guard();
         let health = Arc::new(Health::new(state.clone(), config.health));
-        let admission = crate::admission::Controller::new(config.admission);
+        let admission = crate::admission::Controller::new(config.admission, config.admission_queue);
         let connections = Arc::new(Connections::new(admission.clone()));
         let lag = Arc::new(crate::lag::SchedulingLag::default());
         #[cfg(feature = "metrics")]

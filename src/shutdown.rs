@@ -445,6 +445,11 @@ impl Shutdown {
         let drain_started = Instant::now();
         self.enter_phase(Phase::Draining);
         let _ = state.draining_since.set(tokio::time::Instant::now());
+        // Requests waiting for an admission slot are shed now (before the connections see the
+        // drain, so that theirs get the answer): the drain never holds them.
+        if let Some(admission) = &connections.admission {
+            admission.close_queue();
+        }
         signals.delay_over.cancel();
         connection_tasks.close();
         let drained = tokio::time::timeout(drain_timeout, connection_tasks.wait())

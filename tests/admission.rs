@@ -240,6 +240,78 @@ fn an_overloaded_pod_with_adaptive_admission_sheds_and_stays_ready_and_live() {
     assert_eq!(exit.code, 0, "{}", exit.output);
 }
 
+/// `podcycle_admission_in_flight` as `/metrics` shows it.
+async fn admitted_in_flight(admin: SocketAddr) -> f64 {
+    let metrics = client::get(admin, "/metrics").await.unwrap().body;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("podcycle_admission_in_flight{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no podcycle_admission_in_flight in:\n{metrics}"))
+}
+
+#[test]
+fn with_a_queue_a_request_beyond_the_limit_waits_for_a_slot_up_to_its_bound_and_the_drain_sheds_it()
+{
+    const BOUND: Duration = Duration::from_secs(5);
+    let env = [
+        ("PODCYCLE_ADMISSION", "1"),
+        ("PODCYCLE_ADMISSION_QUEUE", "5s"),
+        ("PODCYCLE_SHUTDOWN_DELAY", "1s"),
+        ("PODCYCLE_SHUTDOWN_QUIET", "0s"),
+        ("PODCYCLE_DRAIN_TIMEOUT", "20s"),
+    ];
+    let (sent, exit) = with_child(&env, |child| async move {
+        let (app, admin) = (child.app, child.admin);
+        // The slot is taken for 300 ms: a request beyond the limit waits, then is served.
+        let short = tokio::spawn(async move { one_request(app, "/slow?ms=300").await });
+        child.wait_line("START /slow");
+        let asked = Instant::now();
+        assert_eq!(one_request(app, "/hello").await.unwrap().0, 200);
+        assert!(asked.elapsed() < BOUND, "{:?}", asked.elapsed());
+        assert_eq!(short.await.unwrap().unwrap().0, 200);
+        // The slot is taken for 9 s: the one beyond the limit is shed at its bound, not
+        // before, and not much after.
+        let long = tokio::spawn(async move { one_request(app, "/slow?ms=9000").await });
+        let deadline = Instant::now() + SOON;
+        while admitted_in_flight(admin).await < 1.0 {
+            assert!(Instant::now() < deadline, "the 9 s request never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let asked = Instant::now();
+        assert_eq!(one_request(app, "/hello").await.unwrap(), (503, true));
+        let waited = asked.elapsed();
+        assert!(
+            waited >= BOUND - Duration::from_millis(50) && waited < BOUND + Duration::from_secs(3),
+            "shed after {waited:?}, the bound is {BOUND:?}"
+        );
+        // Waiting requests are not in flight, and the probes pass meanwhile.
+        assert_eq!(admitted_in_flight(admin).await, 1.0);
+        probes_pass(admin).await;
+        // SIGTERM: during the 1 s shutdown delay a request beyond the limit waits; when the
+        // drain begins it is shed at once (long before its 5 s bound), and the drain waits
+        // only for the admitted 9 s request.
+        let sent = child.signal("TERM");
+        let asked = Instant::now();
+        assert_eq!(one_request(app, "/hello").await.unwrap(), (503, true));
+        assert!(
+            asked.elapsed() < Duration::from_millis(3500),
+            "the waiting request was held {:?} into the drain",
+            asked.elapsed()
+        );
+        assert_eq!(long.await.unwrap().unwrap().0, 200);
+        sent
+    });
+    assert_eq!(exit.code, 0, "{}", exit.output);
+    assert!(exit.output.contains("OUTCOME 0"), "{}", exit.output);
+    assert!(
+        exit.at - sent < Duration::from_secs(15),
+        "the drain ended with the admitted request: {:?}",
+        exit.at - sent
+    );
+}
+
 /// The overload table of `docs/limits.md`: open-loop load at 1×, 2× and 4× the capacity of
 /// `/queued` (two at a time, 20 ms each: 100 requests/s), with admission off, tower's
 /// `ConcurrencyLimit` (alone, and behind `LoadShed`), podcycle's fixed limit and adaptive.

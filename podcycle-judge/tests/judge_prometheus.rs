@@ -229,6 +229,77 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
     }
 }
 
+#[test]
+fn a_canary_that_sheds_fails_by_its_shed_counter() {
+    let Some(prom_bin) = support::tool("prometheus") else {
+        return;
+    };
+    // Both arms 50 ms a request; the canary admits one at a time (a limit set too low), so
+    // under three clients it sheds most requests: answered 503 at once, never in the request
+    // histogram, only in `podcycle_requests_shed_total`.
+    let stable = replica_with("1.0.0", &[("CHATBOT_FAULT_LATENCY", "50ms")]);
+    let canary = replica_with(
+        "1.1.0-shedding",
+        &[
+            ("CHATBOT_FAULT_LATENCY", "50ms"),
+            ("PODCYCLE_ADMISSION", "1"),
+        ],
+    );
+    let rt = support::rt();
+    rt.block_on(async {
+        for r in [&stable, &canary] {
+            wait_ok(r.admin, "/readyz").await;
+        }
+    });
+    let prom = prometheus(&prom_bin, &[stable.admin, canary.admin], "shed");
+    let stop = Instant::now() + Duration::from_secs(60);
+    let loads: Vec<_> = [&stable, &canary]
+        .iter()
+        .flat_map(|r| (0..3).map(|_| rt.spawn(load(r.app, 20, stop))))
+        .collect();
+    rt.block_on(async {
+        let addr: SocketAddr = prom.url.trim_start_matches("http://").parse().unwrap();
+        wait_ok(addr, "/-/ready").await;
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
+        .args([
+            "--prometheus",
+            &prom.url,
+            "--stable",
+            "1.0.0",
+            "--canary",
+            "1.1.0-shedding",
+            "--interval",
+            "2s",
+            "--max-duration",
+            "40s",
+            "--min-requests",
+            "50",
+            "--no-latency",
+        ])
+        .output()
+        .expect("run podcycle-judge");
+    let show = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the shed counter the canary's admitted requests all succeed: no FAIL.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a shedding canary must FAIL:\n{show}"
+    );
+    assert!(
+        show.contains("podcycle_requests_shed_total{version=\"1.1.0-shedding\"}"),
+        "{show}"
+    );
+    eprintln!("judge: shedding canary -> exit 1");
+    for l in loads {
+        l.abort();
+    }
+}
+
 /// `podcycle-judge serve` as a child process, killed on drop.
 struct Server {
     proc: std::process::Child,

@@ -159,6 +159,8 @@ pub(super) const SAMPLING: &str =
     "a sampling ratio from 0 to 1, such as 0, 0.01 or 1 (0: only requests whose traceparent is sampled)";
 pub(super) const FAILURES: &str = "a whole number of failures, at least 1";
 pub(super) const ADMISSION: &str =
-    "`off`, `adaptive` or a positive whole number of requests in flight, such as 100";
+    "`off`, `adaptive`, `adaptive:N` (a cap N from 4 to 1000, such as adaptive:200) or a positive whole number of requests in flight, such as 100";
+pub(super) const ADMISSION_QUEUE: &str =
+    "a duration of at most 10s, such as 50ms (0: shed at once)";
 pub(super) const BOOL: &str = "`true` or `false`";
 pub(super) const VERSION: &str = "a non-empty version string";

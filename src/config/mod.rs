@@ -22,6 +22,7 @@ mod plan;
 mod validate;
 mod vars;
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
@@ -90,26 +91,67 @@ pub enum Admission {
     /// of Envoy's adaptive concurrency filter and Netflix's Gradient2): it grows while latency
     /// stays within 1.25 times its no-load level and shrinks when a queue makes it rise above
     /// that. The no-load level is the lowest latency seen, measured afresh (for one window, at
-    /// a limit of 2) when the limit sheds, at most every 30 s.
+    /// a limit of 2) when the limit sheds, at most every 30 s. It stays within 4 and 1000
+    /// (`adaptive:1000`).
     Adaptive,
+    /// The adaptive limit, never above this cap (`adaptive:N`, N from 4 to 1000): a ceiling
+    /// the service is known never to need more than (a connection pool's size, a
+    /// dependency's quota), so that a latency that stays flat while the service saturates
+    /// something the latency does not show cannot grow the limit past it.
+    AdaptiveUpTo(u32),
     /// A fixed limit of requests in flight (at least 1).
     Fixed(u32),
+}
+
+impl Admission {
+    /// The least cap `adaptive:N` takes (the adaptive limit's floor).
+    pub(crate) const MIN_CAP: u32 = 4;
+    /// The most cap `adaptive:N` takes (the adaptive limit's ceiling).
+    pub(crate) const MAX_CAP: u32 = 1000;
+
+    /// Whether this value is one `PODCYCLE_ADMISSION` takes (a fixed limit of at least 1, a
+    /// cap from 4 to 1000).
+    pub(crate) fn is_valid(self) -> bool {
+        match self {
+            Admission::Off | Admission::Adaptive => true,
+            Admission::AdaptiveUpTo(n) => (Self::MIN_CAP..=Self::MAX_CAP).contains(&n),
+            Admission::Fixed(n) => n >= 1,
+        }
+    }
+}
+
+impl fmt::Display for Admission {
+    /// As `PODCYCLE_ADMISSION` takes it: `off`, `adaptive`, `adaptive:200`, `64`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Admission::Off => f.write_str("off"),
+            Admission::Adaptive => f.write_str("adaptive"),
+            Admission::AdaptiveUpTo(n) => write!(f, "adaptive:{n}"),
+            Admission::Fixed(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 impl FromStr for Admission {
     type Err = &'static str;
 
-    /// `off`, `adaptive` or a positive whole number, as `PODCYCLE_ADMISSION` takes them.
+    /// `off`, `adaptive`, `adaptive:N` (N from 4 to 1000) or a positive whole number, as
+    /// `PODCYCLE_ADMISSION` takes them.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "off" => Ok(Admission::Off),
-            "adaptive" => Ok(Admission::Adaptive),
-            n => n
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .map(Admission::Fixed)
-                .ok_or(error::ADMISSION),
+        let admission = match s.trim() {
+            "off" => Admission::Off,
+            "adaptive" => Admission::Adaptive,
+            n => match n.strip_prefix("adaptive:") {
+                Some(cap) => {
+                    Admission::AdaptiveUpTo(cap.trim().parse().map_err(|_| error::ADMISSION)?)
+                }
+                None => Admission::Fixed(n.parse().map_err(|_| error::ADMISSION)?),
+            },
+        };
+        if admission.is_valid() {
+            Ok(admission)
+        } else {
+            Err(error::ADMISSION)
         }
     }
 }
@@ -171,6 +213,8 @@ pub struct Config {
     pub(crate) version: String,
     pub(crate) stop_accepting: StopAccepting,
     pub(crate) admission: Admission,
+    /// How long a request beyond the admission limit may wait for a slot (`0`: shed at once).
+    pub(crate) admission_queue: Duration,
     pub(crate) shed_status: ShedStatus,
     pub(crate) on_warmup_failure: OnWarmupFailure,
     pub(crate) handle_signals: bool,
@@ -275,6 +319,7 @@ impl Default for Config {
             version: String::from("unknown"),
             stop_accepting: StopAccepting::CloseListener,
             admission: Admission::Off,
+            admission_queue: Duration::ZERO,
             shed_status: ShedStatus::ServiceUnavailable,
             on_warmup_failure: OnWarmupFailure::Exit,
             handle_signals: true,
@@ -447,6 +492,17 @@ impl Config {
     /// drain does not wait for it).
     pub fn admission(mut self, admission: Admission) -> Self {
         self.admission = admission;
+        self
+    }
+
+    /// How long a request beyond the admission limit may wait for a slot before it is shed
+    /// (`PODCYCLE_ADMISSION_QUEUE`, default `0`: shed at once; at most 10 s). Waiting requests
+    /// are admitted first come, first served as slots free up (a request arriving while others
+    /// wait queues behind them); a waiting request is not in flight (the drain does not wait
+    /// for it), and the drain sheds every waiting request when it begins. Only requests beyond
+    /// the limit wait: an admitted request costs what it did without a queue.
+    pub fn admission_queue(mut self, bound: Duration) -> Self {
+        self.admission_queue = bound;
         self
     }
 

@@ -3,9 +3,13 @@
 
 use std::net::SocketAddr;
 
-use super::error::{fmt_duration, ADMISSION, CONNECTIONS, LABEL_NAME};
+use super::error::{fmt_duration, ADMISSION, ADMISSION_QUEUE, CONNECTIONS, LABEL_NAME};
 use super::vars::{valid_label_name, Read, VARS};
-use super::{Admission, Config, ConfigError};
+use super::{Config, ConfigError};
+
+/// The longest `PODCYCLE_ADMISSION_QUEUE`: a request that waits longer than this for a slot
+/// is better answered so that its client can try another pod.
+const MAX_ADMISSION_QUEUE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Config {
     /// Checks the settings made in code as [`Config::from_env`] checks the environment:
@@ -90,12 +94,20 @@ impl Config {
                 expected: CONNECTIONS,
             });
         }
-        if self.admission == Admission::Fixed(0) {
+        if !self.admission.is_valid() {
             return Err(ConfigError::InvalidSetting {
                 setting: "admission",
                 var: "PODCYCLE_ADMISSION",
-                value: String::from("0"),
+                value: self.admission.to_string(),
                 expected: ADMISSION,
+            });
+        }
+        if self.admission_queue > MAX_ADMISSION_QUEUE {
+            return Err(ConfigError::InvalidSetting {
+                setting: "admission_queue",
+                var: "PODCYCLE_ADMISSION_QUEUE",
+                value: fmt_duration(self.admission_queue).to_string(),
+                expected: ADMISSION_QUEUE,
             });
         }
         if let Some(grace_period) = s.grace_period {

@@ -190,6 +190,8 @@ vars! {
         c.admission = v.parse()?;
         Ok(())
     });
+    "PODCYCLE_ADMISSION_QUEUE", "`0s`", admission_queue =>
+        duration(Floor::Zero, |c| Some(c.admission_queue), |c, d| c.admission_queue = d);
     "PODCYCLE_SHED_STATUS", "`503`", shed_status => Read::Value(|c, v| {
         c.shed_status = v.parse()?;
         Ok(())
@@ -393,7 +395,18 @@ mod tests {
     #[test]
     fn admission_is_off_adaptive_or_a_positive_limit() {
         use crate::config::{error::ADMISSION, Admission};
-        for val in ["0", "on", "-5", "1.5", ""] {
+        for val in [
+            "0",
+            "on",
+            "-5",
+            "1.5",
+            "",
+            "adaptive:",
+            "adaptive:3",
+            "adaptive:1001",
+            "adaptive:x",
+            "fixed:4",
+        ] {
             let err = Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION", val)])).unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -404,6 +417,9 @@ mod tests {
             ("off", Admission::Off),
             (" adaptive ", Admission::Adaptive),
             ("64", Admission::Fixed(64)),
+            ("adaptive:200", Admission::AdaptiveUpTo(200)),
+            (" adaptive: 4", Admission::AdaptiveUpTo(4)),
+            ("adaptive:1000", Admission::AdaptiveUpTo(1000)),
         ] {
             let c = Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION", val)])).unwrap();
             assert_eq!(c.admission, want);
@@ -423,6 +439,48 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!("invalid Config::admission (PODCYCLE_ADMISSION) \"0\": expected {ADMISSION}")
+        );
+        let err = Config::default()
+            .admission(Admission::AdaptiveUpTo(2))
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::admission (PODCYCLE_ADMISSION) \"adaptive:2\": expected {ADMISSION}"
+            )
+        );
+    }
+
+    #[test]
+    fn the_admission_queue_is_a_duration_of_at_most_ten_seconds() {
+        use crate::config::error::ADMISSION_QUEUE;
+        assert_eq!(Config::default().admission_queue, Duration::ZERO);
+        let c = Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION_QUEUE", "50ms")])).unwrap();
+        assert_eq!(c.admission_queue, Duration::from_millis(50));
+        let err =
+            Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION_QUEUE", "11s")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid Config::admission_queue (PODCYCLE_ADMISSION_QUEUE) \"11s\": expected \
+                 {ADMISSION_QUEUE}"
+            )
+        );
+        let err =
+            Config::from_vars("x", &vars(&[("PODCYCLE_ADMISSION_QUEUE", "soon")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid PODCYCLE_ADMISSION_QUEUE=\"soon\""),
+            "{err}"
+        );
+        let err = Config::default()
+            .admission_queue(Duration::from_secs(60))
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("PODCYCLE_ADMISSION_QUEUE"),
+            "{err}"
         );
     }
 

@@ -26,7 +26,7 @@ use tower::{Service, ServiceExt};
 
 use super::request_body::{app_body, AppBody};
 use super::ServeContext;
-use crate::admission::Controller;
+use crate::admission::{Controller, Ticket};
 use crate::config::{ShedStatus, StopAccepting};
 use crate::connections::{ConnState, RequestGuard, UpgradeEnd, UpgradeSlot};
 use crate::error::BoxError;
@@ -52,7 +52,7 @@ pub(crate) struct TrackedService<S, R> {
 // pass through unchanged.
 impl<S, B, R> hyper::service::Service<Request<Incoming>> for TrackedService<S, R>
 where
-    S: Service<Request<AppBody>, Response = Response<B>> + Clone,
+    S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
     R: Recorder,
@@ -93,7 +93,7 @@ where
         if let Some(admission) = &self.shared.admission {
             if !admission.try_acquire() {
                 if let Some(answer) = shed(admission, &req, self.shared.shed_status) {
-                    return TrackedFuture::answer(answer, close, request);
+                    return self.beyond_limit(admission, req, answer, close, request);
                 }
             }
         }
@@ -117,8 +117,87 @@ where
             close,
             answer: Answer::Unavailable,
             request,
+            queued: None,
         }
     }
+}
+
+impl<S, R> TrackedService<S, R> {
+    /// A request beyond admission control's limit, shed with `answer` at once or, with a
+    /// queue (`PODCYCLE_ADMISSION_QUEUE`), when its wait ends without a slot. Not in flight
+    /// (no guard) until admitted.
+    #[cold]
+    #[inline(never)]
+    fn beyond_limit<B>(
+        &self,
+        admission: &Arc<Controller>,
+        req: Request<Incoming>,
+        answer: Answer,
+        close: bool,
+        request: RequestLine,
+    ) -> TrackedFuture<Oneshot<S, Request<AppBody>>, R::Measure>
+    where
+        S: Service<Request<AppBody>, Response = Response<B>> + Clone + Send + 'static,
+        R: Recorder,
+    {
+        let Some(ticket) = admission.enqueue() else {
+            admission.count_shed();
+            return TrackedFuture::answer(answer, close, request);
+        };
+        let (conn, inner, recorder) = (self.conn.clone(), self.inner.clone(), self.recorder);
+        let http1 = req.version() <= Version::HTTP_11;
+        let req = req.map(|body| app_body(body, &self.conn, http1, &self.shared.timeouts));
+        // Measured from its admission: the wait is bounded by the queue's setting.
+        let admit = Box::new(move || {
+            let measure = recorder.start(&req);
+            (inner.oneshot(req), measure, conn.start())
+        });
+        let mut future = TrackedFuture::answer(answer, close, request);
+        future.queued = Some(Box::new(Queued { ticket, admit }));
+        future
+    }
+}
+
+/// A request waiting for an admission slot: its place in the queue, and what admits it (the
+/// application's future, its measurement, its in-flight guard).
+pub(crate) struct Queued<F, M> {
+    ticket: Ticket,
+    #[allow(clippy::type_complexity)]
+    admit: Box<dyn FnOnce() -> (F, Option<M>, RequestGuard) + Send>,
+}
+
+impl<F, M> fmt::Debug for Queued<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queued")
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Polls a waiting request's ticket (`queued`, if any): `Ready(true)` once admitted, with
+/// the application's future, measurement and guard in place; `Ready(false)` when it is to
+/// be answered without the application (shed, or never queued).
+#[cold]
+#[inline(never)]
+fn admit_queued<F, M>(
+    queued: &mut Option<Box<Queued<F, M>>>,
+    mut inner: Pin<&mut Option<F>>,
+    measure: &mut Option<M>,
+    guard: &mut Option<RequestGuard>,
+    cx: &mut Context<'_>,
+) -> Poll<bool> {
+    let Some(q) = queued else {
+        return Poll::Ready(false);
+    };
+    let admitted = ready!(q.ticket.poll_admit(cx));
+    if let Some(q) = queued.take() {
+        if admitted {
+            let (future, m, g) = (q.admit)();
+            inner.set(Some(future));
+            (*measure, *guard) = (m, Some(g));
+        }
+    }
+    Poll::Ready(admitted)
 }
 
 /// A request beyond admission control's limit: the answer that sheds it (`503` or `429`,
@@ -131,7 +210,6 @@ fn shed<B>(admission: &Controller, req: &Request<B>, status: ShedStatus) -> Opti
         admission.acquire_anyway();
         return None;
     }
-    admission.count_shed();
     let grpc = req
         .headers()
         .get(CONTENT_TYPE)
@@ -211,6 +289,8 @@ pin_project! {
         // Without `inner`: what to answer instead of the application.
         answer: Answer,
         request: RequestLine,
+        // Without `inner`: a request waiting for an admission slot.
+        queued: Option<Box<Queued<F, M>>>,
     }
 }
 
@@ -244,6 +324,7 @@ impl<F, M> TrackedFuture<F, M> {
             close,
             answer,
             request,
+            queued: None,
         }
     }
 }
@@ -295,6 +376,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            if ready!(admit_queued(
+                this.queued,
+                this.inner,
+                this.measure,
+                this.guard,
+                cx
+            )) {
+                // Admitted after a wait: polled again at once, with the application's future.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             return Poll::Ready(answer_without_app(*this.answer, *this.close));
         };
         let polled = {

@@ -157,9 +157,9 @@ impl ArmTracker {
     }
 }
 
-/// CPU seconds since the first look, summed over series (pods), each
-/// series reset-aware.
-pub(super) fn cpu_total(tracker: &mut CounterTracker, samples: &[Sample]) -> f64 {
+/// A counter's increase since the first look (CPU seconds, requests shed), summed over
+/// series (pods), each series reset-aware.
+pub(super) fn counter_total(tracker: &mut CounterTracker, samples: &[Sample]) -> f64 {
     tracker.update(samples);
     tracker.started = true;
     tracker.all_totals().map(|(_, total)| total).sum()
@@ -175,7 +175,7 @@ pub(super) fn mean(samples: &[Sample]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-fn to_count(x: f64) -> u64 {
+pub(super) fn to_count(x: f64) -> u64 {
     if x.is_finite() && x > 0.0 {
         // Saturating float-to-int conversion.
         x.round() as u64

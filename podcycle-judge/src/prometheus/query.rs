@@ -121,14 +121,28 @@ impl PrometheusConfig {
     /// process, so `route` does not apply; `selector` does.
     pub fn resource_queries(&self) -> Result<[String; 4], PrometheusError> {
         Ok([
-            self.process_query(&self.stable, PROCESS_CPU)?,
-            self.process_query(&self.stable, PROCESS_RSS)?,
-            self.process_query(&self.canary, PROCESS_CPU)?,
-            self.process_query(&self.canary, PROCESS_RSS)?,
+            self.arm_query(&self.stable, PROCESS_CPU)?,
+            self.arm_query(&self.stable, PROCESS_RSS)?,
+            self.arm_query(&self.canary, PROCESS_CPU)?,
+            self.arm_query(&self.canary, PROCESS_RSS)?,
         ])
     }
 
-    fn process_query(&self, version: &str, metric: &str) -> Result<String, PrometheusError> {
+    /// The PromQL of the shed-counter queries of one look: stable, canary
+    /// ([`podcycle_requests_shed_total`](schema::REQUESTS_SHED), the requests podcycle's
+    /// admission control answered at once without reaching the application). Admission
+    /// control sheds a request before it is routed, so the counter has no `http_route` and
+    /// `route` does not apply; `selector` does. A service without admission control has no
+    /// such series, and a look reads `0` shed requests for it.
+    pub fn shed_queries(&self) -> Result<[String; 2], PrometheusError> {
+        Ok([
+            self.arm_query(&self.stable, schema::REQUESTS_SHED)?,
+            self.arm_query(&self.canary, schema::REQUESTS_SHED)?,
+        ])
+    }
+
+    /// `metric{<version label>="<version>"[,<selector>]}`: a per-process series of one arm.
+    fn arm_query(&self, version: &str, metric: &str) -> Result<String, PrometheusError> {
         if !is_label_name(&self.version_label) {
             return Err(PrometheusError::Config(format!(
                 "{:?} is not a valid label name",

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::client::{connector, Connector};
-use super::counters::{cpu_total, mean, ArmTracker, CounterTracker};
+use super::counters::{counter_total, mean, to_count, ArmTracker, CounterTracker};
 use super::query::query_string;
 use super::{parse_query_response, PrometheusConfig, PrometheusError, QueryResult, Sample};
 use crate::run::SnapshotSource;
@@ -27,9 +27,12 @@ pub struct PrometheusSource {
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     queries: [String; 4],
+    shed_queries: [String; 2],
     resource_queries: Option<[String; 4]>,
     stable: ArmTracker,
     canary: ArmTracker,
+    stable_shed: CounterTracker,
+    canary_shed: CounterTracker,
     stable_cpu: CounterTracker,
     canary_cpu: CounterTracker,
 }
@@ -55,6 +58,7 @@ impl PrometheusSource {
             headers,
             timeout: config.timeout,
             queries: config.queries()?,
+            shed_queries: config.shed_queries()?,
             resource_queries: if config.resources {
                 Some(config.resource_queries()?)
             } else {
@@ -62,16 +66,19 @@ impl PrometheusSource {
             },
             stable: ArmTracker::default(),
             canary: ArmTracker::default(),
+            stable_shed: CounterTracker::default(),
+            canary_shed: CounterTracker::default(),
             stable_cpu: CounterTracker::default(),
             canary_cpu: CounterTracker::default(),
         })
     }
 
-    /// The PromQL queries of one look (the request counters; then the
+    /// The PromQL queries of one look (the request counters, the shed counters; then the
     /// resource queries when they are read).
     pub fn queries(&self) -> Vec<&String> {
         self.queries
             .iter()
+            .chain(&self.shed_queries)
             .chain(self.resource_queries.iter().flatten())
             .collect()
     }
@@ -132,13 +139,15 @@ impl SnapshotSource for PrometheusSource {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        // All four results first: a failed look leaves the trackers as they
-        // were.
+        // All results first: a failed look leaves the trackers as they were.
         let [q0, q1, q2, q3] = &self.queries;
         let stable_counts = self.vector(q0, time).await?;
         let stable_buckets = self.vector(q1, time).await?;
         let canary_counts = self.vector(q2, time).await?;
         let canary_buckets = self.vector(q3, time).await?;
+        let [s0, s1] = &self.shed_queries;
+        let stable_shed = self.vector(s0, time).await?;
+        let canary_shed = self.vector(s1, time).await?;
         let resources = match &self.resource_queries {
             Some([r0, r1, r2, r3]) => Some((
                 self.vector(r0, time).await?,
@@ -150,10 +159,13 @@ impl SnapshotSource for PrometheusSource {
         };
         let mut stable = self.stable.update(&stable_counts, &stable_buckets);
         let mut canary = self.canary.update(&canary_counts, &canary_buckets);
+        // No series (admission control off): nothing shed, the arm judged as before.
+        stable.shed = to_count(counter_total(&mut self.stable_shed, &stable_shed));
+        canary.shed = to_count(counter_total(&mut self.canary_shed, &canary_shed));
         if let Some((stable_cpu, stable_rss, canary_cpu, canary_rss)) = resources {
-            stable.cpu_seconds = cpu_total(&mut self.stable_cpu, &stable_cpu);
+            stable.cpu_seconds = counter_total(&mut self.stable_cpu, &stable_cpu);
             stable.resident_memory_bytes = mean(&stable_rss);
-            canary.cpu_seconds = cpu_total(&mut self.canary_cpu, &canary_cpu);
+            canary.cpu_seconds = counter_total(&mut self.canary_cpu, &canary_cpu);
             canary.resident_memory_bytes = mean(&canary_rss);
         }
         Ok(Snapshot { stable, canary })
@@ -166,7 +178,7 @@ mod tests {
     use crate::snapshot::Histogram;
 
     /// A loopback HTTP server answering instant queries from `answer(query,
-    /// look)`, where a look is four consecutive requests.
+    /// look)`, where a look is six consecutive requests.
     async fn mock(
         answer: impl Fn(&str, usize) -> (u16, String) + Send + Sync + 'static,
     ) -> std::net::SocketAddr {
@@ -197,7 +209,7 @@ mod tests {
                     let query = form_urlencoded::parse(params.as_bytes())
                         .find_map(|(k, v)| (k == "query").then(|| v.into_owned()))
                         .unwrap_or_default();
-                    let look = served.fetch_add(1, Ordering::SeqCst) / 4;
+                    let look = served.fetch_add(1, Ordering::SeqCst) / 6;
                     let (status, body) = answer(&query, look);
                     if status == 0 {
                         // Never answer.
@@ -233,7 +245,10 @@ mod tests {
             let look = look as f64;
             let canary = query.contains("version=\"v2\"");
             let errors = if canary { 20.0 } else { 2.0 };
-            let body = if query.contains("_count{") {
+            let body = if query.starts_with("podcycle_requests_shed_total") {
+                // No admission control: no series.
+                vector(&[])
+            } else if query.contains("_count{") {
                 vector(&[
                     (r#""pod":"a""#, 500.0 + 1000.0 * look),
                     (r#""pod":"a","error_type":"500""#, 7.0 + errors * look),
@@ -265,6 +280,48 @@ mod tests {
         assert_eq!(second.canary.errors, 20);
         assert_eq!(second.canary.latency.count_le(0.1), Some(900));
         assert_eq!(second.canary.latency.total(), 1000);
+        assert_eq!((second.stable.shed, second.canary.shed), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn reads_each_arms_shed_counter_with_the_arms_selector_and_no_route() {
+        let addr = mock(|query, look| {
+            let body = if let Some(matchers) = query.strip_prefix("podcycle_requests_shed_total") {
+                // The arm and the selector, not the route: a shed request was never routed.
+                assert!(!matchers.contains("http_route"), "{query}");
+                assert!(matchers.contains(r#"namespace="shop""#), "{query}");
+                let n = look as f64;
+                if matchers.contains(r#"version="v2""#) {
+                    // Two canary pods; pod b restarts before the third look.
+                    let b = if look < 2 { 100.0 + 10.0 * n } else { 4.0 };
+                    vector(&[(r#""pod":"a""#, 50.0 + 30.0 * n), (r#""pod":"b""#, b)])
+                } else {
+                    vector(&[(r#""pod":"c""#, 7.0 + n)])
+                }
+            } else if query.contains("_count{") {
+                vector(&[(r#""pod":"a""#, 1000.0 * look as f64)])
+            } else {
+                vector(&[(r#""pod":"a","le":"+Inf""#, 1000.0 * look as f64)])
+            };
+            (200, body)
+        })
+        .await;
+        let mut config = PrometheusConfig::new(format!("http://{addr}"), "v1", "v2");
+        config.route = Some("/v1/chat".to_owned());
+        config.selector = Some(r#"namespace="shop""#.to_owned());
+        let mut source = PrometheusSource::new(&config).unwrap();
+        assert!(source
+            .queries()
+            .iter()
+            .any(|q| q.starts_with("podcycle_requests_shed_total{version=\"v1\"")));
+        let first = source.snapshot().await.unwrap();
+        assert_eq!((first.stable.shed, first.canary.shed), (0, 0));
+        let second = source.snapshot().await.unwrap();
+        assert_eq!((second.stable.shed, second.canary.shed), (1, 40));
+        // Pod b's counter went from 110 to 4: a reset, its 4 count in full.
+        let third = source.snapshot().await.unwrap();
+        assert_eq!((third.stable.shed, third.canary.shed), (2, 74));
+        assert_eq!(third.canary.requests, 2000);
     }
 
     /// A vector of native histogram samples: labels, then `(upper bound, count)`
@@ -299,12 +356,15 @@ mod tests {
         let (b15, b14) = ((-15f64 / 8.0).exp2(), (-14f64 / 8.0).exp2());
         let addr = mock(move |query, look| {
             assert!(
-                query.contains(" or http_server_request_duration_seconds{"),
+                query.starts_with("podcycle_requests_shed_total")
+                    || query.contains(" or http_server_request_duration_seconds{"),
                 "{query}"
             );
             let canary = query.contains("version=\"v2\"");
             let n = look as u64;
-            let body = if query.contains("_count{") {
+            let body = if query.starts_with("podcycle_requests_shed_total") {
+                vector(&[])
+            } else if query.contains("_count{") {
                 native_vector(&[
                     (r#""pod":"a""#, &[(b15, 1000 + 95 * n), (b14, 5 * n)]),
                     (r#""pod":"a","error_type":"500""#, &[(b15, 3)]),

@@ -1,7 +1,10 @@
 //! Native histograms with a real Prometheus (Debian's 2.42, `--enable-feature=native-histograms`):
 //! it scrapes `/metrics` in the protobuf exposition, and `histogram_quantile` over the native
 //! series of `http_server_request_duration_seconds` finds the latency the test drove, within
-//! the schema's resolution, where the classic buckets cannot.
+//! the schema's resolution, where the classic buckets cannot. The chatbot's recording rules
+//! (`examples/chatbot/deploy/monitoring/rules.yml`), loaded into the same Prometheus, record
+//! the request rate and the p95/p99 from those native series (Debian's promtool 2.42 cannot
+//! parse native histograms in `promtool test rules` input, so this is where they are proved).
 
 use podcycle_test_support as support;
 
@@ -15,8 +18,8 @@ use axum::Router;
 use podcycle::{Config, Lifecycle, Outcome, Phase};
 use support::{client, SOON};
 
-/// Prometheus on loopback with native histograms on, scraping `target` every second, with its
-/// data in a temp dir.
+/// Prometheus on loopback with native histograms on, scraping `target` every second and
+/// evaluating the chatbot's recording rules every second, with its data in a temp dir.
 struct Prometheus {
     proc: std::process::Child,
     addr: std::net::SocketAddr,
@@ -34,8 +37,12 @@ impl Drop for Prometheus {
 fn prometheus(bin: &std::path::Path, target: std::net::SocketAddr) -> Prometheus {
     let dir = std::env::temp_dir().join(format!("podcycle-native-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/chatbot/deploy/monitoring/rules.yml"
+    );
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nrule_files: [\"{rules}\"]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\n"
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = support::free_port();
@@ -63,8 +70,18 @@ fn prometheus(bin: &std::path::Path, target: std::net::SocketAddr) -> Prometheus
 
 /// The value of an instant query's first sample, if any.
 async fn query(prom: std::net::SocketAddr, promql: &str) -> Result<Option<f64>, String> {
+    query_at(prom, promql, None).await
+}
+
+/// The value of an instant query's first sample at `time` (Unix seconds; default now), if any.
+async fn query_at(
+    prom: std::net::SocketAddr,
+    promql: &str,
+    time: Option<f64>,
+) -> Result<Option<f64>, String> {
     let q: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-    let reply = client::get(prom, &format!("/api/v1/query?query={q}")).await?;
+    let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
+    let reply = client::get(prom, &format!("/api/v1/query?query={q}{at}")).await?;
     let json: serde_json::Value = serde_json::from_str(&reply.body).map_err(|e| e.to_string())?;
     if json["status"] != "success" {
         return Err(reply.body);
@@ -72,6 +89,29 @@ async fn query(prom: std::net::SocketAddr, promql: &str) -> Result<Option<f64>, 
     Ok(json["data"]["result"][0]["value"][1]
         .as_str()
         .and_then(|v| v.parse().ok()))
+}
+
+/// The value and timestamp of an instant query's first sample, waiting until there is one.
+async fn wait_for_sample(prom: std::net::SocketAddr, promql: &str) -> (f64, f64) {
+    let q: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
+    let deadline = Instant::now() + SOON * 3;
+    loop {
+        let reply = client::get(prom, &format!("/api/v1/query?query={q}")).await;
+        let sample = reply.as_ref().ok().and_then(|r| {
+            let json: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let value = &json["data"]["result"][0]["value"];
+            Some((value[1].as_str()?.parse().ok()?, value[0].as_f64()?))
+        });
+        if let Some(sample) = sample {
+            return sample;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{promql} never had a sample: {:?}",
+            reply.map(|r| r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The `q` quantile of the `/work` series' classic buckets in the text format, interpolated
@@ -173,6 +213,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
 
     // Wait until Prometheus has scraped every request, as a native histogram.
     wait_for(prom.addr, count, (REQUESTS + 1) as f64).await;
+    let all_scraped = query(prom.addr, "vector(time())").await.unwrap().unwrap();
 
     let p99 = query(
         prom.addr,
@@ -229,6 +270,67 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
         .and_then(|r| r.iter().find(|s| s["metric"]["http_route"] == "/work"))
         .unwrap_or_else(|| panic!("{}", reply.body));
     assert_eq!(work["histogram"][1]["count"], "201", "{}", reply.body);
+
+    // The chatbot's recording rules read the native series: the quantiles of a rule evaluated
+    // after every request was scraped are the driven latency (all 10% slow requests are above
+    // the p95 and the p99), where the classic form recorded nothing at all.
+    for rule in [
+        "version:http_server_request_duration_seconds:p99_rate5m{version=\"1.0.0\"}",
+        "version:http_server_request_duration_seconds:p95_rate5m{version=\"1.0.0\"}",
+        "version_route:http_server_request_duration_seconds:p95_rate5m{version=\"1.0.0\", http_route=\"/work\"}",
+    ] {
+        let after = format!("{rule} and timestamp({rule}) > {all_scraped}");
+        let (recorded, _) = wait_for_sample(prom.addr, &after).await;
+        eprintln!("{rule} = {recorded} s");
+        assert!(
+            recorded > slow / 2f64.powf(1.0 / 8.0) && recorded < slow * 2f64.powf(2.0 / 8.0),
+            "{rule} = {recorded} s for requests that took {slow} s"
+        );
+    }
+    // The request rate rules count the native series' observations: a recorded rate is the
+    // rate of the histogram's count at the time the rule ran (up to 10% apart, for a scrape
+    // that Prometheus appended while the rule ran).
+    for (rule, window) in [
+        (
+            "version_route:http_server_requests:rate5m{version=\"1.0.0\", http_route=\"/work\"}",
+            "5m",
+        ),
+        (
+            "version:http_server_requests:rate5m{version=\"1.0.0\"}",
+            "5m",
+        ),
+        (
+            "version:http_server_successful_requests:rate5m{version=\"1.0.0\"}",
+            "5m",
+        ),
+        (
+            "instance:http_server_requests:rate2m{version=\"1.0.0\"}",
+            "2m",
+        ),
+    ] {
+        let (at, _) =
+            wait_for_sample(prom.addr, &format!("timestamp({rule}) > {all_scraped}")).await;
+        let recorded = query_at(prom.addr, rule, Some(at)).await.unwrap().unwrap();
+        let raw = format!(
+            "sum(histogram_count(rate(http_server_request_duration_seconds{{version=\"1.0.0\"}}[{window}])))"
+        );
+        let raw = query_at(prom.addr, &raw, Some(at)).await.unwrap().unwrap();
+        eprintln!("{rule} = {recorded}/s, the native count's rate {raw}/s");
+        assert!(
+            recorded > 0.0 && (recorded / raw - 1.0).abs() < 0.1,
+            "{rule} = {recorded}/s, the native count's rate {raw}/s"
+        );
+    }
+    // No errors: the error ratio is 0 (not absent), from the native count.
+    assert_eq!(
+        wait_for_sample(
+            prom.addr,
+            "version:http_server_request_errors:ratio_rate5m{version=\"1.0.0\"}"
+        )
+        .await
+        .0,
+        0.0
+    );
 
     lifecycle.shutdown();
     assert!(matches!(serving.await.unwrap(), Outcome::Drained));

@@ -114,6 +114,34 @@ async fn wait_for_sample(prom: std::net::SocketAddr, promql: &str) -> (f64, f64)
     }
 }
 
+/// The PromQL of the chatbot's Argo Rollouts analysis (the `query: |` blocks), both arms set to
+/// `version`, the minimum request count to 30 and its route to `route`.
+fn analysis_queries(version: &str, route: &str) -> Vec<String> {
+    let text =
+        include_str!("../examples/chatbot/deploy/overlays/argo-rollouts/analysis-prometheus.yaml");
+    let mut queries = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() != "query: |" {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let mut query = String::new();
+        while let Some(next) = lines.next_if(|l| l.len() - l.trim_start().len() > indent) {
+            query.push_str(next);
+            query.push('\n');
+        }
+        queries.push(
+            query
+                .replace("{{args.canary-version}}", version)
+                .replace("{{args.stable-version}}", version)
+                .replace("{{args.min-requests}}", "30")
+                .replace("/v1/chat", route),
+        );
+    }
+    queries
+}
+
 /// The `q` quantile of the `/work` series' classic buckets in the text format, interpolated
 /// within a bucket as `histogram_quantile` does.
 fn classic_quantile(text: &str, q: f64) -> f64 {
@@ -321,6 +349,16 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
             "{rule} = {recorded}/s, the native count's rate {raw}/s"
         );
     }
+    // The Argo Rollouts analysis reads the native series too: with both arms the same version,
+    // the error ratio excess is 0 and the p95 ratio 1 (with the classic-only queries, neither
+    // had a value: Inconclusive, forever).
+    let analysis = analysis_queries("1.0.0", "/work");
+    assert_eq!(analysis.len(), 2, "{analysis:?}");
+    for (query, want) in analysis.iter().zip([0.0, 1.0]) {
+        let (got, _) = wait_for_sample(prom.addr, query).await;
+        assert!((got - want).abs() < 1e-9, "{query} = {got}, not {want}");
+    }
+
     // No errors: the error ratio is 0 (not absent), from the native count.
     assert_eq!(
         wait_for_sample(

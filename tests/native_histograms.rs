@@ -42,7 +42,7 @@ fn prometheus(bin: &std::path::Path, target: std::net::SocketAddr) -> Prometheus
         "/examples/chatbot/deploy/monitoring/rules.yml"
     );
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nrule_files: [\"{rules}\"]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nrule_files: [\"{rules}\"]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\n        labels: {{track: stable}}\n"
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = support::free_port();
@@ -137,6 +137,33 @@ fn analysis_queries(version: &str, route: &str) -> Vec<String> {
                 .replace("{{args.min-requests}}", "30")
                 .replace("/v1/chat", route),
         );
+    }
+    queries
+}
+
+/// The queries of the chatbot's Grafana dashboard that read the request-duration histogram of
+/// the stable track, with the dashboard's variables set to match everything: (panel, PromQL).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+        "../examples/chatbot/deploy/monitoring/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let mut queries = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            if expr.contains("http_server_request_duration_seconds_") && !expr.contains("canary") {
+                let expr = expr
+                    .replace("$__rate_interval", "1m")
+                    .replace("$namespace", ".*")
+                    .replace("$app", ".*")
+                    .replace("$version", ".*");
+                queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
+            }
+        }
     }
     queries
 }
@@ -355,6 +382,30 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     for (query, want) in analysis.iter().zip([0.0, 1.0]) {
         let got = wait_for_sample(prom.addr, query).await;
         assert!((got - want).abs() < 1e-9, "{query} = {got}, not {want}");
+    }
+
+    // The stable track's comparison side (the scrape config labels the service `stable`).
+    for rule in [
+        "track:http_server_request_duration_seconds:p95_rate5m{track=\"stable\"}",
+        "track_route:http_server_request_duration_seconds:p95_rate5m{track=\"stable\", http_route=\"/work\"}",
+    ] {
+        let after = format!("{rule} and timestamp({rule}) > {all_scraped}");
+        let recorded = wait_for_sample(prom.addr, &after).await;
+        eprintln!("{rule} = {recorded} s");
+        assert!(
+            recorded > slow / 2f64.powf(1.0 / 8.0) && recorded < slow * 2f64.powf(2.0 / 8.0),
+            "{rule} = {recorded} s for requests that took {slow} s"
+        );
+    }
+
+    // The dashboard's stable-track panels have data (traffic share, request rate, error
+    // ratio, p95 and p99; with classic-only queries, none had).
+    let panels = dashboard_queries();
+    assert_eq!(panels.len(), 5, "{panels:?}");
+    for (panel, expr) in &panels {
+        let value = wait_for_sample(prom.addr, expr).await;
+        eprintln!("panel {panel:?}: {value}");
+        assert!(value.is_finite(), "panel {panel:?}: {expr} = {value}");
     }
 
     // No errors: the error ratio is 0 (not absent), from the native count.

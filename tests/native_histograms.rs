@@ -5,74 +5,15 @@
 
 use podcycle_test_support as support;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use podcycle::{Config, Lifecycle, Outcome, Phase};
+use support::prometheus::Prometheus;
 use support::{client, SOON};
-
-/// Prometheus on loopback with native histograms on, scraping `target` every second, with its
-/// data in a temp dir.
-struct Prometheus {
-    proc: std::process::Child,
-    addr: std::net::SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn prometheus(bin: &std::path::Path, target: std::net::SocketAddr) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!("podcycle-native-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\n"
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = support::free_port();
-    let proc = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--enable-feature=native-histograms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    Prometheus {
-        proc,
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        dir,
-    }
-}
-
-/// The value of an instant query's first sample, if any.
-async fn query(prom: std::net::SocketAddr, promql: &str) -> Result<Option<f64>, String> {
-    let q: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-    let reply = client::get(prom, &format!("/api/v1/query?query={q}")).await?;
-    let json: serde_json::Value = serde_json::from_str(&reply.body).map_err(|e| e.to_string())?;
-    if json["status"] != "success" {
-        return Err(reply.body);
-    }
-    Ok(json["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok()))
-}
 
 /// The `q` quantile of the `/work` series' classic buckets in the text format, interpolated
 /// within a bucket as `histogram_quantile` does.
@@ -97,22 +38,6 @@ fn classic_quantile(text: &str, q: f64) -> f64 {
         below = (le, count);
     }
     f64::INFINITY
-}
-
-/// Waits until `promql` is `want`.
-async fn wait_for(prom: std::net::SocketAddr, promql: &str, want: f64) {
-    let deadline = Instant::now() + SOON * 3;
-    loop {
-        let got = query(prom, promql).await;
-        if got == Ok(Some(want)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{promql} never became {want}: {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The driven latency: one request in ten takes `SLOW`, the others `FAST`.
@@ -149,12 +74,20 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     let serving = tokio::spawn(lifecycle.clone().serve(app));
     lifecycle.reached(Phase::Serving).await;
     let app_addr = lifecycle.app_addr().unwrap();
-    let prom = prometheus(&bin, lifecycle.admin_addr().unwrap());
+    let prom = Prometheus::start(
+        &bin,
+        "app",
+        &[lifecycle.admin_addr().unwrap()],
+        &["--enable-feature=native-histograms"],
+    );
+    let wait_for = |promql: &'static str, want: f64| {
+        prom.wait_until(promql, move |v| v == Some(want), SOON * 3)
+    };
 
     // One request first, seen by Prometheus before the load: `rate` needs a sample before it.
     let count = "histogram_count(sum(http_server_request_duration_seconds{http_route=\"/work\"}))";
     assert_eq!(client::get(app_addr, "/work").await.unwrap().status, 200);
-    wait_for(prom.addr, count, 1.0).await;
+    wait_for(count, 1.0).await;
 
     // 10 connections, 20 requests each: 180 at 20 ms, 20 at 150 ms.
     let clients: Vec<_> = (0..10)
@@ -172,10 +105,9 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     }
 
     // Wait until Prometheus has scraped every request, as a native histogram.
-    wait_for(prom.addr, count, (REQUESTS + 1) as f64).await;
+    wait_for(count, (REQUESTS + 1) as f64).await;
 
-    let p99 = query(
-        prom.addr,
+    let p99 = prom.query(
         "histogram_quantile(0.99, sum(rate(http_server_request_duration_seconds{http_route=\"/work\"}[1m])))",
     )
     .await
@@ -193,12 +125,10 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     // Prometheus 2.42 keeps only the native series of a histogram that has one (no
     // `scrape_classic_histograms` before 2.45); the classic buckets are still in the text
     // format, and put the slow requests between 0.1 and 0.25 s: their p99 is far off.
-    let classic_in_prometheus = query(
-        prom.addr,
-        "count(http_server_request_duration_seconds_bucket{http_route=\"/work\"})",
-    )
-    .await
-    .unwrap();
+    let classic_in_prometheus = prom
+        .query("count(http_server_request_duration_seconds_bucket{http_route=\"/work\"})")
+        .await
+        .unwrap();
     let text = lifecycle.metrics().render();
     let classic = classic_quantile(&text, 0.99);
     eprintln!("classic p99 {classic} s (classic series in Prometheus: {classic_in_prometheus:?})");
@@ -209,26 +139,24 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
 
     // Every family of the exposition parsed (a bad one fails the whole scrape), the
     // registry's too: the scrape is up and the lifecycle metrics are there.
-    assert_eq!(query(prom.addr, "up{job=\"app\"}").await, Ok(Some(1.0)));
+    assert_eq!(prom.query("up{job=\"app\"}").await, Ok(Some(1.0)));
     assert_eq!(
-        query(prom.addr, "podcycle_build_info{version=\"1.0.0\"}").await,
+        prom.query("podcycle_build_info{version=\"1.0.0\"}").await,
         Ok(Some(1.0))
     );
 
     // The canary judge's query form (podcycle-judge reads the native series through `or`).
-    let q: String = form_urlencoded::byte_serialize(
-        b"http_server_request_duration_seconds_count{version=\"1.0.0\"} or http_server_request_duration_seconds{version=\"1.0.0\"}",
-    )
-    .collect();
-    let reply = client::get(prom.addr, &format!("/api/v1/query?query={q}"))
+    let result = prom
+        .query_result(
+            "http_server_request_duration_seconds_count{version=\"1.0.0\"} or http_server_request_duration_seconds{version=\"1.0.0\"}",
+        )
         .await
         .unwrap();
-    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-    let work = json["data"]["result"]
-        .as_array()
-        .and_then(|r| r.iter().find(|s| s["metric"]["http_route"] == "/work"))
-        .unwrap_or_else(|| panic!("{}", reply.body));
-    assert_eq!(work["histogram"][1]["count"], "201", "{}", reply.body);
+    let work = result
+        .iter()
+        .find(|s| s["metric"]["http_route"] == "/work")
+        .unwrap_or_else(|| panic!("{result:?}"));
+    assert_eq!(work["histogram"][1]["count"], "201", "{result:?}");
 
     lifecycle.shutdown();
     assert!(matches!(serving.await.unwrap(), Outcome::Drained));

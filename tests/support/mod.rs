@@ -5,11 +5,13 @@
 //! A test file declares its child once with [`child!`], then most tests are
 //! `with_child(env, |child| async move { .. })` ([`with_child`]): start, wait for the
 //! listeners, run the body, wait for the exit. HTTP/2 connections come from [`client::h2`],
-//! ports fixed in advance from [`free_port`].
+//! ports fixed in advance from [`free_port`], a real Prometheus server from
+//! [`prometheus::Prometheus`].
 #![forbid(unsafe_code)]
 
 pub mod child;
 pub mod client;
+pub mod prometheus;
 mod run;
 
 pub use run::{with_child, Exit, Running};

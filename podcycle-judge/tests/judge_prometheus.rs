@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::prometheus::Prometheus;
-use support::{client, Child, SOON};
+use support::{client, wait_ok, Child, SOON};
 
 support::child!(
     "a chatbot replica, run by the other tests in a child process",
@@ -77,19 +77,6 @@ fn show(o: &std::process::Output) -> String {
     )
 }
 
-async fn wait_ok(addr: SocketAddr, path: &str) {
-    let deadline = Instant::now() + SOON * 3;
-    loop {
-        if let Ok(r) = client::get(addr, path).await {
-            if r.status == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{addr}{path} never became 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Steady load: `rate` requests/s to `app`, until `stop` passes.
 async fn load(app: SocketAddr, rate: u32, stop: Instant) -> u64 {
     let mut conn = client::Conn::open(app).await.unwrap();
@@ -127,7 +114,7 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
     let rt = support::rt();
     rt.block_on(async {
         for r in [&stable, &faulty, &healthy] {
-            wait_ok(r.admin, "/readyz").await;
+            wait_ok(r.admin, "/readyz", SOON * 3).await;
         }
     });
     let prom = Prometheus::start(
@@ -216,7 +203,7 @@ fn a_canary_that_sheds_fails_by_its_shed_counter() {
     let rt = support::rt();
     rt.block_on(async {
         for r in [&stable, &canary] {
-            wait_ok(r.admin, "/readyz").await;
+            wait_ok(r.admin, "/readyz", SOON * 3).await;
         }
     });
     let prom = Prometheus::start(&prom_bin, "chatbot", &[stable.admin, canary.admin], &[]);
@@ -287,7 +274,7 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
     let rt = support::rt();
     rt.block_on(async {
         for r in [&stable, &burning, &healthy] {
-            wait_ok(r.admin, "/readyz").await;
+            wait_ok(r.admin, "/readyz", SOON * 3).await;
         }
     });
     let prom = Prometheus::start(
@@ -335,7 +322,7 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
             .expect("run podcycle-judge serve"),
         addr,
     };
-    rt.block_on(wait_ok(server.addr, "/healthz"));
+    rt.block_on(wait_ok(server.addr, "/healthz", SOON * 3));
 
     // The command and the web provider, all four judgements at once.
     let judge = |canary: &str| {

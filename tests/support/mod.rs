@@ -351,6 +351,24 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `GET path` on `addr` answers 200, asking every 100 ms (a refused connection
+/// counts as not yet); fails the test after `within`.
+pub async fn wait_ok(addr: SocketAddr, path: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = client::get(addr, path).await {
+            if r.status == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}{path} did not answer 200 within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The status code of `GET path` on `addr`.
 pub async fn status(addr: SocketAddr, path: &str) -> u16 {
     client::get(addr, path).await.unwrap().status.as_u16()

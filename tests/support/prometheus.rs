@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{client, free_port, SOON};
+use crate::{client, free_port, wait_ok, SOON};
 
 /// How often Prometheus scrapes its targets (its timeout is 900 ms).
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,20 +80,7 @@ impl Prometheus {
 
     /// Waits until `/-/ready` answers 200; fails the test after 3 × [`SOON`].
     pub async fn ready(&self) {
-        let deadline = Instant::now() + SOON * 3;
-        loop {
-            if let Ok(r) = client::get(self.addr, "/-/ready").await {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus at {} never became ready",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ok(self.addr, "/-/ready", SOON * 3).await;
     }
 
     /// The samples of an instant query (`data.result`), or the error: no answer, or an answer

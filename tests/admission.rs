@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, with_child, SOON};
+use support::{client, with_child, Exit, SOON};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 support::child!();
@@ -35,6 +35,18 @@ async fn one_request(app: SocketAddr, path: &str) -> Result<(u16, bool), String>
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
     Ok((code, text.contains("\r\nretry-after: 1\r\n")))
+}
+
+/// The child drained cleanly (exit 0, `OUTCOME 0`) less than `within` after SIGTERM was
+/// `sent`: the drain waited for the admitted requests only, not for its deadline.
+fn assert_drained_with_the_admitted(exit: &Exit, sent: Instant, within: Duration) {
+    assert_eq!(exit.code, 0, "{}", exit.output);
+    assert!(exit.output.contains("OUTCOME 0"), "{}", exit.output);
+    assert!(
+        exit.at - sent < within,
+        "the drain ended with the admitted requests, not at its deadline: {:?}",
+        exit.at - sent
+    );
 }
 
 /// A WebSocket upgrade request to `/hello`: the head of the answer.
@@ -157,13 +169,7 @@ fn beyond_a_fixed_limit_requests_get_503_at_once_probes_pass_and_the_drain_waits
         }
         sent
     });
-    assert_eq!(exit.code, 0, "{}", exit.output);
-    assert!(exit.output.contains("OUTCOME 0"), "{}", exit.output);
-    assert!(
-        exit.at - sent < Duration::from_secs(10),
-        "the drain ended with the admitted requests, not at its deadline: {:?}",
-        exit.at - sent
-    );
+    assert_drained_with_the_admitted(&exit, sent, Duration::from_secs(10));
 }
 
 #[test]
@@ -303,13 +309,7 @@ fn with_a_queue_a_request_beyond_the_limit_waits_for_a_slot_up_to_its_bound_and_
         assert_eq!(long.await.unwrap().unwrap().0, 200);
         sent
     });
-    assert_eq!(exit.code, 0, "{}", exit.output);
-    assert!(exit.output.contains("OUTCOME 0"), "{}", exit.output);
-    assert!(
-        exit.at - sent < Duration::from_secs(15),
-        "the drain ended with the admitted request: {:?}",
-        exit.at - sent
-    );
+    assert_drained_with_the_admitted(&exit, sent, Duration::from_secs(15));
 }
 
 /// The overload table of `docs/limits.md`: open-loop load at 1×, 2× and 4× the capacity of

@@ -7,33 +7,38 @@ use podcycle::Lifecycle;
 use podcycle_test_support as support;
 use tower::ServiceExt;
 
+/// `/hello` through the metrics layer, with the metrics router merged in.
+fn hello_app(lifecycle: &Lifecycle) -> axum::Router {
+    axum::Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .layer(lifecycle.metrics().layer())
+        .merge(lifecycle.metrics().router())
+}
+
+/// Sends `req` (with an empty body) to `app`.
+async fn oneshot(
+    app: axum::Router,
+    req: http::request::Builder,
+) -> http::Response<axum::body::Body> {
+    app.oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// `GET /hello` on `app`, answered 200 and read to its end.
+async fn hello(app: &axum::Router) {
+    let hello = oneshot(app.clone(), http::Request::get("/hello")).await;
+    assert_eq!(hello.status(), 200);
+    hello.into_body().collect().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_on_the_app_router_when_the_admin_port_is_off() {
     let lifecycle = Lifecycle::new(support::in_process_config().admin_addr(None)).unwrap();
     assert_eq!(lifecycle.admin_addr(), None);
-    let app = axum::Router::new()
-        .route("/hello", get(|| async { "hello" }))
-        .layer(lifecycle.metrics().layer())
-        .merge(lifecycle.metrics().router());
-    let hello = app
-        .clone()
-        .oneshot(
-            http::Request::get("/hello")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(hello.status(), 200);
-    hello.into_body().collect().await.unwrap();
-    let res = app
-        .oneshot(
-            http::Request::get("/metrics")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let app = hello_app(&lifecycle);
+    hello(&app).await;
+    let res = oneshot(app, http::Request::get("/metrics")).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers()[http::header::CONTENT_TYPE],
@@ -112,32 +117,16 @@ async fn a_scraper_asking_for_protobuf_gets_delimited_metric_families() {
             .native_histograms(true),
     )
     .unwrap();
-    let app = axum::Router::new()
-        .route("/hello", get(|| async { "hello" }))
-        .layer(lifecycle.metrics().layer())
-        .merge(lifecycle.metrics().router());
-    let hello = app
-        .clone()
-        .oneshot(
-            http::Request::get("/hello")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    hello.into_body().collect().await.unwrap();
+    let app = hello_app(&lifecycle);
+    hello(&app).await;
     // What Prometheus 2.42 sends with `--enable-feature=native-histograms`.
     let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
                   encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
-    let res = app
-        .oneshot(
-            http::Request::get("/metrics")
-                .header(http::header::ACCEPT, accept)
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res = oneshot(
+        app,
+        http::Request::get("/metrics").header(http::header::ACCEPT, accept),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers()[http::header::CONTENT_TYPE],

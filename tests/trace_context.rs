@@ -193,13 +193,20 @@ fn config() -> Config {
     support::in_process_config().drain_timeout(Duration::from_secs(2))
 }
 
+/// Serves with [`config`], sends one `GET path` with `headers`, answered 200, and shuts down
+/// (drained): the body.
+async fn one_request(path: &str, headers: &[(&str, &str)]) -> String {
+    let (lifecycle, serving) = serve(config()).await;
+    let (status, _, body) = get_with(lifecycle.app_addr().unwrap(), path, headers).await;
+    assert_eq!(status, 200, "{body}");
+    stop(lifecycle, serving).await;
+    body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_traceparent_reaches_the_handler_and_the_request_span_its_log_lines_join() {
-    let (lifecycle, serving) = serve(config()).await;
-    let addr = lifecycle.app_addr().unwrap();
     let trace = "11f7651916cd43dd8448eb211c80319c";
-    let (status, _, body) = get_with(
-        addr,
+    let body = one_request(
         "/who/joined",
         &[
             ("traceparent", &format!("00-{trace}-{PARENT}-01")),
@@ -207,7 +214,6 @@ async fn a_traceparent_reaches_the_handler_and_the_request_span_its_log_lines_jo
         ],
     )
     .await;
-    assert_eq!(status, 200);
     let parts: Vec<&str> = body.split(' ').collect();
     assert_eq!(parts.len(), 5, "{body}");
     assert_eq!(parts[0], trace, "the caller's trace");
@@ -219,7 +225,6 @@ async fn a_traceparent_reaches_the_handler_and_the_request_span_its_log_lines_jo
         format!("00-{trace}-{}-01", parts[1]),
         "outgoing calls are children of this request's span"
     );
-    stop(lifecycle, serving).await;
     let seen = seen();
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
@@ -243,19 +248,14 @@ async fn a_traceparent_reaches_the_handler_and_the_request_span_its_log_lines_jo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsampled_traceparent_is_passed_on_without_a_span() {
-    let (lifecycle, serving) = serve(config()).await;
-    let addr = lifecycle.app_addr().unwrap();
     let trace = "22f7651916cd43dd8448eb211c80319c";
-    let (status, _, body) = get_with(
-        addr,
+    let body = one_request(
         "/who/unsampled",
         &[("traceparent", &format!("00-{trace}-{PARENT}-00"))],
     )
     .await;
-    assert_eq!(status, 200);
     assert!(body.starts_with(&format!("{trace} ")), "{body}");
     assert!(body.ends_with("-00"), "passed on unsampled: {body}");
-    stop(lifecycle, serving).await;
     let seen = seen();
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     assert!(

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{client, Child, SOON};
+use support::prometheus::Prometheus;
+use support::{client, wait_ok, Child, SOON};
 
 support::child!(
     "a chatbot replica, run by the other tests in a child process",
@@ -50,64 +51,30 @@ fn replica_with(version: &str, faults: &[(&str, &str)]) -> Replica {
     }
 }
 
-/// Prometheus on loopback, scraping every second, with its data in a temp dir.
-struct Prometheus {
-    proc: std::process::Child,
-    url: String,
-    dir: std::path::PathBuf,
+/// The `podcycle-judge` command for `canary` against stable `1.0.0`, reading `prom`, with
+/// `options` after.
+fn judge_command(prom: &Prometheus, canary: &str, options: &[&str]) -> Command {
+    let mut judge = Command::new(env!("CARGO_BIN_EXE_podcycle-judge"));
+    judge
+        .args([
+            "--prometheus",
+            &prom.url(),
+            "--stable",
+            "1.0.0",
+            "--canary",
+            canary,
+        ])
+        .args(options);
+    judge
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn prometheus(bin: &std::path::Path, targets: &[SocketAddr], tag: &str) -> Prometheus {
-    let dir =
-        std::env::temp_dir().join(format!("podcycle-judge-test-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: chatbot\n    static_configs:\n      - targets: [{}]\n",
-        targets.join(", ")
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = support::free_port();
-    let proc = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    Prometheus {
-        proc,
-        url: format!("http://127.0.0.1:{port}"),
-        dir,
-    }
-}
-
-async fn wait_ok(addr: SocketAddr, path: &str) {
-    let deadline = Instant::now() + SOON * 3;
-    loop {
-        if let Ok(r) = client::get(addr, path).await {
-            if r.status == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{addr}{path} never became 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A judge run's stdout and stderr, for a failure message.
+fn show(o: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Steady load: `rate` requests/s to `app`, until `stop` passes.
@@ -147,33 +114,27 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
     let rt = support::rt();
     rt.block_on(async {
         for r in [&stable, &faulty, &healthy] {
-            wait_ok(r.admin, "/readyz").await;
+            wait_ok(r.admin, "/readyz", SOON * 3).await;
         }
     });
-    let prom = prometheus(
+    let prom = Prometheus::start(
         &prom_bin,
+        "chatbot",
         &[stable.admin, faulty.admin, healthy.admin],
-        "errors",
+        &[],
     );
     let stop = Instant::now() + Duration::from_secs(80);
     let loads: Vec<_> = [&stable, &faulty, &healthy]
         .iter()
         .map(|r| rt.spawn(load(r.app, 60, stop)))
         .collect();
-    rt.block_on(async {
-        let addr: SocketAddr = prom.url.trim_start_matches("http://").parse().unwrap();
-        wait_ok(addr, "/-/ready").await;
-    });
+    rt.block_on(prom.ready());
 
     let judge = |canary: &str, max_duration: &str| {
-        Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
-            .args([
-                "--prometheus",
-                &prom.url,
-                "--stable",
-                "1.0.0",
-                "--canary",
-                canary,
+        judge_command(
+            &prom,
+            canary,
+            &[
                 "--interval",
                 "2s",
                 "--max-duration",
@@ -181,24 +142,18 @@ fn the_judge_fails_a_faulty_canary_and_does_not_fail_a_healthy_one() {
                 "--min-requests",
                 "100",
                 "--no-latency",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run podcycle-judge")
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run podcycle-judge")
     };
     let started = Instant::now();
     let (faulty_run, healthy_run) = (judge("1.1.0-faulty", "60s"), judge("1.1.0-healthy", "30s"));
     let faulty_out = faulty_run.wait_with_output().unwrap();
     let faulty_took = started.elapsed();
     let healthy_out = healthy_run.wait_with_output().unwrap();
-    let show = |o: &std::process::Output| {
-        format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     assert_eq!(
         faulty_out.status.code(),
         Some(1),
@@ -248,27 +203,20 @@ fn a_canary_that_sheds_fails_by_its_shed_counter() {
     let rt = support::rt();
     rt.block_on(async {
         for r in [&stable, &canary] {
-            wait_ok(r.admin, "/readyz").await;
+            wait_ok(r.admin, "/readyz", SOON * 3).await;
         }
     });
-    let prom = prometheus(&prom_bin, &[stable.admin, canary.admin], "shed");
+    let prom = Prometheus::start(&prom_bin, "chatbot", &[stable.admin, canary.admin], &[]);
     let stop = Instant::now() + Duration::from_secs(60);
     let loads: Vec<_> = [&stable, &canary]
         .iter()
         .flat_map(|r| (0..3).map(|_| rt.spawn(load(r.app, 20, stop))))
         .collect();
-    rt.block_on(async {
-        let addr: SocketAddr = prom.url.trim_start_matches("http://").parse().unwrap();
-        wait_ok(addr, "/-/ready").await;
-    });
-    let out = Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
-        .args([
-            "--prometheus",
-            &prom.url,
-            "--stable",
-            "1.0.0",
-            "--canary",
-            "1.1.0-shedding",
+    rt.block_on(prom.ready());
+    let out = judge_command(
+        &prom,
+        "1.1.0-shedding",
+        &[
             "--interval",
             "2s",
             "--max-duration",
@@ -276,14 +224,11 @@ fn a_canary_that_sheds_fails_by_its_shed_counter() {
             "--min-requests",
             "50",
             "--no-latency",
-        ])
-        .output()
-        .expect("run podcycle-judge");
-    let show = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+    )
+    .output()
+    .expect("run podcycle-judge");
+    let show = show(&out);
     // Without the shed counter the canary's admitted requests all succeed: no FAIL.
     assert_eq!(
         out.status.code(),
@@ -329,23 +274,21 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
     let rt = support::rt();
     rt.block_on(async {
         for r in [&stable, &burning, &healthy] {
-            wait_ok(r.admin, "/readyz").await;
+            wait_ok(r.admin, "/readyz", SOON * 3).await;
         }
     });
-    let prom = prometheus(
+    let prom = Prometheus::start(
         &prom_bin,
+        "chatbot",
         &[stable.admin, burning.admin, healthy.admin],
-        "cpu",
+        &[],
     );
     let stop = Instant::now() + Duration::from_secs(75);
     let loads: Vec<_> = [&stable, &burning, &healthy]
         .iter()
         .map(|r| rt.spawn(load(r.app, 50, stop)))
         .collect();
-    rt.block_on(async {
-        let addr: SocketAddr = prom.url.trim_start_matches("http://").parse().unwrap();
-        wait_ok(addr, "/-/ready").await;
-    });
+    rt.block_on(prom.ready());
     let options = [
         "--interval",
         "2s",
@@ -369,7 +312,7 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
                 "1m",
                 "--",
             ])
-            .args(["--prometheus", &prom.url])
+            .args(["--prometheus", &prom.url()])
             .args(options)
             // Under podcycle: its admin listener on a free loopback port, not 0.0.0.0:9090.
             .env("PODCYCLE_ADMIN_ADDR", "127.0.0.1:0")
@@ -379,20 +322,11 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
             .expect("run podcycle-judge serve"),
         addr,
     };
-    rt.block_on(wait_ok(server.addr, "/healthz"));
+    rt.block_on(wait_ok(server.addr, "/healthz", SOON * 3));
 
     // The command and the web provider, all four judgements at once.
     let judge = |canary: &str| {
-        Command::new(env!("CARGO_BIN_EXE_podcycle-judge"))
-            .args([
-                "--prometheus",
-                &prom.url,
-                "--stable",
-                "1.0.0",
-                "--canary",
-                canary,
-            ])
-            .args(options)
+        judge_command(&prom, canary, &options)
             .args(["--max-duration", "45s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -414,13 +348,6 @@ fn cpu_per_request_fails_a_burning_canary_by_command_and_by_web_provider() {
     let (burning_web, healthy_web) = (web("1.1.0-cpu"), web("1.1.0-healthy"));
     let burning_out = burning_run.wait_with_output().unwrap();
     let healthy_out = healthy_run.wait_with_output().unwrap();
-    let show = |o: &std::process::Output| {
-        format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     assert_eq!(
         burning_out.status.code(),
         Some(1),

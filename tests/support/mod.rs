@@ -5,11 +5,13 @@
 //! A test file declares its child once with [`child!`], then most tests are
 //! `with_child(env, |child| async move { .. })` ([`with_child`]): start, wait for the
 //! listeners, run the body, wait for the exit. HTTP/2 connections come from [`client::h2`],
-//! ports fixed in advance from [`free_port`].
+//! ports fixed in advance from [`free_port`], a real Prometheus server from
+//! [`prometheus::Prometheus`].
 #![forbid(unsafe_code)]
 
 pub mod child;
 pub mod client;
+pub mod prometheus;
 mod run;
 
 pub use run::{with_child, Exit, Running};
@@ -346,6 +348,24 @@ pub async fn eventually(mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "condition not reached in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `GET path` on `addr` answers 200, asking every 100 ms (a refused connection
+/// counts as not yet); fails the test after `within`.
+pub async fn wait_ok(addr: SocketAddr, path: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = client::get(addr, path).await {
+            if r.status == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}{path} did not answer 200 within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -6,10 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use podcycle_test_support::{self as support, Child, SOON};
+use podcycle_test_support::{self as support, prometheus::Prometheus, Child, SOON};
 
 const CHATBOT: &str = env!("CARGO_BIN_EXE_chatbot");
 
@@ -46,55 +45,6 @@ fn request(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
         body.to_owned()
     };
     (status, body)
-}
-
-/// Prometheus on loopback with exemplar storage, scraping `target` every second; killed and
-/// its data removed on drop.
-struct Prometheus {
-    proc: std::process::Child,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn prometheus(bin: &std::path::Path, target: SocketAddr) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!("podcycle-exemplars-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: chatbot\n    static_configs:\n      - targets: [\"{target}\"]\n"
-        ),
-    )
-    .unwrap();
-    let port = support::free_port();
-    let proc = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--enable-feature=exemplar-storage")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    Prometheus {
-        proc,
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        dir,
-    }
 }
 
 #[test]
@@ -135,7 +85,12 @@ fn prometheus_stores_the_exemplar_of_a_sampled_request_with_its_version() {
     );
     assert_eq!(status, 200);
 
-    let prom = prometheus(&bin, admin);
+    let prom = Prometheus::start(
+        &bin,
+        "chatbot",
+        &[admin],
+        &["--enable-feature=exemplar-storage"],
+    );
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -147,8 +102,8 @@ fn prometheus_stores_the_exemplar_of_a_sampled_request_with_its_version() {
     );
     let deadline = Instant::now() + SOON * 6;
     let found = loop {
-        if TcpStream::connect(prom.addr).is_ok() {
-            let (status, body) = request(prom.addr, &path, "");
+        if TcpStream::connect(prom.addr()).is_ok() {
+            let (status, body) = request(prom.addr(), &path, "");
             if status == 200 && body.contains(trace) {
                 break body;
             }

@@ -8,7 +8,6 @@
 
 use podcycle_test_support as support;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,27 +15,12 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::Router;
 use podcycle::{Config, Lifecycle, Outcome, Phase};
+use support::prometheus::Prometheus;
 use support::{client, SOON};
 
 /// Prometheus on loopback with native histograms on, scraping `target` every second and
-/// evaluating the chatbot's recording rules every second, with its data in a temp dir.
-struct Prometheus {
-    proc: std::process::Child,
-    addr: std::net::SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// evaluating the chatbot's recording rules every second.
 fn prometheus(bin: &std::path::Path, target: std::net::SocketAddr) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!("podcycle-native-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let rules = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/chatbot/deploy/monitoring/rules.yml"
@@ -44,28 +28,7 @@ fn prometheus(bin: &std::path::Path, target: std::net::SocketAddr) -> Prometheus
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nrule_files: [\"{rules}\"]\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [\"{target}\"]\n        labels: {{track: stable}}\n"
     );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = support::free_port();
-    let proc = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--enable-feature=native-histograms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    Prometheus {
-        proc,
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        dir,
-    }
+    Prometheus::start_with(bin, &config, &["--enable-feature=native-histograms"])
 }
 
 /// The value of an instant query's first sample, if any.
@@ -248,7 +211,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     // One request first, seen by Prometheus before the load: `rate` needs a sample before it.
     let count = "histogram_count(sum(http_server_request_duration_seconds{http_route=\"/work\"}))";
     assert_eq!(client::get(app_addr, "/work").await.unwrap().status, 200);
-    wait_for(prom.addr, count, 1.0).await;
+    wait_for(prom.addr(), count, 1.0).await;
 
     // 10 connections, 20 requests each: 180 at 20 ms, 20 at 150 ms.
     let clients: Vec<_> = (0..10)
@@ -266,11 +229,11 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     }
 
     // Wait until Prometheus has scraped every request, as a native histogram.
-    wait_for(prom.addr, count, (REQUESTS + 1) as f64).await;
-    let all_scraped = query(prom.addr, "vector(time())").await.unwrap().unwrap();
+    wait_for(prom.addr(), count, (REQUESTS + 1) as f64).await;
+    let all_scraped = query(prom.addr(), "vector(time())").await.unwrap().unwrap();
 
     let p99 = query(
-        prom.addr,
+        prom.addr(),
         "histogram_quantile(0.99, sum(rate(http_server_request_duration_seconds{http_route=\"/work\"}[1m])))",
     )
     .await
@@ -289,7 +252,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     // `scrape_classic_histograms` before 2.45); the classic buckets are still in the text
     // format, and put the slow requests between 0.1 and 0.25 s: their p99 is far off.
     let classic_in_prometheus = query(
-        prom.addr,
+        prom.addr(),
         "count(http_server_request_duration_seconds_bucket{http_route=\"/work\"})",
     )
     .await
@@ -304,9 +267,9 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
 
     // Every family of the exposition parsed (a bad one fails the whole scrape), the
     // registry's too: the scrape is up and the lifecycle metrics are there.
-    assert_eq!(query(prom.addr, "up{job=\"app\"}").await, Ok(Some(1.0)));
+    assert_eq!(query(prom.addr(), "up{job=\"app\"}").await, Ok(Some(1.0)));
     assert_eq!(
-        query(prom.addr, "podcycle_build_info{version=\"1.0.0\"}").await,
+        query(prom.addr(), "podcycle_build_info{version=\"1.0.0\"}").await,
         Ok(Some(1.0))
     );
 
@@ -315,7 +278,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
         b"http_server_request_duration_seconds_count{version=\"1.0.0\"} or http_server_request_duration_seconds{version=\"1.0.0\"}",
     )
     .collect();
-    let reply = client::get(prom.addr, &format!("/api/v1/query?query={q}"))
+    let reply = client::get(prom.addr(), &format!("/api/v1/query?query={q}"))
         .await
         .unwrap();
     let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
@@ -334,7 +297,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
         "version_route:http_server_request_duration_seconds:p95_rate5m{version=\"1.0.0\", http_route=\"/work\"}",
     ] {
         let after = format!("{rule} and timestamp({rule}) > {all_scraped}");
-        let recorded = wait_for_sample(prom.addr, &after).await;
+        let recorded = wait_for_sample(prom.addr(), &after).await;
         eprintln!("{rule} = {recorded} s");
         assert!(
             recorded > slow / 2f64.powf(1.0 / 8.0) && recorded < slow * 2f64.powf(2.0 / 8.0),
@@ -362,12 +325,18 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
             "2m",
         ),
     ] {
-        let at = wait_for_sample(prom.addr, &format!("timestamp({rule}) > {all_scraped}")).await;
-        let recorded = query_at(prom.addr, rule, Some(at)).await.unwrap().unwrap();
+        let at = wait_for_sample(prom.addr(), &format!("timestamp({rule}) > {all_scraped}")).await;
+        let recorded = query_at(prom.addr(), rule, Some(at))
+            .await
+            .unwrap()
+            .unwrap();
         let raw = format!(
             "sum(histogram_count(rate(http_server_request_duration_seconds{{version=\"1.0.0\"}}[{window}])))"
         );
-        let raw = query_at(prom.addr, &raw, Some(at)).await.unwrap().unwrap();
+        let raw = query_at(prom.addr(), &raw, Some(at))
+            .await
+            .unwrap()
+            .unwrap();
         eprintln!("{rule} = {recorded}/s, the native count's rate {raw}/s");
         assert!(
             recorded > 0.0 && (recorded / raw - 1.0).abs() < 0.1,
@@ -380,7 +349,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     let analysis = analysis_queries("1.0.0", "/work");
     assert_eq!(analysis.len(), 2, "{analysis:?}");
     for (query, want) in analysis.iter().zip([0.0, 1.0]) {
-        let got = wait_for_sample(prom.addr, query).await;
+        let got = wait_for_sample(prom.addr(), query).await;
         assert!((got - want).abs() < 1e-9, "{query} = {got}, not {want}");
     }
 
@@ -390,7 +359,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
         "track_route:http_server_request_duration_seconds:p95_rate5m{track=\"stable\", http_route=\"/work\"}",
     ] {
         let after = format!("{rule} and timestamp({rule}) > {all_scraped}");
-        let recorded = wait_for_sample(prom.addr, &after).await;
+        let recorded = wait_for_sample(prom.addr(), &after).await;
         eprintln!("{rule} = {recorded} s");
         assert!(
             recorded > slow / 2f64.powf(1.0 / 8.0) && recorded < slow * 2f64.powf(2.0 / 8.0),
@@ -403,7 +372,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     let panels = dashboard_queries();
     assert_eq!(panels.len(), 5, "{panels:?}");
     for (panel, expr) in &panels {
-        let value = wait_for_sample(prom.addr, expr).await;
+        let value = wait_for_sample(prom.addr(), expr).await;
         eprintln!("panel {panel:?}: {value}");
         assert!(value.is_finite(), "panel {panel:?}: {expr} = {value}");
     }
@@ -411,7 +380,7 @@ async fn prometheus_reads_the_native_histogram_and_its_p99_is_the_driven_latency
     // No errors: the error ratio is 0 (not absent), from the native count.
     assert_eq!(
         wait_for_sample(
-            prom.addr,
+            prom.addr(),
             "version:http_server_request_errors:ratio_rate5m{version=\"1.0.0\"}"
         )
         .await,

@@ -37,6 +37,17 @@ impl Prometheus {
     /// `--enable-feature=exemplar-storage`) on its command line. It returns at once: queries
     /// fail until Prometheus listens (see [`Prometheus::ready`]).
     pub fn start(bin: &Path, job: &str, targets: &[SocketAddr], flags: &[&str]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        Prometheus::start_with(bin, &config, flags)
+    }
+
+    /// Starts `bin` with `config`, a whole `prometheus.yml` (rule files, target labels, other
+    /// intervals), and the command-line `flags`; as [`Prometheus::start`] otherwise.
+    pub fn start_with(bin: &Path, config: &str, flags: &[&str]) -> Prometheus {
         // A dir per server: tests in one process may run several at once.
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -45,11 +56,6 @@ impl Prometheus {
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        );
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
